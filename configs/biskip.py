@@ -1,0 +1,109 @@
+"""The paper's training setup (Bi-Skip, §4–5) on GoPro.
+
+Usage:
+  python train.py --config=configs/biskip.py --workdir=runs/biskip           # SA1P-BS
+  python train.py --config=configs/biskip.py:A2-S --workdir=runs/a2s         # a Table 1 baseline
+  python train.py --config=configs/biskip.py --config.train.num_epochs=1000  # the final model
+
+The argument after ``:`` is one of Table 1's scheme names (``biskip_jax.schemes.TABLE1``); it
+sets the loss switches in ``config.loss`` and the generator variant in ``config.model``.
+"""
+
+import ml_collections
+
+from biskip_jax import schemes
+
+
+def get_config(scheme: str = "SA1P-BS") -> ml_collections.ConfigDict:
+  """Returns the paper's configuration for training scheme ``scheme``."""
+  s = schemes.parse_scheme(scheme or "SA1P-BS")
+  config = ml_collections.ConfigDict()
+  config.scheme = s.name  # Table 1 name; informational, the switches below are what counts.
+  config.seed = 0  # Base PRNG seed: parameter init, crops, GP interpolation.
+
+  # Generator (DESIGN §2, paper §4.1, Fig. 5).
+  config.model = m = ml_collections.ConfigDict()
+  m.variant = s.variant  # "S" | "BS-w/o-R" | "BS-cR" | "BS" (Table 1).
+  m.channels = (32, 64, 128, 128, 128)  # Encoder/decoder channels per level.
+  m.skip_channels = (16, 32, 64, 64)  # Shallow and deep skip channels per level.
+  m.num_res_blocks = 3  # ResBlocks per level in the body ("3 x Resblocks").
+  m.norm = "batch"  # "batch" | "instance" | "none".
+  m.act_slope = 0.2  # LeakyReLU negative slope.
+  m.pool = "avg"  # "avg" | "max" down-sampling.
+  m.bn_momentum = 0.9  # Batch-norm running-average momentum.
+  m.dtype = "float32"  # Compute dtype: "float32" | "bfloat16" (params stay float32).
+
+  # Critic (DESIGN §3): DeblurGAN's 70x70 PatchGAN, WGAN, no sigmoid.
+  config.critic = c = ml_collections.ConfigDict()
+  c.features = 64  # Channels of the first conv; doubled per stride-2 layer up to 8x.
+  c.num_layers = 3  # Stride-2 convs after the first one (3 gives the 70x70 receptive field).
+  c.norm = "instance"  # "instance" | "none" (never batch norm under a gradient penalty).
+  c.conditional = False  # Concatenate the blurred input to the critic's input.
+
+  # Losses (DESIGN §4, paper eq. 3–7, 12–13).
+  config.loss = l = ml_collections.ConfigDict()
+  l.adversarial = s.adversarial  # WGAN-GP terms on/off (scheme letter A).
+  l.pixel = s.pixel  # "l1" | "l2" | "none" (scheme letters 1 | 2).
+  l.perceptual = s.perceptual  # VGG19 feature loss on/off (scheme letter P).
+  l.self_paced = s.self_paced  # Self-paced weights v_i (scheme letter S); off => v_i = 1.
+  l.gamma1 = 100.0  # γ1, weight of the pixel term (paper §5).
+  l.gamma2 = 0.1  # γ2, weight of the feature term (paper §5).
+  l.gp_weight = 10.0  # β, weight of the gradient penalty (eq. 7).
+  l.vgg_layer = "conv3_3"  # VGG19 layer F (before its ReLU).
+  l.vgg_input = "imagenet"  # "imagenet": map [-1,1] to ImageNet-normalised RGB; "raw": as is.
+  l.vgg_weights = ""  # Local torchvision vgg19 .pth/.npz; "" downloads and caches it.
+
+  # Optimisation (paper §5, DESIGN §6).
+  config.optim = o = ml_collections.ConfigDict()
+  o.g_lr = 1e-4  # Generator Adam learning rate.
+  o.d_lr = 1e-4  # Critic Adam learning rate.
+  o.b1 = 0.5  # Adam β1.
+  o.b2 = 0.999  # Adam β2.
+  o.decay_start = 0.5  # Fraction of training after which the lr decays linearly to zero.
+
+  # Training loop (Algorithm 1).
+  config.train = t = ml_collections.ConfigDict()
+  t.batch_size = 1  # Global batch size (paper: 1), split over all devices.
+  t.num_epochs = 300  # T of eq. 10 (baselines 300, final model 1000).
+  t.steps_per_epoch = -1  # -1: one pass over the training set per epoch.
+  t.num_steps = -1  # > 0 overrides num_epochs * steps_per_epoch (short runs).
+  t.n_critic = 2  # Critic updates per generator update (D:G = 2:1).
+  t.log_every = 100  # Steps between progress lines / scalar logs.
+  t.image_every = 2000  # Steps between image summaries in TensorBoard.
+  t.checkpoint_every = 2000  # Steps between checkpoints.
+  t.keep_checkpoints = 3  # Latest checkpoints kept (plus the best by validation PSNR).
+  t.eval_every = 0  # Steps between validation runs; 0 disables validation.
+  t.eval_num_images = 16  # Validation images (from data.eval_split) per run.
+  t.max_bad_steps = 10  # Consecutive non-finite steps tolerated before stopping.
+  t.profile = False  # Capture a jax.profiler trace of a few steps in the workdir.
+
+  # Data (DESIGN §7).
+  config.data = d = ml_collections.ConfigDict()
+  d.source = "gopro"  # "gopro" | "folder" | "synthetic" | "kohler".
+  d.path = "data/GOPRO_Large"  # Root of the dataset for gopro/folder/kohler.
+  d.blur_kind = "blur"  # GoPro input frames: "blur" | "blur_gamma".
+  d.train_split = "train"
+  d.eval_split = "test"
+  d.crop_size = 256  # Random paired crop (paper: 256x256).
+  d.random_flip = True  # Random horizontal/vertical flips of training crops.
+  d.small_images = "error"  # Images smaller than the crop: "error" | "pad" (reflect).
+  d.num_workers = 2  # grain worker processes (0: in-process).
+  d.prefetch = 4  # Batches prefetched per worker.
+  d.cache_decoded = False  # Keep decoded frames in memory (fast, needs RAM).
+  d.max_bad_fraction = 0.5  # Stop if more than this fraction of files fail to read.
+  # Synthetic blur (used by data.source = "synthetic").
+  d.synthetic = sy = ml_collections.ConfigDict()
+  sy.images = "skimage"  # "skimage" (shipped photos) or a folder of sharp images.
+  sy.holdout = ("coffee", "rocket")  # skimage photos kept for evaluation only.
+  sy.kernel_size = 31  # Blur kernel support (pixels).
+  sy.max_shake = 0.005  # Trajectory anxiety (Boracchi & Foi 2012).
+  sy.noise_std = 0.01  # Gaussian noise std in [0,1] units, added after blurring.
+  sy.gamma = 2.2  # Blur applied in linear light: x^gamma, blur, ^(1/gamma).
+  sy.num_eval = 8  # Synthetic evaluation pairs.
+
+  # Evaluation and inference.
+  config.eval = e = ml_collections.ConfigDict()
+  e.tile_size = 0  # > 0: deblur in overlapping tiles of this size; 0: auto from memory.
+  e.tile_overlap = 32  # Overlap between tiles (pixels), blended linearly.
+  e.num_figures = 4  # Side-by-side figures written by evaluate.py.
+  return config

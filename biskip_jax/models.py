@@ -1,0 +1,263 @@
+"""The Bi-Skip generator (paper §4.1, Fig. 5; DESIGN §2) and the WGAN critic (DESIGN §3).
+
+Images are NHWC in [-1, 1]. One detail DESIGN §2 leaves implicit: the body's 3x3 conv at each
+level is conv-norm-act like every other conv of the paths (the parameter counts DESIGN §2 pins,
+e.g. 6,082,179 for ``BS``, include that norm's scale and bias). ``BiSkip`` maps a blurred batch ``b`` to ``b + r`` (the global
+residual of Fig. 5) for any height and width: sides that are not a multiple of 32 are
+reflect-padded and the output is cropped back.
+"""
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+VARIANTS = ("S", "BS-w/o-R", "BS-cR", "BS")
+NORMS = ("batch", "instance", "none")
+POOLS = ("avg", "max")
+
+_xavier = nn.initializers.xavier_uniform()
+_zeros = nn.initializers.zeros
+
+
+def _dtype(name: Any) -> Any:
+  return jnp.dtype(name) if isinstance(name, str) else name
+
+
+def _conv(features: int, kernel: int, dtype: Any, name: str | None = None) -> nn.Conv:
+  return nn.Conv(features, (kernel, kernel), padding="SAME", use_bias=True, dtype=dtype,
+                 kernel_init=_xavier, bias_init=_zeros, name=name)
+
+
+class _Norm(nn.Module):
+  """Batch, instance or no normalisation over the channel axis."""
+  kind: str
+  momentum: float = 0.9
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    if self.kind == "batch":
+      # axis_name stays None: under jit with sharded batches XLA computes global statistics.
+      return nn.BatchNorm(use_running_average=not train, momentum=self.momentum,
+                          dtype=self.dtype, name="bn")(x)
+    if self.kind == "instance":
+      return nn.InstanceNorm(dtype=self.dtype, name="in")(x)
+    return x
+
+
+class _ConvNormAct(nn.Module):
+  """conv(k x k) -> norm -> LeakyReLU."""
+  features: int
+  kernel: int
+  norm: str
+  act_slope: float
+  bn_momentum: float
+  dtype: Any
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    x = _conv(self.features, self.kernel, self.dtype, name="conv")(x)
+    x = _Norm(self.norm, self.bn_momentum, self.dtype, name="norm")(x, train)
+    return nn.leaky_relu(x, self.act_slope)
+
+
+class ResBlock(nn.Module):
+  """conv3x3-norm-act-conv3x3-norm + identity (``num_convs=1``: the BS-cR block)."""
+  features: int
+  num_convs: int
+  norm: str
+  act_slope: float
+  bn_momentum: float
+  dtype: Any
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    y = x
+    for k in range(self.num_convs):
+      y = _conv(self.features, 3, self.dtype, name=f"conv{k}")(y)
+      y = _Norm(self.norm, self.bn_momentum, self.dtype, name=f"norm{k}")(y, train)
+      if k < self.num_convs - 1:
+        y = nn.leaky_relu(y, self.act_slope)
+    return x + y
+
+
+class BiSkip(nn.Module):
+  """Bi-Skip generator G (paper §4.1, Fig. 5) and its Table 1 ablations.
+
+  Attributes:
+    variant: "BS" (full), "BS-cR" (one conv per ResBlock), "BS-w/o-R" (no ResBlocks) or
+      "S" (Skip-Net: no ResBlocks and no deep skip).
+    channels: encoder/decoder channels per level, 5 levels (paper: 32, 64, 128, 128, 128).
+    skip_channels: shallow and deep skip channels per level above the smallest.
+    num_res_blocks: ResBlocks per level (paper: 3).
+    norm: "batch" | "instance" | "none".
+    pool: "avg" | "max" 2x2 down-sampling.
+    act_slope: LeakyReLU slope.
+    bn_momentum: batch-norm running-average momentum.
+    dtype: compute dtype (parameters stay float32).
+  """
+  variant: str = "BS"
+  channels: Sequence[int] = (32, 64, 128, 128, 128)
+  skip_channels: Sequence[int] = (16, 32, 64, 64)
+  num_res_blocks: int = 3
+  norm: str = "batch"
+  pool: str = "avg"
+  act_slope: float = 0.2
+  bn_momentum: float = 0.9
+  dtype: Any = jnp.float32
+
+  @property
+  def multiple(self) -> int:
+    """Input sides are padded to a multiple of this (2 ** number of levels)."""
+    return 2 ** len(self.channels)
+
+  def _check(self) -> None:
+    if self.variant not in VARIANTS:
+      raise ValueError(f"unknown model.variant {self.variant!r}; expected one of {VARIANTS}")
+    if self.norm not in NORMS:
+      raise ValueError(f"unknown model.norm {self.norm!r}; expected one of {NORMS}")
+    if self.pool not in POOLS:
+      raise ValueError(f"unknown model.pool {self.pool!r}; expected one of {POOLS}")
+    if len(self.skip_channels) != len(self.channels) - 1:
+      raise ValueError(f"model.skip_channels needs {len(self.channels) - 1} entries (one per "
+                       f"level above the smallest), got {tuple(self.skip_channels)}")
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    """Restores a blurred batch.
+
+    Args:
+      x: [N, H, W, 3] blurred images in [-1, 1], any H and W.
+      train: batch norm uses batch statistics (and updates ``batch_stats``) when True.
+
+    Returns:
+      [N, H, W, 3] restored images ``x + r`` (float32, not clipped).
+    """
+    self._check()
+    n, h, w, _ = x.shape
+    m = self.multiple
+    ph, pw = -h % m, -w % m
+    b = x.astype(jnp.float32)
+    if ph or pw:
+      # Reflect padding needs the pad to be smaller than the side; "symmetric" then "edge"
+      # covers tiny images (e.g. 1 x 5000) too.
+      mode = "reflect" if (ph < h and pw < w) else "edge"
+      b = jnp.pad(b, ((0, 0), (0, ph), (0, pw), (0, 0)), mode=mode)
+    dt = _dtype(self.dtype)
+    cna = dict(norm=self.norm, act_slope=self.act_slope, bn_momentum=self.bn_momentum,
+               dtype=dt)
+    levels = len(self.channels)
+    deep = self.variant != "S"
+    res_convs = {"BS": 2, "BS-cR": 1}.get(self.variant, 0)
+
+    # Contracting path with shallow (1x1) and deep (3x3) skips per scale.
+    h_ = b.astype(dt)
+    skips = []
+    for i, c in enumerate(self.channels):
+      h_ = _ConvNormAct(c, 5, name=f"down{i}", **cna)(h_, train)
+      if self.pool == "avg":
+        h_ = nn.avg_pool(h_, (2, 2), (2, 2))
+      else:
+        h_ = nn.max_pool(h_, (2, 2), (2, 2))
+      if i == levels - 1:
+        break
+      s = _conv(self.skip_channels[i], 1, dt, name=f"shallow{i}")(h_)
+      h_ = _ConvNormAct(c, 3, name=f"body{i}", **cna)(h_, train)
+      for k in range(self.num_res_blocks if res_convs else 0):
+        h_ = ResBlock(c, res_convs, name=f"res{i}_{k}", **cna)(h_, train)
+      d = _conv(self.skip_channels[i], 3, dt, name=f"deep{i}")(h_) if deep else None
+      skips.append((s, d))
+
+    # Expansive path: transposed conv up, concat skips, 3x3 and 1x1 convs.
+    for i in reversed(range(levels)):
+      c = self.channels[i]
+      h_ = nn.ConvTranspose(c, (5, 5), strides=(2, 2), padding="SAME", dtype=dt,
+                            kernel_init=_xavier, bias_init=_zeros, name=f"up{i}")(h_)
+      h_ = nn.leaky_relu(_Norm(self.norm, self.bn_momentum, dt, name=f"up{i}_norm")(h_, train),
+                         self.act_slope)
+      if i >= 1:
+        s, d = skips[i - 1]
+        h_ = jnp.concatenate([h_, s] + ([d] if d is not None else []), axis=-1)
+      h_ = _ConvNormAct(c, 3, name=f"dec{i}_a", **cna)(h_, train)
+      h_ = _ConvNormAct(c, 1, name=f"dec{i}_b", **cna)(h_, train)
+    r = _conv(3, 1, dt, name="out")(h_).astype(jnp.float32)
+    y = b + r
+    return y[:, :h, :w, :]
+
+
+class Critic(nn.Module):
+  """PatchGAN WGAN critic D (DESIGN §3; DeblurGAN's 70x70 discriminator, no sigmoid).
+
+  conv4x4 s2 (F) -> LReLU; ``num_layers`` x [conv4x4 s2 (min(2^k F, 8F)) -> norm -> LReLU];
+  conv4x4 s1 (min(2^L F, 8F)) -> norm -> LReLU; conv4x4 s1 (1). A sample's score is the mean of
+  its output map, so each score depends on that sample alone (needed by the per-sample
+  gradient penalty). Norm is instance norm or none; batch norm is refused, since it couples
+  samples and breaks the gradient penalty.
+
+  Attributes:
+    features: channels of the first conv (64).
+    num_layers: stride-2 convs after the first (3 gives the 70x70 receptive field).
+    norm: "instance" | "none".
+    conditional: if True, ``__call__`` takes the blurred image and concatenates it.
+    act_slope: LeakyReLU slope.
+    dtype: compute dtype.
+  """
+  features: int = 64
+  num_layers: int = 3
+  norm: str = "instance"
+  conditional: bool = False
+  act_slope: float = 0.2
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, blurred: jax.Array | None = None) -> jax.Array:
+    """Scores a batch.
+
+    Args:
+      x: [N, H, W, 3] sharp or restored images in [-1, 1].
+      blurred: [N, H, W, 3] blurred inputs, required iff ``conditional``.
+
+    Returns:
+      [N] float32 scores (higher means "more like a sharp image").
+    """
+    if self.norm not in ("instance", "none"):
+      raise ValueError(f"critic.norm must be 'instance' or 'none', got {self.norm!r} (batch "
+                       "norm couples samples and is invalid under a gradient penalty)")
+    if self.conditional:
+      if blurred is None:
+        raise ValueError("a conditional critic needs the blurred input")
+      x = jnp.concatenate([x, blurred], axis=-1)
+    dt = _dtype(self.dtype)
+    conv = lambda f, s, name: nn.Conv(f, (4, 4), strides=(s, s), padding="SAME", dtype=dt,
+                                      kernel_init=_xavier, bias_init=_zeros, name=name)
+    h = nn.leaky_relu(conv(self.features, 2, "conv0")(x.astype(dt)), self.act_slope)
+    mult = 1
+    for k in range(1, self.num_layers + 2):
+      mult = min(2 ** k, 8)
+      h = conv(self.features * mult, 2 if k <= self.num_layers else 1, f"conv{k}")(h)
+      h = _Norm(self.norm, dtype=dt, name=f"norm{k}")(h, False)
+      h = nn.leaky_relu(h, self.act_slope)
+    h = conv(1, 1, "out")(h)
+    return jnp.mean(h.astype(jnp.float32), axis=(1, 2, 3))
+
+
+def generator_from_config(model_config: Any) -> BiSkip:
+  """Builds a :class:`BiSkip` from ``config.model``."""
+  return BiSkip(variant=model_config.variant, channels=tuple(model_config.channels),
+                skip_channels=tuple(model_config.skip_channels),
+                num_res_blocks=model_config.num_res_blocks, norm=model_config.norm,
+                pool=model_config.pool, act_slope=model_config.act_slope,
+                bn_momentum=model_config.bn_momentum, dtype=model_config.dtype)
+
+
+def critic_from_config(critic_config: Any) -> Critic:
+  """Builds a :class:`Critic` from ``config.critic``."""
+  return Critic(features=critic_config.features, num_layers=critic_config.num_layers,
+                norm=critic_config.norm, conditional=critic_config.conditional)
+
+
+def count_params(params: Any) -> int:
+  """Number of scalars in a parameter tree (running statistics are not parameters)."""
+  return sum(int(p.size) for p in jax.tree_util.tree_leaves(params))

@@ -1,0 +1,213 @@
+"""Tests for the Bi-Skip generator and the critic (DESIGN §2–3)."""
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from biskip_jax import models
+
+# DESIGN §2: parameter counts with batch norm (scale and bias counted, running stats not).
+PARAM_COUNTS = {"BS": 6_082_179, "BS-cR": 5_056_035, "BS-w/o-R": 4_029_891, "S": 3_665_683}
+TINY = dict(channels=(4, 8, 8, 8, 8), skip_channels=(2, 4, 4, 4), num_res_blocks=1)
+
+
+def _key(seed=0):
+  # "rbg" compiles parameter init ~5x faster than threefry on CPU (config.rng_impl).
+  return jax.random.key(seed, impl="rbg")
+
+
+def _shapes(model, h=64, w=64):
+  return jax.eval_shape(lambda: model.init(_key(), jnp.zeros((1, h, w, 3))))
+
+
+_INIT_CACHE = {}
+
+
+def _init(model, x=None):
+  """Initialises ``model`` once per configuration (parameters do not depend on H, W)."""
+  del x
+  key = repr(model)
+  if key not in _INIT_CACHE:
+    _INIT_CACHE[key] = jax.jit(lambda x: model.init(_key(), x, train=False))(
+        jnp.zeros((1, 32, 32, 3)))
+  return _INIT_CACHE[key]
+
+
+def _apply(model, variables, x, **kwargs):
+  return jax.jit(lambda v, x: model.apply(v, x, **kwargs))(variables, x)
+
+
+@pytest.mark.parametrize("variant", list(PARAM_COUNTS))
+def test_param_counts_match_design(variant):
+  variables = _shapes(models.BiSkip(variant=variant))
+  assert models.count_params(variables["params"]) == PARAM_COUNTS[variant]
+  # Running statistics are not parameters and live in their own collection.
+  assert "batch_stats" in variables
+
+
+def test_norm_choices_change_only_norm_params():
+  batch = models.count_params(_shapes(models.BiSkip(norm="batch"))["params"])
+  inst = _shapes(models.BiSkip(norm="instance"))
+  none = _shapes(models.BiSkip(norm="none"))
+  assert models.count_params(inst["params"]) == batch
+  assert "batch_stats" not in inst and "batch_stats" not in none
+  n_norm = sum(int(x.size) for path, x in jax.tree_util.tree_leaves_with_path(
+      _shapes(models.BiSkip())["params"]) if "bn" in jax.tree_util.keystr(path))
+  assert models.count_params(none["params"]) == batch - n_norm > 0
+
+
+@pytest.mark.parametrize("h,w", [(37, 53), (32, 32), (1, 5), (64, 33)])
+def test_any_size_output_shape(h, w):
+  model = models.BiSkip(**TINY)
+  x = jax.random.uniform(_key(1), (2, h, w, 3), minval=-1, maxval=1)
+  y = _apply(model, _init(model, x), x, train=False)
+  assert y.shape == x.shape and y.dtype == jnp.float32
+  assert np.isfinite(np.asarray(y)).all()
+
+
+def test_full_model_shape_at_gopro_resolution():
+  model = models.BiSkip()
+  variables = _shapes(model)
+  out = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables,
+                       jax.ShapeDtypeStruct((1, 720, 1280, 3), jnp.float32))
+  assert out.shape == (1, 720, 1280, 3)
+
+
+def test_tiny_model_runs_at_720p():
+  model = models.BiSkip(**TINY)
+  x = jnp.zeros((1, 720, 1280, 3))
+  y = _apply(model, _init(model, x[:, :64, :64]), x, train=False)
+  assert y.shape == (1, 720, 1280, 3)
+
+
+def test_global_residual_identity_when_last_conv_is_zero():
+  model = models.BiSkip(**TINY)
+  x = jax.random.uniform(_key(2), (2, 40, 48, 3), minval=-1, maxval=1)
+  variables = flax.core.unfreeze(_init(model, x))
+  variables["params"]["out"] = jax.tree_util.tree_map(jnp.zeros_like,
+                                                      variables["params"]["out"])
+  y = _apply(model, variables, x, train=False)
+  np.testing.assert_array_equal(np.asarray(y), np.asarray(x))
+
+
+def test_train_updates_batch_stats_and_eval_does_not():
+  model = models.BiSkip(**TINY)
+  x = jax.random.normal(_key(3), (2, 32, 32, 3))
+  variables = _init(model, x)
+  _, updated = _apply(model, variables, x, train=True, mutable=["batch_stats"])
+  before = jax.tree_util.tree_leaves(variables["batch_stats"])
+  after = jax.tree_util.tree_leaves(updated["batch_stats"])
+  assert any(not np.allclose(a, b) for a, b in zip(before, after))
+  _, same = _apply(model, variables, x, train=False, mutable=["batch_stats"])
+  for a, b in zip(before, jax.tree_util.tree_leaves(same["batch_stats"])):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_eval_uses_running_statistics():
+  """In eval mode a sample's output does not depend on the rest of the batch."""
+  model = models.BiSkip(**TINY)
+  x = jax.random.normal(_key(4), (3, 32, 32, 3))
+  variables = _init(model, x)
+  full = _apply(model, variables, x, train=False)
+  single = _apply(model, variables, x[:1], train=False)
+  np.testing.assert_allclose(np.asarray(full[:1]), np.asarray(single), atol=1e-5)
+  train_full, _ = _apply(model, variables, x, train=True, mutable=["batch_stats"])
+  train_single, _ = _apply(model, variables, x[:1], train=True, mutable=["batch_stats"])
+  assert not np.allclose(np.asarray(train_full[:1]), np.asarray(train_single), atol=1e-4)
+
+
+def _module_names(variant):
+  return set(_shapes(models.BiSkip(variant=variant))["params"])
+
+
+def test_variants_have_the_right_blocks():
+  s, wor, cr, bs = (_module_names(v) for v in ("S", "BS-w/o-R", "BS-cR", "BS"))
+  assert not any(n.startswith("deep") for n in s)
+  assert not any(n.startswith("res") for n in s | wor)
+  assert {f"deep{i}" for i in range(4)} <= wor & cr & bs
+  assert {f"shallow{i}" for i in range(4)} <= s & wor & cr & bs
+  assert {f"res{i}_{k}" for i in range(4) for k in range(3)} <= cr & bs
+  # The smallest scale has no skips and no body (Fig. 5).
+  assert not any(n.endswith("4") and n.startswith(("deep", "shallow", "body")) for n in bs)
+  params = _shapes(models.BiSkip(variant="BS-cR"))["params"]
+  assert set(params["res0_0"]) == {"conv0", "norm0"}
+  assert set(_shapes(models.BiSkip(variant="BS"))["params"]["res0_0"]) == {
+      "conv0", "norm0", "conv1", "norm1"}
+
+
+def test_skip_concat_widths():
+  """Decoder level i>=1 sees [up, shallow, deep] (BS) or [up, shallow] (S)."""
+  bs = _shapes(models.BiSkip(variant="BS"))["params"]
+  s = _shapes(models.BiSkip(variant="S"))["params"]
+  assert bs["dec1_a"]["conv"]["kernel"].shape == (3, 3, 64 + 16 + 16, 64)
+  assert s["dec1_a"]["conv"]["kernel"].shape == (3, 3, 64 + 16, 64)
+  assert bs["dec0_a"]["conv"]["kernel"].shape == (3, 3, 32, 32)  # no skip at full scale
+
+
+def test_xavier_init_and_zero_bias():
+  params = _init(models.BiSkip(), jnp.zeros((1, 32, 32, 3)))["params"]
+  k = np.asarray(params["body2"]["conv"]["kernel"])  # 3x3x128x128
+  fan_in, fan_out = 9 * 128, 9 * 128
+  np.testing.assert_allclose(k.var(), 2.0 / (fan_in + fan_out), rtol=0.05)
+  assert np.all(np.asarray(params["body2"]["conv"]["bias"]) == 0)
+
+
+def test_max_pool_and_bfloat16():
+  x = jax.random.uniform(_key(5), (1, 32, 32, 3), minval=-1, maxval=1)
+  m32 = models.BiSkip(**TINY, norm="none")
+  v = _init(m32, x)
+  y32 = _apply(m32, v, x)
+  y16 = _apply(models.BiSkip(**TINY, norm="none", dtype="bfloat16"), v, x)
+  assert y16.dtype == jnp.float32
+  np.testing.assert_allclose(np.asarray(y16), np.asarray(y32), atol=0.05)
+  mmax = models.BiSkip(**TINY, pool="max")
+  assert _apply(mmax, _init(mmax, x), x).shape == x.shape
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(variant="XS"), "model.variant"), (dict(norm="group"), "model.norm"),
+    (dict(pool="stride"), "model.pool"), (dict(skip_channels=(1, 2)), "skip_channels")])
+def test_bad_settings_are_named(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    _shapes(models.BiSkip(**kwargs))
+
+
+def test_critic_scores_one_per_sample_independently():
+  critic = models.Critic(features=8)
+  x = jax.random.uniform(_key(6), (3, 64, 64, 3), minval=-1, maxval=1)
+  v = jax.jit(critic.init)(_key(0), x)
+  scores = _apply(critic, v, x)
+  assert scores.shape == (3,)
+  x2 = x.at[1].set(-x[1])
+  scores2 = _apply(critic, v, x2)
+  np.testing.assert_allclose(np.asarray(scores2)[[0, 2]], np.asarray(scores)[[0, 2]],
+                             rtol=1e-5, atol=1e-6)
+  assert not np.isclose(float(scores2[1]), float(scores[1]))
+  assert "batch_stats" not in v
+
+
+def test_critic_is_unbounded_no_sigmoid():
+  critic = models.Critic(features=8, norm="none")
+  x = jnp.ones((1, 64, 64, 3))
+  v = jax.jit(critic.init)(_key(0), x)
+  big = jax.tree_util.tree_map(lambda p: p * 50.0, v)
+  s = np.abs(np.asarray(_apply(critic, big, x)))
+  assert s.max() > 1.0
+
+
+def test_critic_patchgan_layout_and_conditioning():
+  params = jax.eval_shape(lambda: models.Critic().init(
+      _key(0), jnp.zeros((1, 256, 256, 3))))["params"]
+  widths = [params[f"conv{k}"]["kernel"].shape[-1] for k in range(5)]
+  assert widths == [64, 128, 256, 512, 512] and params["out"]["kernel"].shape == (4, 4, 512, 1)
+  cond = models.Critic(features=8, conditional=True)
+  x = jnp.zeros((2, 32, 32, 3))
+  v = cond.init(_key(0), x, x)
+  assert v["params"]["conv0"]["kernel"].shape[2] == 6
+  assert cond.apply(v, x, x).shape == (2,)
+  with pytest.raises(ValueError, match="blurred"):
+    cond.apply(v, x)
+  with pytest.raises(ValueError, match="batch norm"):
+    models.Critic(norm="batch").init(_key(0), x)

@@ -1,0 +1,206 @@
+"""Tests of biskip_jax.metrics against hand computations and scikit-image references."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import ndimage
+from skimage import data
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from biskip_jax import metrics
+
+
+def _sk_ssim(x, y, channel_axis=-1):
+  return structural_similarity(x, y, channel_axis=channel_axis, gaussian_weights=True, sigma=1.5,
+                               use_sample_covariance=False, data_range=255)
+
+
+def _degrade(img: np.ndarray, rng: np.random.Generator, blur: float, noise: float) -> np.ndarray:
+  """Blurs each channel and adds Gaussian noise; returns uint8 like the input."""
+  out = img.astype(np.float64)
+  sigma = (blur, blur) + (0,) * (img.ndim - 2)
+  out = ndimage.gaussian_filter(out, sigma) + rng.normal(0.0, noise, img.shape)
+  return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+  return data.astronaut()  # [512, 512, 3] uint8
+
+
+def test_psnr_hand_computation():
+  x = np.zeros((4, 4, 3), np.uint8)
+  y = x.copy()
+  y[1, 2, 0] = 10  # One element of 48 off by 10 -> MSE = 100 / 48.
+  expected = 10 * math.log10(255**2 / (100 / 48))
+  assert metrics.psnr(x, y) == pytest.approx(expected, abs=1e-12)
+  assert metrics.psnr(y, x) == pytest.approx(expected, abs=1e-12)  # No uint8 wrap-around.
+  assert metrics.psnr(x / 255.0, y / 255.0, data_range=1.0) == pytest.approx(expected, abs=1e-9)
+
+
+def test_psnr_matches_skimage_and_is_inf_for_identical(astronaut):
+  rng = np.random.default_rng(0)
+  x = astronaut[:64, :80]
+  y = _degrade(x, rng, blur=1.0, noise=4.0)
+  assert metrics.psnr(x, y) == pytest.approx(
+      peak_signal_noise_ratio(x, y, data_range=255), abs=1e-10)
+  assert metrics.psnr(x, x) == math.inf
+
+
+@pytest.mark.parametrize("shape,blur,noise", [
+    ((37, 53, 3), 1.2, 5.0),
+    ((64, 64, 3), 0.0, 20.0),
+    ((11, 11, 3), 0.8, 2.0),
+    ((100, 71, 3), 2.5, 0.0),
+])
+def test_ssim_matches_skimage_on_real_images(astronaut, shape, blur, noise):
+  rng = np.random.default_rng(hash(shape) % 2**32)
+  y0, x0 = rng.integers(0, 512 - 100, size=2)
+  x = astronaut[y0:y0 + shape[0], x0:x0 + shape[1]]
+  y = _degrade(x, rng, blur=blur, noise=noise)
+  got = metrics.ssim(x, y)
+  assert got == pytest.approx(_sk_ssim(x, y), abs=1e-4)
+  assert got < 1.0
+  assert metrics.ssim(x, x) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_ssim_matches_skimage_on_random_and_float_images():
+  rng = np.random.default_rng(1)
+  for shape in [(23, 41, 3), (48, 33, 3)]:
+    x = rng.integers(0, 256, shape).astype(np.uint8)
+    y = rng.integers(0, 256, shape).astype(np.uint8)
+    assert metrics.ssim(x, y) == pytest.approx(_sk_ssim(x, y), abs=1e-4)
+    xf, yf = x.astype(np.float64), (0.5 * x + 0.5 * y).astype(np.float64)
+    assert metrics.ssim(xf, yf) == pytest.approx(_sk_ssim(xf, yf), abs=1e-4)
+
+
+def test_ssim_grayscale(astronaut):
+  rng = np.random.default_rng(2)
+  gray = astronaut[200:259, 100:161].mean(-1).round().astype(np.uint8)
+  noisy = _degrade(gray, rng, blur=1.0, noise=6.0)
+  assert metrics.ssim(gray, noisy) == pytest.approx(_sk_ssim(gray, noisy, None), abs=1e-4)
+
+
+def test_shape_errors():
+  with pytest.raises(ValueError, match="shape mismatch"):
+    metrics.psnr(np.zeros((8, 8, 3)), np.zeros((8, 9, 3)))
+  with pytest.raises(ValueError, match="11x11"):
+    metrics.ssim(np.zeros((10, 20, 3)), np.zeros((10, 20, 3)))
+
+
+def test_batched_jit_versions_agree_with_numpy(astronaut):
+  rng = np.random.default_rng(3)
+  xs, ys = [], []
+  for i, (blur, noise) in enumerate([(1.0, 3.0), (0.0, 25.0), (2.0, 8.0), (0.5, 0.0)]):
+    x = astronaut[40 * i:40 * i + 48, 60 * i:60 * i + 56]
+    xs.append(x)
+    ys.append(_degrade(x, rng, blur=blur, noise=noise))
+  x, y = np.stack(xs).astype(np.float32), np.stack(ys).astype(np.float32)
+  got_ssim = np.asarray(metrics.ssim_batch(x, y))
+  got_psnr = np.asarray(metrics.psnr_batch(x, y))
+  assert got_ssim.shape == got_psnr.shape == (4,)
+  np.testing.assert_allclose(got_ssim, [metrics.ssim(a, b) for a, b in zip(xs, ys)], atol=1e-4)
+  np.testing.assert_allclose(got_psnr, [metrics.psnr(a, b) for a, b in zip(xs, ys)], atol=1e-3)
+  assert np.all(np.isinf(np.asarray(metrics.psnr_batch(x, x))))
+  np.testing.assert_allclose(np.asarray(metrics.ssim_batch(x, x)), 1.0, atol=1e-5)
+
+
+def _kohler_scene(astronaut: np.ndarray):
+  """Three 'recorded' 96x96 frames cut from one photo at known offsets, and a result."""
+  rng = np.random.default_rng(4)
+  base = astronaut[60:200, 150:290].astype(np.float64)
+  size, origin = 96, 20
+
+  def cut(dy, dx):
+    return base[origin + dy:origin + dy + size, origin + dx:origin + dx + size]
+
+  # Neighbouring frames along a trajectory: other offsets, a little motion blur.
+  frames = np.stack([ndimage.gaussian_filter(cut(0, 0), (1.5, 1.5, 0)), cut(2, -3),
+                     ndimage.gaussian_filter(cut(-4, 5), (1.5, 1.5, 0))])
+  # The result sees the scene at offset (1, 1): result[i, j] = frames[1][i - 1, j + 4].
+  result = cut(1, 1) + rng.normal(0.0, 0.5, (size, size, 3))
+  return result, frames
+
+
+def test_kohler_recovers_frame_and_shift(astronaut):
+  result, frames = _kohler_scene(astronaut)
+  scores = metrics.kohler_scores(result, frames, max_shift=6)
+  assert scores["best_frame"] == 1
+  assert scores["shift"] == (-1, 4)
+  # Convention: np.roll(result, shift) matches the frame away from the wrapped border.
+  rolled = np.roll(result, scores["shift"], axis=(0, 1))
+  assert metrics.psnr(rolled[8:-8, 8:-8], frames[1][8:-8, 8:-8]) > 50
+  unaligned = max(metrics.psnr(result, f) for f in frames)
+  assert scores["psnr"] > 50 > unaligned + 20
+  assert scores["mssim"] > 0.99
+  assert scores["mssim"] == pytest.approx(metrics.ssim(rolled[:-1, 4:], frames[1][:-1, 4:]),
+                                          abs=1e-3)
+  no_shift = metrics.kohler_scores(result, frames, max_shift=0, fit_intensity=False)
+  assert no_shift["shift"] == (0, 0) and no_shift["psnr"] == pytest.approx(unaligned)
+  no_fit = metrics.kohler_scores(result, frames, max_shift=6, fit_intensity=False)
+  assert (no_fit["best_frame"], no_fit["shift"]) == (1, (-1, 4))
+  assert (no_fit["gain"], no_fit["offset"]) == (1.0, 0.0)
+
+
+def test_kohler_gain_offset_fit(astronaut):
+  ref = astronaut[300:364, 100:164].astype(np.float64)
+  result = 0.9 * ref + 10.0
+  fitted = metrics.kohler_scores(result, ref, max_shift=3)
+  plain = metrics.kohler_scores(result, ref, max_shift=3, fit_intensity=False)
+  assert fitted["psnr"] > 100 and fitted["shift"] == (0, 0)
+  assert fitted["gain"] == pytest.approx(1 / 0.9) and fitted["offset"] == pytest.approx(-10 / 0.9)
+  assert plain["psnr"] < 40
+  assert metrics.kohler_scores(result.round().astype(np.uint8), ref, max_shift=3)["psnr"] > 50
+
+
+def test_kohler_rejects_bad_inputs():
+  with pytest.raises(ValueError, match="sharp_frames"):
+    metrics.kohler_scores(np.zeros((32, 32, 3)), np.zeros((2, 32, 31, 3)))
+  with pytest.raises(ValueError, match="max_shift"):
+    metrics.kohler_scores(np.zeros((32, 32, 3)), np.zeros((32, 32, 3)), max_shift=11)
+
+
+@pytest.fixture(scope="module")
+def blob_image():
+  rng = np.random.default_rng(5)
+  img = np.full((128, 128, 3), 100.0) + rng.normal(0.0, 2.0, (128, 128, 3))
+  img[30:42, 80:92] = (230.0, 200.0, 60.0)
+  return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def test_saliency_finds_the_blob(blob_image):
+  sal = metrics.image_signature_saliency(blob_image)
+  assert sal.shape == (128, 128) and sal.dtype == np.float32
+  assert sal.min() >= 0.0 and sal.max() <= 1.0 and sal.max() > 0.9
+  iy, ix = np.unravel_index(np.argmax(sal), sal.shape)
+  assert 26 <= iy < 46 and 76 <= ix < 96  # Within 4 px of the 12x12 blob.
+  yy, xx = np.mgrid[:128, :128]
+  background = np.hypot(yy - 35.5, xx - 85.5) > 24
+  assert sal[30:42, 80:92].mean() > 5 * sal[background].mean()
+
+
+def test_saliency_shape_and_similarity(astronaut, blob_image):
+  photo = astronaut[:300, :420]  # Non-square: working size 64 x 46.
+  sal = metrics.image_signature_saliency(photo)
+  assert sal.shape == (300, 420)
+  assert 0.0 <= sal.min() and sal.max() <= 1.0
+  assert metrics.saliency_similarity(sal, sal) == pytest.approx(1.0)
+  other = metrics.image_signature_saliency(astronaut[200:500, 80:500])
+  assert metrics.saliency_similarity(sal, other) < 0.5
+  blurred = metrics.image_signature_saliency(_degrade(photo, np.random.default_rng(6), 1.0, 2.0))
+  assert metrics.saliency_similarity(sal, blurred) > metrics.saliency_similarity(sal, other)
+  flat = metrics.image_signature_saliency(np.full((40, 50, 3), 7, np.uint8))
+  assert flat.shape == (40, 50) and not flat.any()
+  assert math.isnan(metrics.saliency_similarity(sal[:40, :50], flat))
+  with pytest.raises(ValueError, match="shape mismatch"):
+    metrics.saliency_similarity(sal, sal[:-1])
+
+
+def test_saliency_heatmap(blob_image):
+  sal = metrics.image_signature_saliency(blob_image)
+  heat = metrics.saliency_heatmap(sal)
+  assert heat.shape == (128, 128, 3) and heat.dtype == np.uint8
+  iy, ix = np.unravel_index(np.argmax(sal), sal.shape)
+  assert heat[iy, ix, 0] > heat[iy, ix, 2]  # 'jet': hot is red ...
+  assert heat[0, 0, 2] > heat[0, 0, 0]  # ... and cold is blue.

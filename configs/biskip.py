@@ -19,7 +19,9 @@ def get_config(scheme: str = "SA1P-BS") -> ml_collections.ConfigDict:
   s = schemes.parse_scheme(scheme or "SA1P-BS")
   config = ml_collections.ConfigDict()
   config.scheme = s.name  # Table 1 name; informational, the switches below are what counts.
-  config.seed = 0  # Base PRNG seed: parameter init, crops, GP interpolation.
+  # PRNG implementation for jax.random.key: "rbg" compiles parameter init ~5x faster than
+  # "threefry2x32" on CPU; both are deterministic for a seed.
+  config.rng_impl = "rbg"
 
   # Generator (DESIGN §2, paper §4.1, Fig. 5).
   config.model = m = ml_collections.ConfigDict()
@@ -63,6 +65,7 @@ def get_config(scheme: str = "SA1P-BS") -> ml_collections.ConfigDict:
 
   # Training loop (Algorithm 1).
   config.train = t = ml_collections.ConfigDict()
+  t.seed = 0  # Base PRNG seed: parameter init, crops, GP interpolation, data order.
   t.batch_size = 1  # Global batch size (paper: 1), split over all devices.
   t.num_epochs = 300  # T of eq. 10 (baselines 300, final model 1000).
   t.steps_per_epoch = -1  # -1: one pass over the training set per epoch.

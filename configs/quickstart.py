@@ -1,0 +1,41 @@
+"""A small offline configuration: synthetic blur of scikit-image's shipped photos, 2-core CPU.
+
+  python train.py --config=configs/quickstart.py --workdir=runs/quick
+
+It trains the Bi-Skip architecture at reduced width on random camera-shake blur generated on
+the fly (no download of any kind). Its loss is self-paced L1 + WGAN-GP (scheme ``SA1-BS``):
+no perceptual term, because VGG19's ImageNet weights may be unavailable offline. The argument
+after ``:`` picks another scheme, e.g. ``configs/quickstart.py:1-BS``.
+"""
+
+import ml_collections
+
+from configs import biskip
+
+
+def get_config(scheme: str = "SA1-BS") -> ml_collections.ConfigDict:
+  """Returns the quickstart configuration (see module docstring)."""
+  config = biskip.get_config(scheme or "SA1-BS")
+  config.model.channels = (16, 32, 64, 64, 64)  # Half the paper's width.
+  config.model.skip_channels = (8, 16, 32, 32)
+  config.model.num_res_blocks = 2
+  config.critic.features = 32
+  config.critic.num_layers = 2
+
+  config.train.batch_size = 8
+  config.train.num_epochs = 10
+  config.train.steps_per_epoch = 60
+  config.train.log_every = 20
+  config.train.image_every = 200
+  config.train.checkpoint_every = 200
+  config.train.eval_every = 200
+  config.train.eval_num_images = 4
+  config.optim.g_lr = 3e-4
+  config.optim.d_lr = 1e-4
+
+  config.data.source = "synthetic"
+  config.data.path = ""
+  config.data.crop_size = 96
+  config.data.num_workers = 1
+  config.data.synthetic.images = "skimage"
+  return config

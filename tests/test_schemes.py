@@ -1,0 +1,77 @@
+"""Tests for the Table 1 scheme parser and the two shipped configs."""
+
+import ml_collections
+import pytest
+
+from biskip_jax import schemes
+from configs import biskip, quickstart
+
+EXPECTED = {  # name -> (self_paced, adversarial, pixel, perceptual, variant)
+    "A2-S": (False, True, "l2", False, "S"),
+    "A2-BS-cR": (False, True, "l2", False, "BS-cR"),
+    "A2-BS-w/o-R": (False, True, "l2", False, "BS-w/o-R"),
+    "A2-BS": (False, True, "l2", False, "BS"),
+    "A2P-BS": (False, True, "l2", True, "BS"),
+    "A1P-BS": (False, True, "l1", True, "BS"),
+    "1-BS": (False, False, "l1", False, "BS"),
+    "2-BS": (False, False, "l2", False, "BS"),
+    "P-BS": (False, False, "none", True, "BS"),
+    "2P-BS": (False, False, "l2", True, "BS"),
+    "AP-BS": (False, True, "none", True, "BS"),
+    "SA1P-BS": (True, True, "l1", True, "BS"),
+}
+
+
+def test_table1_has_twelve_schemes():
+  assert set(schemes.TABLE1) == set(EXPECTED) and len(EXPECTED) == 12
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_parse_each_table1_scheme(name):
+  s = schemes.parse_scheme(name)
+  assert (s.self_paced, s.adversarial, s.pixel, s.perceptual, s.variant) == EXPECTED[name]
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_config_switches_follow_scheme(name):
+  config = biskip.get_config(name)
+  sp, adv, pix, perc, variant = EXPECTED[name]
+  assert config.scheme == name
+  assert (config.loss.self_paced, config.loss.adversarial, config.loss.pixel,
+          config.loss.perceptual, config.model.variant) == (sp, adv, pix, perc, variant)
+
+
+@pytest.mark.parametrize("name,match", [
+    ("", "LOSSES-VARIANT"), ("BS", "LOSSES-VARIANT"), ("A2-XS", "variant 'XS'"),
+    ("A3-BS", "loss letters 'A3'"), ("PA-BS", "loss letters 'PA'"), ("S-BS", "no loss"),
+    ("SA-BS", "self-paced"), ("12-BS", "loss letters")])
+def test_unknown_schemes_rejected_with_clear_message(name, match):
+  with pytest.raises(ValueError, match=match):
+    schemes.parse_scheme(name)
+
+
+def test_other_wellformed_combinations_accepted():
+  s = schemes.parse_scheme("SA2P-BS-cR")
+  assert (s.self_paced, s.adversarial, s.pixel, s.perceptual, s.variant) == (
+      True, True, "l2", True, "BS-cR")
+
+
+def test_paper_settings():
+  c = biskip.get_config()
+  assert c.scheme == "SA1P-BS"
+  assert (c.optim.g_lr, c.optim.d_lr, c.optim.decay_start) == (1e-4, 1e-4, 0.5)
+  assert (c.loss.gamma1, c.loss.gamma2, c.loss.gp_weight) == (100.0, 0.1, 10.0)
+  assert (c.train.batch_size, c.train.n_critic, c.train.num_epochs) == (1, 2, 300)
+  assert c.data.crop_size == 256 and c.loss.vgg_layer == "conv3_3"
+  assert tuple(c.model.channels) == (32, 64, 128, 128, 128)
+  assert tuple(c.model.skip_channels) == (16, 32, 64, 64)
+  for field in ("num_steps", "log_every", "checkpoint_every", "batch_size", "seed"):
+    assert field in c.train
+
+
+def test_quickstart_is_offline_and_small():
+  c = quickstart.get_config()
+  assert isinstance(c, ml_collections.ConfigDict)
+  assert c.data.source == "synthetic" and not c.loss.perceptual
+  assert c.loss.self_paced and c.loss.adversarial and c.loss.pixel == "l1"
+  assert quickstart.get_config("1-BS").loss.adversarial is False

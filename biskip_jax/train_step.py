@@ -1,0 +1,299 @@
+"""Training state and the jit-compiled Bi-Skip train step (paper §4.2–4.3, Algorithm 1).
+
+One call of the step does, on a global batch of blurred/sharp pairs (DESIGN §6):
+
+1. ``x̃ = G(b)`` once, keeping its VJP for the generator update;
+2. per-sample bi-level loss ``l_i`` (eq. 4) and self-paced weights ``v_i`` (eq. 11, with no
+   gradient through ``v``);
+3. ``n_critic`` critic updates on the batch (eq. 12: weighted WGAN loss + gradient penalty);
+4. one generator update (eq. 13: ``-mean v_i D(x̃_i) + mean v_i l_i``) through the saved VJP;
+5. the SPL running maximum of ``l_i`` for λ_{t+1} (Algorithm 1, line 10).
+
+A step whose losses or gradients are not finite is not applied: the state is kept as it was
+(except for the step counter and the bad-step counters) and the metrics report it.
+"""
+
+import dataclasses
+import functools
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax.training import train_state
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from biskip_jax import losses, models, spl, vgg
+
+Batch = dict[str, jax.Array]
+Metrics = dict[str, jax.Array]
+
+
+class GeneratorState(train_state.TrainState):
+  """Generator parameters, optimizer state and batch-norm running statistics."""
+  batch_stats: Any = None
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a run needs to continue bit-for-bit (besides the data iterator).
+
+  Attributes:
+    step: int32 scalar, generator updates done (including skipped non-finite steps).
+    gen: generator state.
+    critic: critic state.
+    spl: self-paced state (λ_t, running max of l_i, epoch t).
+    rng: typed PRNG key; step ``s`` uses ``fold_in(rng, s)``.
+    bad_steps: int32 scalar, consecutive non-finite steps so far.
+    skipped_steps: int32 scalar, non-finite steps skipped in the whole run.
+  """
+  step: jax.Array
+  gen: GeneratorState
+  critic: train_state.TrainState
+  spl: spl.SPLState
+  rng: jax.Array
+  bad_steps: jax.Array
+  skipped_steps: jax.Array
+
+
+def learning_rate_schedule(lr: float, total_steps: int, decay_start: float) -> optax.Schedule:
+  """Constant ``lr`` for the first ``decay_start`` of training, then linear to zero (§5)."""
+  total_steps = max(int(total_steps), 1)
+  hold = int(round(total_steps * decay_start))
+  return optax.join_schedules(
+      [optax.constant_schedule(lr),
+       optax.linear_schedule(lr, 0.0, max(total_steps - hold, 1))], [hold])
+
+
+def make_optimizers(config: ml_collections.ConfigDict,
+                    total_steps: int) -> tuple[optax.GradientTransformation,
+                                               optax.GradientTransformation]:
+  """Adam for the generator and the critic with the paper's schedule (DESIGN §6)."""
+  o = config.optim
+  g = optax.adam(learning_rate_schedule(o.g_lr, total_steps, o.decay_start), b1=o.b1, b2=o.b2)
+  d = optax.adam(learning_rate_schedule(o.d_lr, total_steps, o.decay_start), b1=o.b1, b2=o.b2)
+  return g, d
+
+
+def make_key(config: ml_collections.ConfigDict) -> jax.Array:
+  """The run's base PRNG key (``config.train.seed``, ``config.rng_impl``)."""
+  return jax.random.key(config.train.seed, impl=config.rng_impl)
+
+
+def create_train_state(config: ml_collections.ConfigDict, total_steps: int,
+                       crop_size: int | None = None) -> TrainState:
+  """Initialises both networks (Xavier, paper §5), optimizers and SPL state.
+
+  Args:
+    config: the run configuration.
+    total_steps: generator updates of the whole run (sets the lr schedule).
+    crop_size: spatial size used for shape inference at init (parameters do not depend on it).
+
+  Returns:
+    A fresh :class:`TrainState` on the default device.
+  """
+  generator = models.generator_from_config(config.model)
+  critic = models.critic_from_config(config.critic)
+  key = make_key(config)
+  g_key, d_key, run_key = jax.random.split(key, 3)
+  size = crop_size or 64
+  x = jnp.zeros((1, size, size, 3), jnp.float32)
+  g_tx, d_tx = make_optimizers(config, total_steps)
+
+  @jax.jit
+  def init(g_key, d_key):
+    g_vars = generator.init(g_key, x, train=False)
+    d_args = (x, x) if config.critic.conditional else (x,)
+    d_vars = critic.init(d_key, *d_args)
+    return g_vars, d_vars
+
+  g_vars, d_vars = init(g_key, d_key)
+  gen = GeneratorState.create(apply_fn=generator.apply, params=g_vars["params"], tx=g_tx,
+                              batch_stats=g_vars.get("batch_stats", {}))
+  crit = train_state.TrainState.create(apply_fn=critic.apply, params=d_vars["params"],
+                                       tx=d_tx)
+  zero = lambda: jnp.zeros((), jnp.int32)  # Distinct buffers: the state is donated.
+  return TrainState(step=zero(), gen=gen, critic=crit, spl=spl.init_state(), rng=run_key,
+                    bad_steps=zero(), skipped_steps=zero())
+
+
+def to_model_range(images: jax.Array) -> jax.Array:
+  """uint8 [N, H, W, 3] in [0, 255] -> float32 in [-1, 1]."""
+  return images.astype(jnp.float32) / 127.5 - 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class StepFns:
+  """The pieces of the objective, built once from the config (pure functions)."""
+  config: ml_collections.ConfigDict
+  total_epochs: int
+
+  @functools.cached_property
+  def generator(self) -> models.BiSkip:
+    return models.generator_from_config(self.config.model)
+
+  @functools.cached_property
+  def critic(self) -> models.Critic:
+    return models.critic_from_config(self.config.critic)
+
+  @functools.cached_property
+  def vgg(self) -> vgg.VGG19Features:
+    return vgg.VGG19Features(layer=self.config.loss.vgg_layer)
+
+  def features(self, vgg_params: Any, images: jax.Array) -> jax.Array:
+    """VGG19 features F (eq. 4) of [N, H, W, 3] images in [-1, 1]."""
+    return self.vgg.apply(vgg_params, vgg.normalize_input(images, self.config.loss.vgg_input))
+
+  def content(self, restored: jax.Array, sharp: jax.Array, sharp_features: jax.Array | None,
+              vgg_params: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Per-sample bi-level loss l_i (eq. 4 without v) -> ([N], parts)."""
+    lc = self.config.loss
+    n = restored.shape[0]
+    pixel = losses.pixel_loss(restored, sharp, lc.pixel)
+    if lc.perceptual:
+      feature = losses.feature_loss(self.features(vgg_params, restored), sharp_features)
+    else:
+      feature = jnp.zeros((n,), jnp.float32)
+    return losses.bilevel_loss(pixel, feature, lc.gamma1, lc.gamma2), dict(
+        pixel=pixel, feature=feature)
+
+  def score(self, critic_params: Any, images: jax.Array, blurred: jax.Array) -> jax.Array:
+    """Critic scores D(images) -> [N] (conditioned on ``blurred`` if configured)."""
+    args = (images, blurred) if self.config.critic.conditional else (images,)
+    return self.critic.apply({"params": critic_params}, *args)
+
+
+def train_step(state: TrainState, batch: Batch, vgg_params: Any, *,
+               fns: StepFns) -> tuple[TrainState, Metrics]:
+  """One Bi-Skip training step (Algorithm 1, lines 5–10). Pure; jit it with shardings.
+
+  Args:
+    state: the current :class:`TrainState`.
+    batch: ``{"blur": uint8 [N, H, W, 3], "sharp": uint8 [N, H, W, 3]}``.
+    vgg_params: VGG19 parameters (ignored unless ``config.loss.perceptual``).
+    fns: the objective's building blocks.
+
+  Returns:
+    ``(new_state, metrics)``; metrics are float32 scalars.
+  """
+  config = fns.config
+  lc = config.loss
+  b = to_model_range(batch["blur"])
+  x = to_model_range(batch["sharp"])
+  n = x.shape[0]
+  key = jax.random.fold_in(state.rng, state.step)
+
+  # 1. Generator forward once; keep its VJP (batch statistics updated here).
+  def g_forward(params):
+    out, mutated = fns.generator.apply(
+        {"params": params, "batch_stats": state.gen.batch_stats}, b, train=True,
+        mutable=["batch_stats"])
+    return out, mutated.get("batch_stats", {})
+
+  restored, g_vjp, new_batch_stats = jax.vjp(g_forward, state.gen.params, has_aux=True)
+
+  # 2. Bi-level loss l_i (eq. 4) and self-paced weights v_i (eq. 11), no gradient through v.
+  sharp_features = (jax.lax.stop_gradient(fns.features(vgg_params, x))
+                    if lc.perceptual else None)
+  content_l, parts = fns.content(restored, x, sharp_features, vgg_params)
+  q = spl.q_schedule(state.spl.epoch, fns.total_epochs)
+  if lc.self_paced:
+    weights = jax.lax.stop_gradient(spl.spl_weights(content_l, state.spl.lam, q))
+  else:
+    weights = jnp.ones((n,), jnp.float32)
+
+  # 3. n_critic critic updates (eq. 12) on this batch, x̃ held fixed.
+  fake = jax.lax.stop_gradient(restored)
+  critic = state.critic
+  d_metrics = dict(d_loss=jnp.zeros(()), gp=jnp.zeros(()), wasserstein=jnp.zeros(()),
+                   d_grad_norm=jnp.zeros(()))
+  d_finite = jnp.array(True)
+  if lc.adversarial:
+    def d_loss_fn(params, gp_key):
+      d_real = fns.score(params, x, b)
+      d_fake = fns.score(params, fake, b)
+      gp = losses.gradient_penalty(lambda z: fns.score(params, z, b), x, fake, gp_key)
+      loss = losses.critic_loss(d_real, d_fake, gp, weights, lc.gp_weight)
+      return loss, dict(d_loss=loss, gp=jnp.mean(gp),
+                        wasserstein=losses.wasserstein_estimate(d_real, d_fake))
+
+    for k in range(config.train.n_critic):
+      grads, d_metrics = jax.grad(d_loss_fn, has_aux=True)(
+          critic.params, jax.random.fold_in(key, k))
+      d_metrics["d_grad_norm"] = optax.tree.norm(grads)
+      # A non-finite element makes the global norm non-finite (one reduction, not one per
+      # leaf: per-leaf checks multiply XLA's compile time).
+      d_finite = d_finite & jnp.isfinite(d_metrics["d_grad_norm"]) & jnp.isfinite(
+          d_metrics["d_loss"])
+      critic = critic.apply_gradients(grads=grads)
+
+  # 4. Generator update (eq. 13) through the saved VJP.
+  def g_loss_fn(restored_):
+    content_, _ = fns.content(restored_, x, sharp_features, vgg_params)
+    d_fake_ = fns.score(critic.params, restored_, b) if lc.adversarial else jnp.zeros((n,))
+    loss = losses.generator_loss(d_fake_, content_, weights, lc.adversarial)
+    adv = -jnp.mean(weights * d_fake_) if lc.adversarial else jnp.zeros(())
+    return loss, adv
+
+  (g_loss, g_adv), d_restored = jax.value_and_grad(g_loss_fn, has_aux=True)(restored)
+  (g_grads,) = g_vjp(d_restored)
+  gen = state.gen.apply_gradients(grads=g_grads, batch_stats=new_batch_stats)
+  g_grad_norm = optax.tree.norm(g_grads)
+
+  finite = (d_finite & jnp.isfinite(g_loss) & jnp.all(jnp.isfinite(content_l))
+            & jnp.isfinite(g_grad_norm))
+  new_spl = spl.observe(state.spl, content_l)
+  # One conditional for the whole update (a per-leaf select would compile hundreds of tiny
+  # kernels): a non-finite step leaves networks, optimizers and SPL state untouched.
+  gen, critic, new_spl = jax.lax.cond(
+      finite, lambda: (gen, critic, new_spl), lambda: (state.gen, state.critic, state.spl))
+
+  new_state = state.replace(
+      step=state.step + 1, gen=gen, critic=critic, spl=new_spl,
+      bad_steps=jnp.where(finite, 0, state.bad_steps + 1),
+      skipped_steps=state.skipped_steps + jnp.where(finite, 0, 1))
+  metrics = dict(
+      g_loss=g_loss, g_adv=g_adv, content=jnp.mean(content_l),
+      pixel=jnp.mean(parts["pixel"]), feature=jnp.mean(parts["feature"]),
+      v_mean=jnp.mean(weights), v_min=jnp.min(weights), lam=state.spl.lam, q=jnp.asarray(q),
+      g_grad_norm=g_grad_norm, finite=finite.astype(jnp.float32), **d_metrics)
+  return new_state, {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
+
+
+def make_mesh(devices: Any = None) -> Mesh:
+  """A 1-D ``data`` mesh over all (or the given) devices."""
+  devices = jax.devices() if devices is None else devices
+  return Mesh(np.asarray(devices).reshape(-1), ("data",))
+
+
+def jit_train_step(config: ml_collections.ConfigDict, total_epochs: int, mesh: Mesh,
+                   state: TrainState) -> Callable[[TrainState, Batch, Any],
+                                                  tuple[TrainState, Metrics]]:
+  """Returns the train step jitted data-parallel over ``mesh`` (batch sharded on ``data``).
+
+  Parameters and optimizer state are replicated; the input state is donated.
+  """
+  replicated = NamedSharding(mesh, P())
+  state_sharding = jax.tree_util.tree_map(lambda _: replicated, state)
+  batch_sharding = NamedSharding(mesh, P("data"))
+  fn = functools.partial(train_step, fns=StepFns(config, total_epochs))
+  return jax.jit(fn, in_shardings=(state_sharding, batch_sharding, replicated),
+                 out_shardings=(state_sharding, replicated), donate_argnums=0)
+
+
+def replicate(state: TrainState, mesh: Mesh) -> TrainState:
+  """Places ``state`` replicated on ``mesh``, as the jitted step returns it.
+
+  Calling the step with the same shardings it outputs keeps it at one compilation.
+  """
+  return jax.device_put(state, NamedSharding(mesh, P()))
+
+
+def shard_batch(batch: dict[str, Any], mesh: Mesh) -> Batch:
+  """Places a host batch (global, this process's part) on the mesh, split along ``data``."""
+  sharding = NamedSharding(mesh, P("data"))
+  return {k: jax.make_array_from_process_local_data(sharding, v)
+          for k, v in batch.items() if k in ("blur", "sharp")}

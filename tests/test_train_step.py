@@ -1,0 +1,155 @@
+"""Tests for the jit-compiled train step (Algorithm 1, DESIGN §6)."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from biskip_jax import train_step, vgg
+from tests.helpers import tiny_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _batch(seed=0, n=2, size=32):
+  rng = np.random.default_rng(seed)
+  sharp = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+  noise = rng.integers(-40, 41, sharp.shape)
+  blur = np.clip(sharp.astype(int) + noise, 0, 255).astype(np.uint8)
+  return {"blur": blur, "sharp": sharp}
+
+
+def _setup(config, total_steps=100, total_epochs=10):
+  mesh = train_step.make_mesh()
+  state = train_step.replicate(train_step.create_train_state(config, total_steps, 32), mesh)
+  return mesh, state, train_step.jit_train_step(config, total_epochs, mesh, state)
+
+
+@pytest.fixture(scope="module")
+def _adversarial_setup():
+  return (tiny_config("SA1-BS"),) + _setup(tiny_config("SA1-BS"))
+
+
+@pytest.fixture
+def adversarial(_adversarial_setup):
+  """(config, mesh, fresh state copy, jitted step): the step donates its state."""
+  config, mesh, state, step = _adversarial_setup
+  return config, mesh, jax.tree_util.tree_map(jnp.copy, state), step
+
+
+def test_step_compiles_once_and_updates_both_networks(adversarial):
+  config, mesh, state, step = adversarial
+  g0 = jax.device_get(state.gen.params)
+  d0 = jax.device_get(state.critic.params)
+  for i in range(3):
+    state, m = step(state, train_step.shard_batch(_batch(i), mesh), {})
+  assert step._cache_size() == 1  # pylint: disable=protected-access
+  assert int(state.step) == 3 and int(state.skipped_steps) == 0
+  assert int(state.critic.opt_state[1].count) == 3 * config.train.n_critic
+  assert int(state.gen.opt_state[1].count) == 3
+  changed = lambda a, b: any(not np.allclose(x, y) for x, y in zip(
+      jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+  assert changed(g0, state.gen.params) and changed(d0, state.critic.params)
+  expected = {"g_loss", "g_adv", "content", "pixel", "feature", "v_mean", "v_min", "lam", "q",
+              "g_grad_norm", "finite", "d_loss", "gp", "wasserstein", "d_grad_norm"}
+  assert expected <= set(m)
+  assert all(np.isfinite(float(v)) or k == "lam" for k, v in m.items())
+  # First epoch: λ = ∞, every v_i = 1 (Algorithm 1, line 1).
+  assert float(m["lam"]) == np.inf and float(m["v_mean"]) == 1.0
+  assert float(m["gp"]) > 0 and float(m["feature"]) == 0.0
+  # The SPL running max is the largest l_i seen.
+  assert np.isfinite(float(state.spl.running_max))
+
+
+def test_self_paced_weights_after_first_epoch(adversarial):
+  _, mesh, state, step = adversarial
+  state = state.replace(spl=state.spl.replace(
+      lam=jnp.asarray(50.0, jnp.float32), epoch=jnp.asarray(5, jnp.int32)))
+  state = train_step.replicate(state, mesh)
+  _, m = step(state, train_step.shard_batch(_batch(7), mesh), {})
+  # Content losses are ~ γ1 * 0.1-0.5 here, so some weights are below 1, none above.
+  assert 0.0 <= float(m["v_min"]) <= float(m["v_mean"]) < 1.0
+  assert float(m["q"]) == pytest.approx(np.tan((1 - 5 / 22) * np.pi / 2), rel=1e-5)
+
+
+def test_non_finite_step_is_not_applied():
+  config = tiny_config("1-BS")
+  config.loss.gamma1 = float("nan")
+  mesh, state, step = _setup(config)
+  before = jax.device_get(state.gen)
+  state, m = step(state, train_step.shard_batch(_batch(), mesh), {})
+  assert float(m["finite"]) == 0.0
+  assert int(state.bad_steps) == 1 and int(state.skipped_steps) == 1 and int(state.step) == 1
+  for a, b in zip(jax.tree_util.tree_leaves(before), jax.tree_util.tree_leaves(state.gen)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_content_loss_falls_on_a_fixed_batch():
+  config = tiny_config("1-BS")
+  config.model.channels = (16, 32, 64, 64, 64)  # The quickstart model's width.
+  config.model.skip_channels = (8, 16, 32, 32)
+  config.optim.g_lr = 1e-3
+  mesh, state, step = _setup(config, total_steps=1000)
+  batch = train_step.shard_batch(_batch(3), mesh)
+  losses = []
+  for _ in range(30):
+    state, m = step(state, batch, {})
+    losses.append(float(m["content"]))
+  assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:3]), losses
+  # Without an adversarial term the critic is untouched.
+  assert float(m["d_loss"]) == 0.0 and int(state.critic.opt_state[1].count) == 0
+
+
+def test_perceptual_term_uses_vgg_features():
+  config = tiny_config("2P-BS")
+  mesh, state, step = _setup(config)
+  net = vgg.VGG19Features(layer=config.loss.vgg_layer)
+  vgg_params = net.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+  _, m = step(state, train_step.shard_batch(_batch(), mesh), vgg_params)
+  assert float(m["feature"]) > 0 and float(m["pixel"]) > 0
+  expected = config.loss.gamma1 * float(m["pixel"]) + config.loss.gamma2 * float(m["feature"])
+  assert float(m["content"]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_learning_rate_schedule_holds_then_decays_to_zero():
+  sched = train_step.learning_rate_schedule(1e-4, 100, 0.5)
+  assert float(sched(0)) == pytest.approx(1e-4) and float(sched(50)) == pytest.approx(1e-4)
+  assert float(sched(75)) == pytest.approx(5e-5) and float(sched(100)) == pytest.approx(0.0)
+
+
+def test_four_devices_match_one_device():
+  """Data parallel over 4 forced CPU devices gives the 1-device metrics and parameters."""
+  code = textwrap.dedent("""
+      import jax, numpy as np
+      from biskip_jax import train_step
+      from tests.helpers import tiny_config
+      from tests.test_train_step import _batch
+      assert jax.device_count() == 4
+      config = tiny_config("SA1-BS", batch=4)
+      results = []
+      for devices in (jax.devices()[:1], jax.devices()):
+        mesh = train_step.make_mesh(devices)
+        state = train_step.replicate(train_step.create_train_state(config, 10, 32), mesh)
+        step = train_step.jit_train_step(config, 10, mesh, state)
+        batch = train_step.shard_batch(_batch(0, n=4), mesh)
+        assert len(batch["blur"].sharding.device_set) == len(devices)
+        metrics = []
+        for _ in range(2):  # The second step's metrics depend on the first's update.
+          state, m = step(state, batch, {})
+          metrics.append(jax.device_get(m))
+        results.append(metrics)
+      for m1, m4 in zip(*results):
+        for k in m1:
+          np.testing.assert_allclose(m4[k], m1[k], rtol=2e-4, atol=1e-5, err_msg=k)
+      print("OK")
+  """)
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+             JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+  r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                     text=True, timeout=600)
+  assert r.returncode == 0 and "OK" in r.stdout, r.stderr[-3000:]

@@ -94,6 +94,10 @@ def get_config(scheme: str = "SA1P-BS") -> ml_collections.ConfigDict:
   d.prefetch = 4  # Batches prefetched per worker.
   d.cache_decoded = False  # Keep decoded frames in memory (fast, needs RAM).
   d.max_bad_fraction = 0.5  # Stop if more than this fraction of files fail to read.
+  d.cache_max_mb = 2048  # Bound of each worker's data.cache_decoded LRU cache (MiB).
+  d.crops_per_image = 1  # Training crops per decoded pair (> 1: fewer decodes, less variety).
+  d.gopro_format = "folder"  # GoPro read as "folder" (PNGs in data.path) | "tfds" (array_record).
+  d.tfds_data_dir = ""  # TFDS data_dir for gopro_format="tfds"; "" = ~/tensorflow_datasets.
   # Synthetic blur (used by data.source = "synthetic").
   d.synthetic = sy = ml_collections.ConfigDict()
   sy.images = "skimage"  # "skimage" (shipped photos) or a folder of sharp images.
@@ -103,10 +107,12 @@ def get_config(scheme: str = "SA1P-BS") -> ml_collections.ConfigDict:
   sy.noise_std = 0.01  # Gaussian noise std in [0,1] units, added after blurring.
   sy.gamma = 2.2  # Blur applied in linear light: x^gamma, blur, ^(1/gamma).
   sy.num_eval = 8  # Synthetic evaluation pairs.
+  sy.num_train = 512  # Records in one synthetic training epoch (image i % n, kernel seed i).
 
   # Evaluation and inference.
   config.eval = e = ml_collections.ConfigDict()
-  e.tile_size = 0  # > 0: deblur in overlapping tiles of this size; 0: auto from memory.
+  e.tile_size = 0  # > 0: deblur in overlapping tiles of this size; 0: tile only if too large.
+  e.max_pixels = 3840 * 2160  # With tile_size 0: images above this are tiled (1024 tiles).
   e.tile_overlap = 32  # Overlap between tiles (pixels), blended linearly.
   e.num_figures = 4  # Side-by-side figures written by evaluate.py.
   return config

@@ -1,0 +1,259 @@
+"""Tests for biskip_jax.datasets: image IO, GoPro (folder and TFDS), Köhler, folder, synthetic."""
+
+import os
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from biskip_jax import datasets
+from biskip_jax.datasets import folder, gopro, kohler, synthetic
+from biskip_jax.errors import UserError
+
+H, W = 48, 64
+
+
+def random_image(seed: int, h: int = H, w: int = W) -> np.ndarray:
+  return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def make_gopro(root, *, frames=(("train", "GOPR0001_00_00", 3), ("train", "GOPR0002_00_01", 2),
+                                ("test", "GOPR0384_11_00", 2)), size=(H, W)) -> dict:
+  """Writes a tiny GOPRO_Large tree; returns {(split, seq, kind, frame): array}."""
+  arrays = {}
+  for split, seq, n in frames:
+    for kind_id, kind in enumerate(("blur", "blur_gamma", "sharp")):
+      for f in range(1, n + 1):
+        a = random_image(hash((split, seq, kind, f)) % 2**31, *size)
+        a[0, 0] = kind_id  # Tells the kinds apart.
+        path = os.path.join(root, split, seq, kind, f"{f:06d}.png")
+        datasets.save_image(path, a)
+        arrays[(split, seq, kind, f)] = a
+  return arrays
+
+
+# ---- Image IO ---------------------------------------------------------------------------------
+
+def test_load_image_converts_modes_to_rgb_uint8(tmp_path):
+  gray = np.arange(H * W, dtype=np.uint8).reshape(H, W)
+  Image.fromarray(gray).save(tmp_path / "gray.png")
+  g16 = (np.arange(H * W).reshape(H, W) * 20).astype(np.uint16)
+  Image.fromarray(g16).save(tmp_path / "g16.png")
+  rgba = np.dstack([random_image(0), np.full((H, W), 7, np.uint8)])
+  Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+  Image.fromarray(random_image(1)).convert("P").save(tmp_path / "pal.gif")
+  for name in ("gray.png", "g16.png", "rgba.png", "pal.gif"):
+    img = datasets.load_image(tmp_path / name)
+    assert img.dtype == np.uint8 and img.shape == (H, W, 3), name
+  np.testing.assert_array_equal(datasets.load_image(tmp_path / "gray.png")[..., 1], gray)
+  expected16 = np.round(g16 / 65535 * 255).astype(np.uint8)
+  np.testing.assert_array_equal(datasets.load_image(tmp_path / "g16.png")[..., 0], expected16)
+  np.testing.assert_array_equal(datasets.load_image(tmp_path / "rgba.png"), rgba[..., :3])
+
+
+def test_save_load_round_trip(tmp_path):
+  a = random_image(3)
+  datasets.save_image(tmp_path / "sub" / "a.png", a)
+  np.testing.assert_array_equal(datasets.load_image(tmp_path / "sub" / "a.png"), a)
+  with pytest.raises(ValueError):
+    datasets.save_image(tmp_path / "f.png", a.astype(np.float32))
+
+
+@pytest.mark.parametrize("content", [b"", b"not an image", "truncated"])
+def test_bad_images_raise_naming_the_file(tmp_path, content):
+  path = tmp_path / "bad.png"
+  if content == "truncated":
+    datasets.save_image(path, random_image(4))
+    content = path.read_bytes()[:200]
+  path.write_bytes(content)
+  with pytest.raises(datasets.BadImageError, match="bad.png"):
+    datasets.load_image(path)
+  assert issubclass(datasets.BadImageError, UserError)
+  with pytest.raises(datasets.BadImageError, match="missing.png"):
+    datasets.load_image(tmp_path / "missing.png")
+
+
+# ---- GoPro ------------------------------------------------------------------------------------
+
+def test_gopro_counts_pairing_and_order(tmp_path):
+  arrays = make_gopro(tmp_path)
+  train = gopro.list_pairs(str(tmp_path), "train")
+  test = gopro.list_pairs(str(tmp_path), "test")
+  assert [p.name for p in train] == [
+      "GOPR0001_00_00/000001.png", "GOPR0001_00_00/000002.png", "GOPR0001_00_00/000003.png",
+      "GOPR0002_00_01/000001.png", "GOPR0002_00_01/000002.png"]
+  assert [p.name for p in test] == ["GOPR0384_11_00/000001.png", "GOPR0384_11_00/000002.png"]
+  ex = datasets.FilePairSource(train).load(3)
+  np.testing.assert_array_equal(ex["blur"], arrays[("train", "GOPR0002_00_01", "blur", 1)])
+  np.testing.assert_array_equal(ex["sharp"], arrays[("train", "GOPR0002_00_01", "sharp", 1)])
+
+
+def test_gopro_blur_vs_blur_gamma(tmp_path):
+  make_gopro(tmp_path)
+  for kind, kind_id in (("blur", 0), ("blur_gamma", 1)):
+    pair = gopro.list_pairs(str(tmp_path), "test", kind)[0]
+    assert f"/{kind}/" in pair.blur.replace(os.sep, "/")
+    assert datasets.load_image(pair.blur)[0, 0, 0] == kind_id
+  with pytest.raises(UserError, match="blur_kind"):
+    gopro.list_pairs(str(tmp_path), "test", "gamma")
+
+
+def test_gopro_missing_dir_error_says_where_what_and_url(tmp_path):
+  missing = tmp_path / "nowhere"
+  with pytest.raises(UserError) as e:
+    gopro.list_pairs(str(missing), "train")
+  msg = str(e.value)
+  assert str(missing) in msg and "blur_gamma" in msg and gopro.URL in msg
+  (tmp_path / "GOPRO_Large").mkdir()
+  with pytest.raises(UserError, match="Did you mean"):
+    gopro.list_pairs(str(tmp_path), "train")
+  make_gopro(tmp_path / "g", frames=(("train", "S", 1),))
+  with pytest.raises(UserError, match="no split folder .*test"):
+    gopro.list_pairs(str(tmp_path / "g"), "test")
+
+
+def test_gopro_missing_sharp_frame_names_it(tmp_path):
+  make_gopro(tmp_path)
+  os.remove(tmp_path / "train" / "GOPR0002_00_01" / "sharp" / "000002.png")
+  with pytest.raises(UserError, match=r"GOPR0002_00_01.blur.000002\.png has no sharp frame"):
+    gopro.list_pairs(str(tmp_path), "train")
+
+
+def test_gopro_size_mismatch_names_the_file(tmp_path):
+  make_gopro(tmp_path)
+  bad = tmp_path / "test" / "GOPR0384_11_00" / "sharp" / "000002.png"
+  datasets.save_image(bad, random_image(0, H + 2, W))
+  pairs = gopro.list_pairs(str(tmp_path), "test")
+  with pytest.raises(UserError, match="000002.png"):
+    datasets.check_pair_sizes(pairs)
+  with pytest.raises(UserError, match="Size mismatch"):
+    datasets.FilePairSource(pairs).load(1)
+
+
+def test_gopro_tfds_builder_round_trip(tmp_path):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  tfds.disable_progress_bar()
+  root = tmp_path / "GOPRO_Large"
+  make_gopro(root)
+  builder = gopro.prepare_tfds(str(root), "blur_gamma", data_dir=str(tmp_path / "tfds"))
+  files = os.listdir(builder.data_dir)
+  assert any(".array_record" in f for f in files), files
+  for split in ("train", "test"):
+    pairs = gopro.list_pairs(str(root), split, "blur_gamma")
+    source = gopro.TfdsPairSource(builder, split)
+    assert len(source) == len(pairs)
+    for i, p in enumerate(pairs):
+      ex = source.load(i)
+      assert ex["name"] == p.name
+      np.testing.assert_array_equal(ex["blur"], datasets.load_image(p.blur))
+      np.testing.assert_array_equal(ex["sharp"], datasets.load_image(p.sharp))
+  with pytest.raises(UserError, match="no split 'val'"):
+    gopro.TfdsPairSource(builder, "val")
+
+
+# ---- Köhler -----------------------------------------------------------------------------------
+
+def make_kohler(root, images=(1, 2), trajectories=(1, 2), frames=3) -> None:
+  for i in images:
+    for j in trajectories:
+      datasets.save_image(os.path.join(root, "BlurryImages", f"Blurry{i}_{j}.png"),
+                          random_image(i * j))
+      for k in range(1, frames + 1):
+        datasets.save_image(os.path.join(root, "GroundTruth", f"GroundTruth{i}_{j}_{k}.png"),
+                            random_image(100 * i + 10 * j + k))
+
+
+def test_kohler_layout_frames_and_middle_sharp(tmp_path):
+  make_kohler(tmp_path)
+  pairs = kohler.list_pairs(str(tmp_path))
+  assert [p.name for p in pairs] == ["Blurry1_1.png", "Blurry1_2.png", "Blurry2_1.png",
+                                     "Blurry2_2.png"]
+  assert len(pairs[0].sharp_frames) == 3
+  ex = datasets.FilePairSource(pairs).load(3)
+  assert len(ex["sharp_frames"]) == 3
+  np.testing.assert_array_equal(ex["sharp"], random_image(100 * 2 + 10 * 2 + 2))  # Middle, k=2.
+  np.testing.assert_array_equal(ex["sharp_frames"][0], random_image(100 * 2 + 10 * 2 + 1))
+
+
+def test_kohler_errors(tmp_path):
+  with pytest.raises(UserError, match=r"BlurryImages.*webdav"):
+    kohler.list_pairs(str(tmp_path))
+  make_kohler(tmp_path)
+  for f in (tmp_path / "GroundTruth").glob("GroundTruth2_1_*.png"):
+    f.unlink()
+  with pytest.raises(UserError, match=r"Blurry2_1.png has no ground truth"):
+    kohler.list_pairs(str(tmp_path))
+
+
+# ---- Folder pairs -----------------------------------------------------------------------------
+
+def test_folder_pairs_by_name_and_stem_and_reports_unpaired(tmp_path):
+  datasets.save_image(tmp_path / "blur" / "a.png", random_image(1))
+  datasets.save_image(tmp_path / "sharp" / "a.png", random_image(2))
+  Image.fromarray(random_image(3)).save(tmp_path / "blur" / "x.jpg", quality=95)
+  Image.fromarray(random_image(4)[..., 0]).save(tmp_path / "sharp" / "x.png")  # Grayscale partner.
+  datasets.save_image(tmp_path / "blur" / "lonely.png", random_image(5))
+  datasets.save_image(tmp_path / "sharp" / "orphan.png", random_image(6))
+  with pytest.warns(folder.UnpairedWarning, match=r"blur/lonely.png.*sharp/orphan.png"):
+    pairs = folder.list_pairs(str(tmp_path))
+  assert [p.name for p in pairs] == ["a.png", "x.jpg"]
+  ex = datasets.FilePairSource(pairs).load(1)
+  assert ex["sharp"].shape == (H, W, 3) and ex["sharp"].dtype == np.uint8
+  np.testing.assert_array_equal(ex["sharp"][..., 2], random_image(4)[..., 0])
+
+
+def test_folder_errors(tmp_path):
+  with pytest.raises(UserError, match=r"no blur/ subfolder"):
+    folder.list_pairs(str(tmp_path))
+  datasets.save_image(tmp_path / "blur" / "a.png", random_image(1))
+  datasets.save_image(tmp_path / "sharp" / "b.png", random_image(1))
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    with pytest.raises(UserError, match="no blurred image"):
+      folder.list_pairs(str(tmp_path))
+
+
+def test_folder_split_subfolders(tmp_path):
+  for split in ("train", "test"):
+    datasets.save_image(tmp_path / split / "blur" / f"{split}.png", random_image(1))
+    datasets.save_image(tmp_path / split / "sharp" / f"{split}.png", random_image(1))
+  assert [p.name for p in folder.list_pairs(str(tmp_path), "test")] == ["test.png"]
+
+
+# ---- Synthetic --------------------------------------------------------------------------------
+
+def test_skimage_photos_load_offline():
+  for name in synthetic.SKIMAGE_PHOTOS:
+    img = synthetic.load_skimage_photo(name)
+    assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3, name
+    assert min(img.shape[:2]) >= 256, name
+
+
+def test_synthetic_splits_and_determinism(tmp_path):
+  train = synthetic.image_specs("skimage", ("coffee", "rocket"), "train")
+  held = synthetic.image_specs("skimage", ("coffee", "rocket"), "eval")
+  assert held == ["skimage:coffee", "skimage:rocket"]
+  assert not set(train) & set(held)
+  a = synthetic.SyntheticSource(held, num_examples=4, seed=0, split="eval", kernel_size=15)
+  b = synthetic.SyntheticSource(held, num_examples=4, seed=0, split="eval", kernel_size=15)
+  ea, eb = a.load(1), b.load(1)
+  assert ea["name"] == "rocket_0001.png"
+  np.testing.assert_array_equal(ea["blur"], eb["blur"])
+  assert ea["blur"].shape == ea["sharp"].shape
+  with pytest.raises(UserError, match="Unknown scikit-image photo"):
+    synthetic.image_specs("skimage", ("nope",), "eval")
+  datasets.save_image(tmp_path / "one.png", random_image(0))
+  with pytest.raises(UserError, match="holdout"):
+    synthetic.image_specs(str(tmp_path), ("coffee",), "eval")
+  assert synthetic.image_specs(str(tmp_path), ("one",), "eval") == [str(tmp_path / "one.png")]
+
+
+def test_synthetic_window_equals_full_blur_crop():
+  src = synthetic.SyntheticSource(["skimage:camera"], num_examples=2, seed=3, split="train",
+                                  kernel_size=9, noise_std=0.0)
+  full = src.load(1)["blur"]
+  for top, left in ((0, 0), (100, 37), (512 - 40, 512 - 30)):
+    b, s = src.load_window(1, top, left, 40, 30, np.random.default_rng(0))
+    np.testing.assert_array_equal(s, src.sharp(1)[top:top + 40, left:left + 30])
+    assert np.abs(b.astype(int) - full[top:top + 40, left:left + 30]).max() <= 1

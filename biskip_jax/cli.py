@@ -1,0 +1,42 @@
+"""Shared start-up of the entry points: absl flag parsing with one-line error messages."""
+
+import sys
+from typing import Callable
+
+from absl import app, flags
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """Parses flags; a bad flag value (e.g. an unknown scheme) is one line, no traceback."""
+  prog = argv[0].rsplit("/", 1)[-1]
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+    # config_flags embeds the config file's traceback; keep the flag and the final error.
+    msg = lines[-1] if len(lines) > 1 else (lines[0] if lines else repr(e))
+    flag = next((l for l in lines if l.startswith("flag --")), "")
+    flag = flag.split(":", 1)[0] + ": " if flag else ""
+    print(f"{prog}: error: {flag}{msg}\nPass --helpshort for the flags.", file=sys.stderr)
+    sys.exit(2)
+
+
+def run(main: Callable[[list[str]], None]) -> None:
+  """``absl.app.run`` with :func:`_parse_flags` (grain workers need absl's parsed flags)."""
+  app.run(main, flags_parser=_parse_flags)
+
+
+def config_flag(name: str = "config"):
+  """The loaded ``--config``; a missing or broken config file exits with one line."""
+  try:
+    config = getattr(flags.FLAGS, name)
+    config.keys()  # config_flags loads lazily: touch it to surface load errors here.
+    return config
+  except OSError as e:
+    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+    reason = next((l for l in reversed(lines) if l.startswith("[Errno")), lines[-1])
+    path = flags.FLAGS[name].config_filename if hasattr(flags.FLAGS[name],
+                                                        "config_filename") else ""
+    print(f"{sys.argv[0].rsplit('/', 1)[-1]}: error: --{name}={path}: cannot load the config "
+          f"file ({reason})", file=sys.stderr)
+    sys.exit(2)

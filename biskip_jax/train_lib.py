@@ -1,0 +1,324 @@
+"""The training driver: ``train_and_evaluate(config, workdir)`` (Algorithm 1 over epochs).
+
+Workdir layout::
+
+  WORKDIR/config.json          the resolved config of the run (checked on resume)
+  WORKDIR/checkpoints/N/       orbax checkpoints (latest ``train.keep_checkpoints``)
+  WORKDIR/best/N/              the checkpoint with the best validation PSNR (if validating)
+  WORKDIR/events.out.tfevents* TensorBoard scalars, images and the config (tensorboardX)
+  WORKDIR/metrics.jsonl        one JSON object per log step / validation run
+
+Running the same command again resumes from the latest complete checkpoint: network weights,
+batch statistics, both optimizer states, step, SPL state, PRNG key and the data iterator's
+position are all restored, so an interrupted run continues exactly as if it had not stopped.
+"""
+
+import json
+import math
+import os
+import signal
+import time
+from typing import Any, Iterator
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+import logging
+
+from biskip_jax import checkpointing, input_pipeline, spl, train_step, vgg
+from biskip_jax.errors import UserError
+
+log = logging.getLogger("biskip_jax")
+
+_MODEL_SECTIONS = ("model", "critic")
+
+
+def maybe_initialize_distributed() -> None:
+  """Calls ``jax.distributed.initialize()`` when a multi-host environment is detected.
+
+  Recognised: ``JAX_COORDINATOR_ADDRESS`` (with ``JAX_NUM_PROCESSES``/``JAX_PROCESS_ID``),
+  SLURM (``SLURM_NTASKS`` > 1), Open MPI (``OMPI_COMM_WORLD_SIZE`` > 1) and Cloud TPU pods
+  (``TPU_WORKER_HOSTNAMES`` listing several hosts).
+  """
+  env = os.environ
+  multi = ("JAX_COORDINATOR_ADDRESS" in env
+           or int(env.get("SLURM_NTASKS", "1")) > 1
+           or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
+           or "," in env.get("TPU_WORKER_HOSTNAMES", ""))
+  if multi and not jax.distributed.is_initialized():
+    jax.distributed.initialize()
+    log.info("jax.distributed initialised: process %d of %d", jax.process_index(),
+                 jax.process_count())
+
+
+def resolve_schedule(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
+  """Returns ``(steps_per_epoch, total_steps, total_epochs)`` resolved at run time.
+
+  ``total_epochs`` is T of eq. 10; with ``train.num_steps > 0`` it is the number of (possibly
+  partial) epochs those steps span.
+  """
+  t = config.train
+  if t.steps_per_epoch > 0:
+    steps_per_epoch = int(t.steps_per_epoch)
+  else:
+    steps_per_epoch = max(1, math.ceil(input_pipeline.num_train_examples(config)
+                                       / t.batch_size))
+  if t.num_steps > 0:
+    total_steps = int(t.num_steps)
+    total_epochs = max(1, math.ceil(total_steps / steps_per_epoch))
+  else:
+    total_steps = int(t.num_epochs) * steps_per_epoch
+    total_epochs = int(t.num_epochs)
+  return steps_per_epoch, total_steps, total_epochs
+
+
+def check_settings(config: ml_collections.ConfigDict) -> None:
+  """Stops before any compute on settings that cannot work, naming the flag."""
+  n_dev = jax.device_count()
+  b = config.train.batch_size
+  if b < 1 or b % n_dev:
+    raise UserError(f"--config.train.batch_size={b} must be a positive multiple of the "
+                    f"{n_dev} devices the batch is split over")
+  if config.train.n_critic < 1 and config.loss.adversarial:
+    raise UserError("--config.train.n_critic must be >= 1 for adversarial schemes")
+  if config.loss.pixel not in ("l1", "l2", "none"):
+    raise UserError(f"--config.loss.pixel={config.loss.pixel!r}: expected l1, l2 or none")
+  if config.loss.vgg_input not in ("imagenet", "raw"):
+    raise UserError(f"--config.loss.vgg_input={config.loss.vgg_input!r}: expected imagenet "
+                    "or raw")
+  if config.critic.norm not in ("instance", "none"):
+    raise UserError(f"--config.critic.norm={config.critic.norm!r}: expected instance or none")
+  from biskip_jax import models  # pylint: disable=g-import-not-at-top
+  for field, value, allowed in (("model.variant", config.model.variant, models.VARIANTS),
+                                ("model.norm", config.model.norm, models.NORMS),
+                                ("model.pool", config.model.pool, models.POOLS)):
+    if value not in allowed:
+      raise UserError(f"--config.{field}={value!r}: expected one of {', '.join(allowed)}")
+
+
+def _model_signature(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  return {k: json.loads(config[k].to_json()) for k in _MODEL_SECTIONS}
+
+
+def save_or_check_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Writes ``config.json``; if one exists, refuses a different model shape."""
+  path = os.path.join(workdir, "config.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f)
+    new = _model_signature(config)
+    for section in _MODEL_SECTIONS:
+      if old.get(section) != new[section]:
+        diff = sorted(k for k in set(old.get(section, {})) | set(new[section])
+                      if old.get(section, {}).get(k) != new[section].get(k))
+        raise UserError(
+            f"{workdir} holds a run with a different {section} (differs in "
+            f"{', '.join(f'{section}.{k}' for k in diff)}): use a new --workdir, or the "
+            f"same --config as that run (see {path})")
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+    os.replace(tmp, path)
+
+
+class _Preemption:
+  """SIGTERM/SIGINT: first signal asks for a final checkpoint, the second exits at once."""
+
+  def __init__(self):
+    self.requested = False
+    self._old = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._old[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # Not the main thread (e.g. a notebook worker): no handler.
+        pass
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.requested:
+      log.warning("second signal %d: exiting now without a checkpoint", signum)
+      os._exit(128 + signum)
+    self.requested = True
+    log.warning("signal %d: saving a checkpoint and stopping (send again to exit now)",
+                    signum)
+
+  def __exit__(self, *exc):
+    for sig, old in self._old.items():
+      signal.signal(sig, old)
+
+
+def _load_vgg(config: ml_collections.ConfigDict) -> Any:
+  if not config.loss.perceptual:
+    return {}
+  return vgg.load_vgg19_params(config.loss.vgg_weights, layer=config.loss.vgg_layer)
+
+
+class _Logger:
+  """Progress lines, metrics.jsonl and TensorBoard (process 0 only)."""
+
+  def __init__(self, workdir: str, config: ml_collections.ConfigDict, total_steps: int):
+    self.enabled = jax.process_index() == 0
+    self.total_steps = total_steps
+    self._last = (time.time(), None)
+    if not self.enabled:
+      return
+    import tensorboardX  # pylint: disable=g-import-not-at-top
+    self.writer = tensorboardX.SummaryWriter(workdir)
+    self.writer.add_text("config", "```\n" + str(config) + "\n```", 0)
+    self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+
+  def scalars(self, step: int, values: dict[str, float], prefix: str = "train") -> None:
+    if not self.enabled:
+      return
+    for k, v in values.items():
+      if math.isfinite(v):  # λ is ∞ in the first epoch: metrics.jsonl keeps it, TB can't.
+        self.writer.add_scalar(f"{prefix}/{k}", v, step)
+    self.jsonl.write(json.dumps({"step": step, "split": prefix, **values}) + "\n")
+    self.jsonl.flush()
+
+  def progress(self, step: int, epoch: int, values: dict[str, float]) -> None:
+    now = time.time()
+    t0, s0 = self._last
+    rate = (step - s0) / max(now - t0, 1e-9) if s0 is not None else float("nan")
+    self._last = (now, step)
+    eta = (self.total_steps - step) / rate if rate == rate and rate > 0 else float("nan")
+    eta_s = time.strftime("%H:%M:%S", time.gmtime(eta)) if eta == eta else "?"
+    keys = ("g_loss", "content", "pixel", "feature", "g_adv", "d_loss", "gp", "wasserstein")
+    terms = " ".join(f"{k}={values[k]:.4g}" for k in keys if k in values)
+    log.info("step %d/%d epoch %d | %.2f steps/s ETA %s | %s | v=%.3f lam=%.4g q=%.3f%s",
+                 step, self.total_steps, epoch, rate, eta_s, terms, values.get("v_mean", 1),
+                 values.get("lam", float("inf")), values.get("q", float("nan")),
+                 f" skipped={values['skipped_steps']:.0f}" if values.get("skipped_steps")
+                 else "")
+
+  def images(self, step: int, blur: np.ndarray, restored: np.ndarray,
+             sharp: np.ndarray) -> None:
+    if not self.enabled:
+      return
+    grid = np.concatenate([blur, restored, sharp], axis=2)  # [N, H, 3W, 3]
+    self.writer.add_images("train/blur_restored_sharp", grid, step, dataformats="NHWC")
+
+  def close(self) -> None:
+    if self.enabled:
+      self.writer.close()
+      self.jsonl.close()
+
+
+def _restore_image(restored: jax.Array) -> np.ndarray:
+  return np.asarray(jnp.clip(jnp.round((restored + 1.0) * 127.5), 0, 255).astype(jnp.uint8))
+
+
+def evaluate_model(config: ml_collections.ConfigDict, state: train_step.TrainState,
+                   examples: Iterator[dict[str, Any]], max_images: int) -> dict[str, float]:
+  """PSNR/SSIM of the generator (running statistics) on up to ``max_images`` examples."""
+  from biskip_jax import inference, metrics  # pylint: disable=g-import-not-at-top
+  deblurrer = inference.Deblurrer(config, {"params": state.gen.params,
+                                           "batch_stats": state.gen.batch_stats})
+  psnrs, ssims = [], []
+  for i, ex in enumerate(examples):
+    if i >= max_images:
+      break
+    out = deblurrer(ex["blur"])
+    psnrs.append(metrics.psnr(out, ex["sharp"]))
+    ssims.append(metrics.ssim(out, ex["sharp"]))
+  if not psnrs:
+    return {}
+  return {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims))}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       stop_at_step: int | None = None) -> train_step.TrainState:
+  """Trains (or resumes) the run in ``workdir`` and returns the final state.
+
+  Args:
+    config: the run configuration.
+    workdir: checkpoints, logs and config of the run.
+    stop_at_step: checkpoint and return at this step although the schedule goes on (for
+      time-limited jobs and resume tests); the same command later continues the run.
+
+  Raises:
+    UserError: for settings, data or a workdir that cannot work (before any compute).
+  """
+  maybe_initialize_distributed()
+  check_settings(config)
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  save_or_check_config(config, workdir)
+  steps_per_epoch, total_steps, total_epochs = resolve_schedule(config)
+  vgg_params = _load_vgg(config)  # Fails fast (offline, no weights) before compiling.
+
+  mesh = train_step.make_mesh()
+  state = train_step.create_train_state(config, total_steps, config.data.crop_size)
+  train_iter = input_pipeline.create(config, config.data.train_split)
+  ckpt = checkpointing.Checkpointer(workdir, config)
+  state, restored_step = ckpt.restore_latest(state, train_iter)
+  step = int(state.step)
+  if restored_step is not None:
+    log.info("resumed from %s at step %d", ckpt.directory, step)
+  else:
+    from clu import parameter_overview  # pylint: disable=g-import-not-at-top
+    log.info("generator:\n%s", parameter_overview.get_parameter_overview(state.gen.params))
+    log.info("critic:\n%s", parameter_overview.get_parameter_overview(state.critic.params))
+
+  state = train_step.replicate(state, mesh)
+  p_step = train_step.jit_train_step(config, total_epochs, mesh, state)
+  end_epoch = jax.jit(spl.end_epoch)
+  logger = _Logger(workdir, config, total_steps)
+  logger.scalars(step, {"steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
+                        "total_epochs": total_epochs}, prefix="run")
+  accum: dict[str, list[jax.Array]] = {}
+  t_cfg = config.train
+  eval_split = config.data.eval_split
+  best = ckpt.best_metric()
+  with _Preemption() as preempt:
+    while step < total_steps:
+      batch = next(train_iter)
+      with jax.profiler.StepTraceAnnotation("train", step_num=step):
+        device_batch = train_step.shard_batch(batch, mesh)
+        state, m = p_step(state, device_batch, vgg_params)
+      step += 1
+      for k, v in m.items():
+        accum.setdefault(k, []).append(v)
+      if step % steps_per_epoch == 0:
+        state = state.replace(spl=end_epoch(state.spl))
+      if step % t_cfg.log_every == 0 or step == total_steps:
+        values = {k: float(np.mean(jax.device_get(v))) for k, v in accum.items()}
+        values["skipped_steps"] = float(state.skipped_steps)
+        accum = {}
+        logger.scalars(step, values)
+        logger.progress(step, (step - 1) // steps_per_epoch + 1, values)
+        if int(state.bad_steps) >= t_cfg.max_bad_steps:
+          state = ckpt.recover_from_divergence(state, train_iter, step)
+          step = int(state.step)
+      if t_cfg.image_every > 0 and step % t_cfg.image_every == 0:
+        restored = state.gen.apply_fn({"params": state.gen.params,
+                                       "batch_stats": state.gen.batch_stats},
+                                      train_step.to_model_range(jnp.asarray(batch["blur"])))
+        logger.images(step, batch["blur"], _restore_image(restored), batch["sharp"])
+      if t_cfg.eval_every > 0 and (step % t_cfg.eval_every == 0 or step == total_steps):
+        result = evaluate_model(config, state, input_pipeline.create(config, eval_split),
+                                t_cfg.eval_num_images)
+        if result:
+          logger.scalars(step, result, prefix="eval")
+          log.info("step %d validation: PSNR %.2f dB, SSIM %.4f", step, result["psnr"],
+                       result["ssim"])
+          if best is None or result["psnr"] > best:
+            best = result["psnr"]
+            ckpt.save_best(step, state, train_iter, best)
+      stopping = preempt.requested or step == stop_at_step
+      if step % t_cfg.checkpoint_every == 0 or step == total_steps or stopping:
+        ckpt.save(step, state, train_iter)
+      if stopping:
+        log.warning("stopped at step %d after a signal; run the same command to resume",
+                        step)
+        break
+  ckpt.close()
+  logger.close()
+  return state

@@ -1,0 +1,41 @@
+"""Trains Bi-Skip: ``python train.py --config=configs/biskip.py[:SCHEME] --workdir=DIR``.
+
+Any config field can be overridden, e.g. ``--config.train.num_steps=1000``. Running the same
+command again resumes from the latest checkpoint in DIR.
+"""
+
+import logging as pylogging
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from biskip_jax import cli, train_lib
+from biskip_jax.errors import UserError
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and logs.")
+config_flags.DEFINE_config_file("config", None, "Training configuration file[:SCHEME].",
+                                lock_config=True)
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  # Our progress lines on stderr; libraries (orbax, grain) only for warnings and errors.
+  logging.set_verbosity(logging.WARNING)
+  handler = pylogging.StreamHandler(sys.stderr)
+  handler.setFormatter(pylogging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+  log = pylogging.getLogger("biskip_jax")
+  log.addHandler(handler)
+  log.setLevel(pylogging.INFO)
+  log.propagate = False
+  try:
+    train_lib.train_and_evaluate(cli.config_flag(), _WORKDIR.value)
+  except UserError as e:
+    print(f"train.py: error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  cli.run(main)

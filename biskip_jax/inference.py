@@ -1,0 +1,169 @@
+"""Full-resolution inference: ``Deblurrer.from_checkpoint(dir)(uint8 HxWx3) -> uint8 HxWx3``.
+
+Any size works: the generator reflect-pads to a multiple of 32 and crops back. One compiled
+function is kept per padded shape. Images above ``config.eval.max_pixels`` are restored in
+overlapping tiles of ``config.eval.tile_size`` whose seams are blended with linear ramps.
+Batch-norm models use their running statistics.
+"""
+
+import json
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from biskip_jax import models
+from biskip_jax.errors import UserError
+
+
+def load_run_config(workdir: str) -> ml_collections.ConfigDict:
+  """Reads ``WORKDIR/config.json`` written by training."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise UserError(f"no config.json in {workdir}: --ckpt must be a training workdir "
+                    "(or one of its checkpoints/N folders)")
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def _split_ckpt_path(path: str) -> tuple[str, str, int | None]:
+  """``WORKDIR`` | ``WORKDIR/checkpoints`` | ``WORKDIR/checkpoints/N`` | ``WORKDIR/best``."""
+  path = os.path.abspath(path.rstrip("/"))
+  if not os.path.exists(path):
+    raise UserError(f"--ckpt {path} does not exist")
+  base = os.path.basename(path)
+  if base.isdigit():
+    return os.path.dirname(os.path.dirname(path)), os.path.dirname(path), int(base)
+  if base in ("checkpoints", "best"):
+    return os.path.dirname(path), path, None
+  return path, os.path.join(path, "checkpoints"), None
+
+
+def restore_generator(path: str) -> tuple[ml_collections.ConfigDict, dict[str, Any], int]:
+  """Loads the generator variables of a training checkpoint.
+
+  Args:
+    path: a workdir (latest checkpoint), its ``best`` folder, or ``checkpoints/N``.
+
+  Returns:
+    ``(config, {"params", "batch_stats"}, step)``.
+  """
+  from biskip_jax import checkpointing, train_step  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  workdir, directory, step = _split_ckpt_path(path)
+  config = load_run_config(workdir)
+  manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
+      create=False, enable_async_checkpointing=False))
+  if step is None:
+    step = manager.latest_step()
+  if step is None:
+    raise UserError(f"no complete checkpoint in {directory}: train first, or pass "
+                    "--ckpt=WORKDIR/checkpoints/N")
+  template = jax.eval_shape(lambda: train_step.create_train_state(config, 1))
+  abstract = jax.tree_util.tree_map(
+      ocp.utils.to_shape_dtype_struct, checkpointing._to_savable(  # pylint: disable=protected-access
+          template.replace(rng=jax.random.key(0, impl=config.rng_impl))))
+  restored = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract)))
+  manager.close()
+  gen = restored.state["state"].gen
+  return config, {"params": gen.params, "batch_stats": gen.batch_stats}, step
+
+
+def _ramp(n: int, overlap: int, first: bool, last: bool) -> np.ndarray:
+  """1-D blending weights of a tile: linear ramps over the overlaps, 1 inside."""
+  w = np.ones(n, np.float32)
+  if overlap > 0:
+    r = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap
+    if not first:
+      w[:overlap] = r
+    if not last:
+      w[-overlap:] = r[::-1]
+  return w
+
+
+def _tile_starts(size: int, tile: int, overlap: int) -> list[int]:
+  if size <= tile:
+    return [0]
+  stride = tile - overlap
+  starts = list(range(0, size - tile, stride)) + [size - tile]
+  return sorted(set(starts))
+
+
+class Deblurrer:
+  """Restores uint8 RGB images of any size with a trained generator.
+
+  Args:
+    config: the run's config (``config.model`` and ``config.eval`` are used).
+    variables: ``{"params": ..., "batch_stats": ...}`` of the generator.
+    dtype: compute dtype, ``"float32"`` or ``"bfloat16"`` (GPUs; measure the PSNR change).
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, variables: dict[str, Any],
+               dtype: str | None = None):
+    self.config = config
+    model_cfg = ml_collections.ConfigDict(config.model.to_dict())
+    if dtype is not None:
+      model_cfg.dtype = dtype
+    self.model = models.generator_from_config(model_cfg)
+    self.variables = jax.device_put(variables)
+    self._fn = jax.jit(lambda v, x: self.model.apply(v, x, train=False))
+    eval_cfg = config.get("eval", ml_collections.ConfigDict())
+    self.tile_size = int(eval_cfg.get("tile_size", 0))
+    self.tile_overlap = int(eval_cfg.get("tile_overlap", 32))
+    self.max_pixels = int(eval_cfg.get("max_pixels", 3840 * 2160))
+
+  @classmethod
+  def from_checkpoint(cls, workdir_or_ckpt: str, dtype: str | None = None) -> "Deblurrer":
+    """Loads the latest (or the named) checkpoint of a training run with its saved config."""
+    config, variables, step = restore_generator(workdir_or_ckpt)
+    d = cls(config, variables, dtype=dtype)
+    d.step = step
+    return d
+
+  def restore_float(self, image: np.ndarray) -> np.ndarray:
+    """[H, W, 3] uint8 -> [H, W, 3] float32 in [-1, 1] (unclipped), whole image at once."""
+    x = jnp.asarray(image, jnp.float32)[None] / 127.5 - 1.0
+    return np.asarray(self._fn(self.variables, x)[0])
+
+  def _tiled(self, image: np.ndarray, tile: int) -> np.ndarray:
+    h, w, _ = image.shape
+    overlap = min(self.tile_overlap, tile // 2)
+    acc = np.zeros((h, w, 3), np.float32)
+    norm = np.zeros((h, w, 1), np.float32)
+    ys, xs = _tile_starts(h, tile, overlap), _tile_starts(w, tile, overlap)
+    for yi, y0 in enumerate(ys):
+      for xi, x0 in enumerate(xs):
+        patch = image[y0:y0 + tile, x0:x0 + tile]
+        out = self.restore_float(patch)
+        wy = _ramp(patch.shape[0], overlap, yi == 0, yi == len(ys) - 1)
+        wx = _ramp(patch.shape[1], overlap, xi == 0, xi == len(xs) - 1)
+        wgt = (wy[:, None] * wx[None, :])[..., None]
+        acc[y0:y0 + tile, x0:x0 + tile] += out * wgt
+        norm[y0:y0 + tile, x0:x0 + tile] += wgt
+    return acc / norm
+
+  def __call__(self, image: np.ndarray, tile_size: int | None = None) -> np.ndarray:
+    """Restores one image.
+
+    Args:
+      image: [H, W, 3] uint8 RGB (any H, W >= 1).
+      tile_size: overrides ``config.eval.tile_size``; 0 means tile only above ``max_pixels``.
+
+    Returns:
+      [H, W, 3] uint8, clipped and rounded.
+    """
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+      raise ValueError(f"expected a uint8 [H, W, 3] image, got {image.dtype} {image.shape}")
+    tile = self.tile_size if tile_size is None else tile_size
+    if tile <= 0 and image.shape[0] * image.shape[1] > self.max_pixels:
+      tile = 1024
+    if tile > 0 and (image.shape[0] > tile or image.shape[1] > tile):
+      out = self._tiled(image, tile)
+    else:
+      out = self.restore_float(image)
+    return np.clip(np.round((out + 1.0) * 127.5), 0, 255).astype(np.uint8)

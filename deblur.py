@@ -1,0 +1,40 @@
+"""Deblurs photos of any size: ``python deblur.py --ckpt=RUN --out=DIR INPUT...``.
+
+INPUTs are files, folders (searched recursively) or glob patterns of anything Pillow reads.
+Outputs are RGB PNGs (``--format``) at the input's size with the same base name. Bad files
+are reported by name and skipped; the exit status is 1 if any input failed.
+"""
+
+import sys
+
+from absl import app, flags
+
+from biskip_jax import cli, deblur_lib
+from biskip_jax.errors import UserError
+
+_CKPT = flags.DEFINE_string("ckpt", None, "Training workdir, its best/ or checkpoints/N.")
+_OUT = flags.DEFINE_string("out", None, "Output folder.")
+_FORMAT = flags.DEFINE_enum("format", "png", ["png", "jpg", "tif", "bmp", "webp"],
+                            "Output image format.")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
+                           "Compute dtype (bfloat16 for GPUs).")
+_TILE = flags.DEFINE_integer("tile_size", None, "Tile size for large images (0: automatic).")
+_VIDEO = flags.DEFINE_bool("video", False, "Treat inputs as video files (needs imageio-ffmpeg).")
+flags.mark_flags_as_required(["ckpt", "out"])
+
+
+def main(argv):
+  inputs = argv[1:]
+  try:
+    if not inputs:
+      raise UserError("no INPUT given: pass image files, folders or glob patterns")
+    failures = deblur_lib.run(_CKPT.value, _OUT.value, inputs, fmt=_FORMAT.value,
+                              dtype=_DTYPE.value, tile_size=_TILE.value, video=_VIDEO.value)
+  except UserError as e:
+    print(f"deblur.py: error: {e}", file=sys.stderr)
+    sys.exit(2)
+  sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+  cli.run(main)

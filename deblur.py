@@ -7,7 +7,7 @@ are reported by name and skipped; the exit status is 1 if any input failed.
 
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from biskip_jax import cli, deblur_lib
 from biskip_jax.errors import UserError

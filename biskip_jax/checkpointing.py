@@ -7,6 +7,7 @@ with the previous checkpoint kept.
 """
 
 import json
+import logging
 import os
 from typing import Any
 
@@ -14,7 +15,6 @@ import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
-import logging
 
 from biskip_jax import train_step
 from biskip_jax.errors import UserError

@@ -161,6 +161,7 @@ def run(ckpt: str, data: str, out_dir: str | None, data_path: str | None = None,
         max_images: int = 0, dtype: str = "float32", saliency: bool = True) -> dict[str, Any]:
   """The work behind ``evaluate.py``: load the checkpoint, evaluate, write the outputs."""
   import itertools  # pylint: disable=g-import-not-at-top
+
   from biskip_jax import inference, input_pipeline  # pylint: disable=g-import-not-at-top
   deblurrer = inference.Deblurrer.from_checkpoint(ckpt, dtype=dtype)
   config = dataset_config(deblurrer.config, data, data_path)

@@ -51,8 +51,9 @@ def restore_generator(path: str) -> tuple[ml_collections.ConfigDict, dict[str, A
   Returns:
     ``(config, {"params", "batch_stats"}, step)``.
   """
-  from biskip_jax import checkpointing, train_step  # pylint: disable=g-import-not-at-top
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+
+  from biskip_jax import checkpointing, train_step  # pylint: disable=g-import-not-at-top
   workdir, directory, step = _split_ckpt_path(path)
   config = load_run_config(workdir)
   manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(

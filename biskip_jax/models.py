@@ -1,10 +1,12 @@
 """The Bi-Skip generator (paper §4.1, Fig. 5; DESIGN §2) and the WGAN critic (DESIGN §3).
 
-Images are NHWC in [-1, 1]. One detail DESIGN §2 leaves implicit: the body's 3x3 conv at each
-level is conv-norm-act like every other conv of the paths (the parameter counts DESIGN §2 pins,
-e.g. 6,082,179 for ``BS``, include that norm's scale and bias). ``BiSkip`` maps a blurred batch ``b`` to ``b + r`` (the global
+Images are NHWC in [-1, 1]. ``BiSkip`` maps a blurred batch ``b`` to ``b + r`` (the global
 residual of Fig. 5) for any height and width: sides that are not a multiple of 32 are
 reflect-padded and the output is cropped back.
+
+One detail DESIGN §2 leaves implicit: the body's 3x3 conv at each level is conv-norm-act like
+every other conv of the paths (the parameter counts DESIGN §2 pins, e.g. 6,082,179 for ``BS``,
+include that norm's scale and bias, and match only with it).
 """
 
 from typing import Any, Sequence

@@ -14,6 +14,7 @@ position are all restored, so an interrupted run continues exactly as if it had 
 """
 
 import json
+import logging
 import math
 import os
 import signal
@@ -24,8 +25,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
-import logging
 
 from biskip_jax import checkpointing, input_pipeline, spl, train_step, vgg
 from biskip_jax.errors import UserError

@@ -24,7 +24,8 @@ import ml_collections
 import numpy as np
 import optax
 from flax.training import train_state
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from biskip_jax import losses, models, spl, vgg
 

@@ -85,8 +85,15 @@ class Checkpointer:
   def save_best(self, step: int, state: train_step.TrainState, it: Any, psnr: float) -> None:
     """Keeps ``state`` as the best checkpoint by validation PSNR."""
     if self.save(step, state, it, manager=self.best_manager) and jax.process_index() == 0:
-      with open(self._best_file, "w") as f:
-        json.dump({"step": step, "psnr": psnr}, f)
+      # Written aside and renamed: a full disk or a kill never leaves a truncated best.json
+      # (which would stop every resume).
+      tmp = self._best_file + ".tmp"
+      try:
+        with open(tmp, "w") as f:
+          json.dump({"step": step, "psnr": psnr}, f)
+        os.replace(tmp, self._best_file)
+      except OSError as e:
+        log.error("%s could not be written (%s); training continues", self._best_file, e)
 
   def best_metric(self) -> float | None:
     if os.path.exists(self._best_file):

@@ -1,0 +1,419 @@
+"""Fault injection: a long run meets divergence, preemption, SIGKILL, a full disk, bad inputs.
+
+Every test injects the fault and checks that the run ends well: it recovers and goes on, or
+stops with a message saying what to do, and never loses its last complete checkpoint.
+
+All training runs share one tiny configuration (``_config()``, which ``train.py`` receives as
+``_FLAGS``), and the module turns on JAX's persistent compilation cache, so the train step is
+compiled once for the in-process runs and the ``train.py`` subprocesses together.
+"""
+
+import errno
+import io
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import types
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from jax.experimental.compilation_cache import compilation_cache
+from orbax.checkpoint._src.path import async_path
+from PIL import Image
+
+from biskip_jax import checkpointing, inference, train_lib, train_step
+from biskip_jax.datasets import BadImageError, load_image, save_image
+from biskip_jax.errors import UserError
+from tests.helpers import tiny_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_TMP = ".orbax-checkpoint-tmp"
+def _no_space():
+  return OSError(errno.ENOSPC, "No space left on device")
+
+# ``train.py`` flags giving the same model, data and compiled train step as ``_config()``.
+_FLAGS = {
+    "model.channels": "(4,8,8,8,8)", "model.skip_channels": "(2,4,4,4)",
+    "model.num_res_blocks": 1, "critic.features": 8, "critic.num_layers": 1,
+    "loss.vgg_layer": "conv1_2", "train.batch_size": 2, "data.crop_size": 32,
+    "data.num_workers": 0, "train.num_steps": 100000, "train.steps_per_epoch": 2,
+    "train.log_every": 1, "train.eval_every": 0, "train.image_every": 0,
+    "train.checkpoint_every": 100000,
+}
+
+
+def _config(**train):
+  """Tiny 1-BS run; a long schedule that tests end with ``stop_at_step``."""
+  config = tiny_config("1-BS")
+  config.train.num_steps = 100000
+  config.train.steps_per_epoch = 2
+  config.train.log_every = 1
+  config.train.checkpoint_every = 2
+  for k, v in train.items():
+    config.train[k] = v
+  return config
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compile_cache(tmp_path_factory):
+  """A persistent XLA cache for this module (and its subprocesses); restored afterwards."""
+  path = str(tmp_path_factory.mktemp("xla_cache"))
+  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+           "jax_persistent_cache_min_entry_size_bytes")
+  old = {n: getattr(jax.config, n) for n in names}
+  for n, v in zip(names, (path, 0.0, 0)):
+    jax.config.update(n, v)
+  compilation_cache.reset_cache()
+  yield path
+  for n, v in old.items():
+    jax.config.update(n, v)
+  compilation_cache.reset_cache()
+
+
+def _train_rows(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return {r["step"]: r for r in map(json.loads, f) if r["split"] == "train"}
+
+
+def _steps(workdir):
+  """The checkpoint steps orbax lists in ``workdir`` (read from disk)."""
+  manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"),
+                                  options=ocp.CheckpointManagerOptions(create=False))
+  steps = sorted(manager.all_steps())
+  manager.close()
+  return steps
+
+
+@pytest.fixture(scope="module")
+def good_run(tmp_path_factory):
+  """A healthy run stopped at step 4: ``(workdir, final state)``, checkpoints 2 and 4."""
+  workdir = str(tmp_path_factory.mktemp("good"))
+  state = train_lib.train_and_evaluate(_config(), workdir, stop_at_step=4)
+  assert int(state.step) == 4 and _steps(workdir) == [2, 4]
+  return workdir, state
+
+
+# Divergence ------------------------------------------------------------------------------
+
+
+def _nan_config():
+  config = _config(max_bad_steps=2)
+  config.loss.gamma1 = float("nan")  # Every loss, hence every step, is NaN.
+  return config
+
+
+def test_divergence_without_a_checkpoint_stops_with_advice(tmp_path):
+  with pytest.raises(UserError, match=r"training diverged") as e:
+    train_lib.train_and_evaluate(_nan_config(), str(tmp_path))
+  msg = str(e.value)
+  assert "2 consecutive steps" in msg and "at step 2" in msg, msg
+  assert "--config.optim.g_lr" in msg and "again after restoring" not in msg, msg
+  assert _steps(str(tmp_path)) == []  # Nothing was saved from the diverged run.
+  rows = _train_rows(str(tmp_path))
+  assert rows[1]["finite"] == 0.0 and rows[2]["skipped_steps"] == 2.0
+
+
+def test_divergence_restores_the_checkpoint_once_then_stops(good_run, tmp_path, caplog):
+  workdir = str(tmp_path / "run")
+  shutil.copytree(good_run[0], workdir)  # A good run with checkpoints 2 and 4 ...
+  caplog.set_level(logging.INFO, logger="biskip_jax")
+  with pytest.raises(UserError, match=r"training diverged") as e:  # ... then losses go NaN.
+    train_lib.train_and_evaluate(_nan_config(), workdir)
+  msg = str(e.value)
+  assert "at step 6 again after restoring the checkpoint of step 4" in msg, msg
+  assert "--config.optim.g_lr" in msg, msg
+  log = [r.getMessage() for r in caplog.records]
+  assert any("resumed from" in m and "at step 4" in m for m in log), log
+  assert sum("restoring the checkpoint of step 4" in m for m in log) == 1, log
+  assert _steps(workdir) == [2, 4]
+  # The good checkpoints are untouched by the NaN steps.
+  d = inference.Deblurrer.from_checkpoint(workdir)
+  assert d.step == 4
+  for a, b in zip(jax.tree_util.tree_leaves(d.variables["params"]),
+                  jax.tree_util.tree_leaves(good_run[1].gen.params)):
+    np.testing.assert_array_equal(a, b)
+
+
+# Preemption and SIGKILL ------------------------------------------------------------------
+
+
+class _TrainPy:
+  """``python train.py`` on the tiny config in a subprocess, its stderr collected by a thread."""
+
+  def __init__(self, workdir, cache_dir, **flags):
+    args = [sys.executable, "train.py", "--config=configs/quickstart.py:1-BS",
+            f"--workdir={workdir}"]
+    args += [f"--config.{k}={v}" for k, v in {**_FLAGS, **flags}.items()]
+    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu",
+               JAX_COMPILATION_CACHE_DIR=cache_dir,
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, text=True)
+    self.lines = []
+    self._reader = threading.Thread(target=self._read, daemon=True)
+    self._reader.start()
+
+  def _read(self):
+    for line in self.proc.stderr:
+      self.lines.append(line)
+
+  @property
+  def stderr(self):
+    return "".join(self.lines)
+
+  def wait_for(self, pattern, timeout, start=0):
+    """The first match of ``pattern`` in stderr lines from ``start`` on, waiting for it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+      for i in range(start, len(self.lines)):
+        m = re.search(pattern, self.lines[i])
+        if m:
+          return i, m
+      if self.proc.poll() is not None and not self._reader.is_alive():
+        break
+      time.sleep(0.05)
+    pytest.fail(f"no {pattern!r} in train.py's stderr (rc={self.proc.poll()}):\n"
+                f"{self.stderr[-3000:]}")
+
+  def finish(self, timeout):
+    rc = self.proc.wait(timeout=timeout)
+    self._reader.join(timeout=10)
+    return rc
+
+  def cleanup(self):
+    if self.proc.poll() is None:
+      self.proc.kill()
+      self.proc.wait()
+
+
+def _leftovers(directory):
+  return sorted(n for n in os.listdir(directory) if _TMP in n)
+
+
+def test_sigterm_then_sigkill_during_a_save_lose_nothing(good_run, compile_cache, tmp_path,
+                                                         caplog):
+  del good_run  # Only so that the train step is in the compilation cache.
+  workdir = str(tmp_path / "run")
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+
+  # 1. SIGTERM (preemption) once training is under way: checkpoint, hint, exit status 0.
+  run = _TrainPy(workdir, compile_cache)
+  try:
+    run.wait_for(r"step \d+/100000", timeout=300)
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.finish(timeout=120) == 0, run.stderr[-3000:]
+  finally:
+    run.cleanup()
+  _, m = run.wait_for(r"stopped at step (\d+) after a signal", timeout=1)
+  stopped = int(m.group(1))
+  assert stopped >= 1 and "run the same command to resume" in run.stderr
+  assert _steps(workdir) == [stopped] and os.listdir(ckpt_dir) == [str(stopped)]
+
+  # 2. The same command resumes; SIGKILL it while it writes its second checkpoint.
+  run = _TrainPy(workdir, compile_cache, **{"train.checkpoint_every": 1})
+  try:
+    i, _ = run.wait_for(rf"resumed from .* at step {stopped}\b", timeout=300)
+    run.wait_for(rf"step {stopped + 1}/", timeout=300, start=i)
+    seen, deadline = set(), time.monotonic() + 120
+    while len(seen) < 2 and time.monotonic() < deadline and run.proc.poll() is None:
+      seen.update(_leftovers(ckpt_dir))
+      time.sleep(0.005)
+    run.proc.send_signal(signal.SIGKILL)
+    assert run.finish(timeout=60) == -signal.SIGKILL, run.stderr[-3000:]
+  finally:
+    run.cleanup()
+  assert len(seen) == 2, f"no save seen in progress: {os.listdir(ckpt_dir)}"
+
+  # Every step orbax lists is complete and restorable; the half-written one is not listed.
+  steps = _steps(workdir)
+  assert steps and steps[0] >= stopped, steps
+  for step in steps:
+    assert inference.Deblurrer.from_checkpoint(os.path.join(ckpt_dir, str(step))).step == step
+  latest = inference.Deblurrer.from_checkpoint(workdir)
+  assert latest.step == steps[-1]
+  # The kill left the next checkpoint half-written.
+  assert _leftovers(ckpt_dir) == [f"{steps[-1] + 1}{_TMP}"], (os.listdir(ckpt_dir), steps)
+
+  # 3. Resuming once more continues from the latest complete checkpoint and rewrites the
+  # half-written step over its leftover.
+  caplog.set_level(logging.INFO, logger="biskip_jax")
+  state = train_lib.train_and_evaluate(_config(), workdir, stop_at_step=steps[-1] + 1)
+  assert int(state.step) == steps[-1] + 1
+  assert any(f"at step {steps[-1]}" in r.getMessage() and "resumed" in r.getMessage()
+             for r in caplog.records)
+  assert _steps(workdir)[-1] == steps[-1] + 1
+  assert not _leftovers(ckpt_dir)
+
+
+# Disk full -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_state():
+  return train_step.create_train_state(tiny_config("1-BS"), 10, 32)
+
+
+def _leaves(state):
+  return [np.asarray(x) for x in jax.tree_util.tree_leaves(jax.device_get(
+      state.replace(rng=jax.random.key_data(state.rng))))]
+
+
+def test_failed_save_keeps_the_previous_checkpoint(small_state, tmp_path, monkeypatch, caplog):
+  ckpt = checkpointing.Checkpointer(str(tmp_path), tiny_config("1-BS"))
+  assert ckpt.save(1, small_state, None)
+
+  # The disk fills up as the checkpoint of step 2 is committed (its files are written).
+  rename = async_path.rename
+
+  async def full_disk(src, dst):
+    if os.sep + "2" + _TMP in str(src):
+      raise _no_space()
+    return await rename(src, dst)
+
+  monkeypatch.setattr(async_path, "rename", full_disk)
+  later = small_state.replace(step=small_state.step + 1)
+  with caplog.at_level(logging.ERROR, logger="biskip_jax"):
+    assert ckpt.save(2, later, None) is False
+  assert any("step 2" in r.getMessage() and "No space left on device" in r.getMessage()
+             for r in caplog.records if r.levelno == logging.ERROR), caplog.text
+  assert ckpt.manager.latest_step() == 1 and _leftovers(ckpt.directory)
+  assert _steps(str(tmp_path)) == [1]
+  fresh = checkpointing.Checkpointer(str(tmp_path), tiny_config("1-BS"))  # As on resume.
+  restored, step = fresh.restore_latest(small_state, None)
+  fresh.close()
+  assert step == 1
+  for a, b in zip(_leaves(small_state), _leaves(restored)):
+    np.testing.assert_array_equal(a, b)
+
+  # The manager is not wedged: once space is back the next checkpoint is written.
+  monkeypatch.setattr(async_path, "rename", rename)
+  assert ckpt.save(3, later, None)
+  assert ckpt.manager.latest_step() == 3
+  ckpt.close()
+
+
+def test_failed_best_metric_write_keeps_the_previous_one(small_state, tmp_path, monkeypatch,
+                                                         caplog):
+  ckpt = checkpointing.Checkpointer(str(tmp_path), tiny_config("1-BS"))
+  ckpt.save_best(1, small_state, None, 20.0)
+  assert ckpt.best_metric() == 20.0
+
+  def full_disk(obj, f):
+    f.write(json.dumps(obj)[:3])
+    raise _no_space()
+
+  monkeypatch.setattr(checkpointing, "json", types.SimpleNamespace(dump=full_disk,
+                                                                   load=json.load))
+  with caplog.at_level(logging.ERROR, logger="biskip_jax"):
+    ckpt.save_best(2, small_state, None, 25.0)  # Logged, not raised.
+  assert "No space left on device" in caplog.text
+  assert ckpt.best_metric() == 20.0  # A resumed run can still read it.
+  ckpt.close()
+
+
+def test_training_goes_on_when_a_checkpoint_cannot_be_written(good_run, tmp_path, monkeypatch,
+                                                              caplog):
+  save = ocp.CheckpointManager.save
+  calls = []
+
+  def full_disk_at_step_2(self, step, *args, **kwargs):
+    calls.append(step)
+    if step == 2:
+      raise _no_space()
+    return save(self, step, *args, **kwargs)
+
+  monkeypatch.setattr(ocp.CheckpointManager, "save", full_disk_at_step_2)
+  workdir = str(tmp_path)
+  with caplog.at_level(logging.ERROR, logger="biskip_jax"):
+    state = train_lib.train_and_evaluate(_config(checkpoint_every=1), workdir, stop_at_step=4)
+  assert calls == [1, 2, 3, 4] and int(state.step) == 4
+  assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
+      f"checkpoint at step 2 could not be written to {workdir}/checkpoints "
+      "([Errno 28] No space left on device); training continues and the previous "
+      "checkpoint is kept"]
+  assert _steps(workdir) == [1, 3, 4]
+  # The failed save did not disturb training: same results as the healthy run.
+  assert _train_rows(workdir) == _train_rows(good_run[0])
+
+
+# Determinism -----------------------------------------------------------------------------
+
+
+def test_same_config_gives_identical_runs(good_run, tmp_path):
+  workdir, state = good_run
+  again = train_lib.train_and_evaluate(_config(), str(tmp_path), stop_at_step=4)
+  rows, rows_again = _train_rows(workdir), _train_rows(str(tmp_path))
+  assert sorted(rows) == [1, 2, 3, 4] and rows == rows_again
+  assert all(math.isfinite(rows[s]["g_loss"]) for s in rows)
+  for a, b in zip(_leaves(state), _leaves(again)):
+    np.testing.assert_array_equal(a, b)
+
+
+# Inference inputs ------------------------------------------------------------------------
+
+
+def _encoded(fmt, shape=(48, 40, 3), seed=0):
+  buf = io.BytesIO()
+  Image.fromarray(np.random.default_rng(seed).integers(0, 256, shape, np.uint8)).save(
+      buf, format=fmt)
+  return buf.getvalue()
+
+
+def _bad_files(tmp_path):
+  """``{name: path}`` of files that are not readable images."""
+  files = {}
+  for seed in range(4):
+    for ext in (".png", ".jpg"):
+      n = np.random.default_rng(seed).integers(1, 5000)
+      files[f"random{seed}{ext}"] = np.random.default_rng(seed).bytes(n)
+  png, jpg = _encoded("PNG"), _encoded("JPEG")
+  files.update({
+      "truncated.png": png[:len(png) // 2], "truncated.jpg": jpg[:len(jpg) // 2],
+      "header_only.png": png[:33], "header_only.jpg": jpg[:20],
+      "empty.png": b"",
+      "png_header_garbage.png": png[:8] + np.random.default_rng(9).bytes(2000),
+      "jpeg_header_garbage.jpg": b"\xff\xd8\xff\xe0" + np.random.default_rng(8).bytes(2000),
+      "text.jpg": b"hello, not an image\n" * 10,
+  })
+  # A PNG claiming 40000 x 40000 pixels (decompression bomb) with no pixel data.
+  bomb = bytearray(png[:33])
+  bomb[16:24] = (40000).to_bytes(4, "big") * 2
+  files["bomb.png"] = bytes(bomb)
+  paths = {}
+  for name, data in files.items():
+    (tmp_path / name).write_bytes(data)
+    paths[name] = str(tmp_path / name)
+  (tmp_path / "folder.png").mkdir()
+  paths["folder.png"] = str(tmp_path / "folder.png")
+  paths["missing.png"] = str(tmp_path / "missing.png")
+  return paths
+
+
+def test_unreadable_images_raise_bad_image_error_naming_the_file(tmp_path):
+  for name, path in _bad_files(tmp_path).items():
+    with pytest.raises(BadImageError) as e:  # Any other exception type fails the test.
+      load_image(path)
+    assert path in str(e.value), (name, str(e.value))
+
+
+def test_extreme_sizes_load_and_restore(small_state, tmp_path):
+  deblurrer = inference.Deblurrer(tiny_config("1-BS"), {
+      "params": small_state.gen.params, "batch_stats": small_state.gen.batch_stats})
+  for h, w in ((1, 1), (1, 5000)):
+    img = np.random.default_rng(h * w).integers(0, 256, (h, w, 3), np.uint8)
+    path = str(tmp_path / f"{h}x{w}.png")
+    save_image(path, img)
+    loaded = load_image(path)
+    np.testing.assert_array_equal(loaded, img)
+    out = deblurrer(loaded)
+    assert out.shape == (h, w, 3) and out.dtype == np.uint8

@@ -98,6 +98,8 @@ class BiSkip(nn.Module):
     pool: "avg" | "max" 2x2 down-sampling.
     act_slope: LeakyReLU slope.
     bn_momentum: batch-norm running-average momentum.
+    zero_residual: initialise the last conv to zero so that G starts as the identity
+      ``G(b) = b`` (not in the paper, which uses Xavier everywhere; speeds up short runs).
     dtype: compute dtype (parameters stay float32).
   """
   variant: str = "BS"
@@ -108,6 +110,7 @@ class BiSkip(nn.Module):
   pool: str = "avg"
   act_slope: float = 0.2
   bn_momentum: float = 0.9
+  zero_residual: bool = False
   dtype: Any = jnp.float32
 
   @property
@@ -184,7 +187,8 @@ class BiSkip(nn.Module):
         h_ = jnp.concatenate([h_, s] + ([d] if d is not None else []), axis=-1)
       h_ = _ConvNormAct(c, 3, name=f"dec{i}_a", **cna)(h_, train)
       h_ = _ConvNormAct(c, 1, name=f"dec{i}_b", **cna)(h_, train)
-    r = _conv(3, 1, dt, name="out")(h_).astype(jnp.float32)
+    r = nn.Conv(3, (1, 1), dtype=dt, bias_init=_zeros, name="out",
+                kernel_init=_zeros if self.zero_residual else _xavier)(h_).astype(jnp.float32)
     y = b + r
     return y[:, :h, :w, :]
 
@@ -251,7 +255,9 @@ def generator_from_config(model_config: Any) -> BiSkip:
                 skip_channels=tuple(model_config.skip_channels),
                 num_res_blocks=model_config.num_res_blocks, norm=model_config.norm,
                 pool=model_config.pool, act_slope=model_config.act_slope,
-                bn_momentum=model_config.bn_momentum, dtype=model_config.dtype)
+                bn_momentum=model_config.bn_momentum,
+                zero_residual=model_config.get("zero_residual", False),
+                dtype=model_config.dtype)
 
 
 def critic_from_config(critic_config: Any) -> Critic:

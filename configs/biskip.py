@@ -33,6 +33,7 @@ def get_config(scheme: str = "SA1P-BS") -> ml_collections.ConfigDict:
   m.act_slope = 0.2  # LeakyReLU negative slope.
   m.pool = "avg"  # "avg" | "max" down-sampling.
   m.bn_momentum = 0.9  # Batch-norm running-average momentum.
+  m.zero_residual = False  # Zero-init the last conv (G starts as identity); paper: Xavier.
   m.dtype = "float32"  # Compute dtype: "float32" | "bfloat16" (params stay float32).
 
   # Critic (DESIGN §3): DeblurGAN's 70x70 PatchGAN, WGAN, no sigmoid.

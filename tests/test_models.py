@@ -211,3 +211,10 @@ def test_critic_patchgan_layout_and_conditioning():
     cond.apply(v, x)
   with pytest.raises(ValueError, match="batch norm"):
     models.Critic(norm="batch").init(_key(0), x)
+
+
+def test_zero_residual_option_starts_at_identity():
+  model = models.BiSkip(**TINY, zero_residual=True)
+  x = jax.random.uniform(_key(7), (1, 40, 48, 3), minval=-1, maxval=1)
+  np.testing.assert_array_equal(np.asarray(_apply(model, _init(model), x)), np.asarray(x))
+  assert np.all(np.asarray(_init(models.BiSkip(**TINY))["params"]["out"]["kernel"]) != 0)

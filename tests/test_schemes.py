@@ -73,5 +73,6 @@ def test_quickstart_is_offline_and_small():
   c = quickstart.get_config()
   assert isinstance(c, ml_collections.ConfigDict)
   assert c.data.source == "synthetic" and not c.loss.perceptual
-  assert c.loss.self_paced and c.loss.adversarial and c.loss.pixel == "l1"
-  assert quickstart.get_config("1-BS").loss.adversarial is False
+  assert c.loss.pixel == "l1" and not c.loss.adversarial and not c.loss.self_paced
+  sa = quickstart.get_config("SA1-BS")
+  assert sa.loss.adversarial and sa.loss.self_paced

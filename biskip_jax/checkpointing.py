@@ -138,7 +138,11 @@ class Checkpointer:
     log.error("%d consecutive non-finite steps at step %d: restoring the checkpoint of "
                   "step %d", int(state.bad_steps), step, last)
     self._recovered_from = last
-    return self.restore(last, state, it)
+    # The data iterator is NOT rewound: the replay sees new batches rather than repeating the
+    # ones that diverged; the bad-step streak starts again from zero.
+    del it
+    restored = self.restore(last, state, None)
+    return restored.replace(bad_steps=jax.numpy.zeros_like(restored.bad_steps))
 
   def close(self) -> None:
     self.manager.close()

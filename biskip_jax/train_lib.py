@@ -294,7 +294,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         logger.scalars(step, values)
         logger.progress(step, (step - 1) // steps_per_epoch + 1, values)
         if int(state.bad_steps) >= t_cfg.max_bad_steps:
-          state = ckpt.recover_from_divergence(state, train_iter, step)
+          state = train_step.replicate(
+              ckpt.recover_from_divergence(state, train_iter, step), mesh)
           step = int(state.step)
       if t_cfg.image_every > 0 and step % t_cfg.image_every == 0:
         restored = state.gen.apply_fn({"params": state.gen.params,

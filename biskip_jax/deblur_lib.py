@@ -78,17 +78,23 @@ def run(ckpt: str, out_dir: str, inputs: list[str], fmt: str = "png",
   except OSError as e:
     raise UserError(f"--out {out_dir}: cannot create the folder ({e.strerror})") from e
   taken: set = set()
+  written = 0
   for path in tqdm(files, desc="deblur", unit="img", disable=len(files) < 2):
     try:
       if video:
         _video(deblurrer, path, out_dir)
+        written += 1
         continue
       image = load_image(path)
       restored = deblurrer(image, tile_size=tile_size)
       save_image(_out_path(out_dir, path, fmt, taken), restored)
+      written += 1
     except BadImageError as e:
       failures.append(str(e))
       print(f"deblur.py: skipped {e}", file=sys.stderr)
-  print(f"deblur.py: {len(files) - (len(failures))} of {len(files)} written to {out_dir}"
-        if not failures else f"deblur.py: {len(failures)} input(s) failed", file=sys.stderr)
+  # Counts images actually written (missing inputs are failures but not files).
+  summary = f"deblur.py: {written} of {len(files)} written to {out_dir}"
+  if failures:
+    summary += f"; {len(failures)} input(s) failed"
+  print(summary, file=sys.stderr)
   return failures

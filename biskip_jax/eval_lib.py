@@ -26,7 +26,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from biskip_jax import metrics
-from biskip_jax.datasets import save_image
+from biskip_jax.datasets import load_image, save_image
 from biskip_jax.errors import UserError
 
 _COLUMNS = ("name", "psnr", "ssim", "blurred_psnr", "blurred_ssim", "seconds",
@@ -74,7 +74,6 @@ def evaluate(deblurrer: Any, examples: Iterable[dict[str, Any]], out_dir: str | 
     if out_dir:
       path = os.path.join(out_dir, "restored", name + ".png")
       save_image(path, restored)
-      from biskip_jax.datasets import load_image  # pylint: disable=g-import-not-at-top
       restored = load_image(path)  # Metrics on the image exactly as written.
     row = dict(name=ex["name"], psnr=metrics.psnr(restored, sharp),
                ssim=metrics.ssim(restored, sharp), blurred_psnr=metrics.psnr(blur, sharp),

@@ -65,6 +65,43 @@ class _ConvNormAct(nn.Module):
     return nn.leaky_relu(x, self.act_slope)
 
 
+class UpConv(nn.Module):
+  """5x5 stride-2 transposed conv ("SAME"), computed as a 3x3 conv and a depth-to-space.
+
+  The same function and parameters (``kernel`` [5, 5, C_in, C_out], ``bias`` [C_out], same
+  initial values) as ``nn.ConvTranspose(features, (5, 5), strides=(2, 2), padding="SAME")``.
+  Output pixel ``(2m + a, 2n + b)`` only meets the taps of one parity of the 5x5 kernel
+  (rows 1, 3 for a = 0 and 0, 2, 4 for a = 1, likewise columns), so the four output phases
+  are a 3x3 conv of the input with 4·C_out channels built from those taps (9 taps instead of
+  6.25 on average, but no zeros are multiplied in). Every gradient is then that of a plain
+  stride-1 conv: XLA:CPU computes the weight gradient of an input-dilated conv about 3x slower
+  than PyTorch's whole backward (benchmarks/RESULTS.md).
+
+  Args of ``__call__``: x [N, H, W, C_in]. Returns [N, 2H, 2W, C_out].
+  """
+  features: int
+  dtype: Any = jnp.float32
+
+  # _TAPS[a][u]: the kernel row of 3x3 tap u (input row m + u - 1) for output parity a; 5 is
+  # an appended row of zeros.
+  _TAPS = ((1, 3, 5), (0, 2, 4))
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    n, h, w, cin = x.shape
+    kernel = self.param("kernel", _xavier, (5, 5, cin, self.features), jnp.float32)
+    bias = self.param("bias", _zeros, (self.features,), jnp.float32)
+    padded = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))
+    taps = jnp.asarray(self._TAPS)
+    k3 = padded[taps[:, None, :, None], taps[None, :, None, :]]  # [2, 2, 3, 3, C_in, C_out]
+    k3 = jnp.transpose(k3, (2, 3, 4, 0, 1, 5)).reshape(3, 3, cin, 4 * self.features)
+    x, k3, bias = nn.dtypes.promote_dtype(x, k3, bias, dtype=_dtype(self.dtype))
+    y = jax.lax.conv_general_dilated(x, k3, (1, 1), "SAME",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = y.reshape(n, h, w, 2, 2, self.features).transpose(0, 1, 3, 2, 4, 5)
+    return y.reshape(n, 2 * h, 2 * w, self.features) + bias
+
+
 class ResBlock(nn.Module):
   """conv3x3-norm-act-conv3x3-norm + identity (``num_convs=1``: the BS-cR block)."""
   features: int
@@ -178,8 +215,7 @@ class BiSkip(nn.Module):
     # Expansive path: transposed conv up, concat skips, 3x3 and 1x1 convs.
     for i in reversed(range(levels)):
       c = self.channels[i]
-      h_ = nn.ConvTranspose(c, (5, 5), strides=(2, 2), padding="SAME", dtype=dt,
-                            kernel_init=_xavier, bias_init=_zeros, name=f"up{i}")(h_)
+      h_ = UpConv(c, dtype=dt, name=f"up{i}")(h_)
       h_ = nn.leaky_relu(_Norm(self.norm, self.bn_momentum, dt, name=f"up{i}_norm")(h_, train),
                          self.act_slope)
       if i >= 1:

@@ -218,3 +218,25 @@ def test_zero_residual_option_starts_at_identity():
   x = jax.random.uniform(_key(7), (1, 40, 48, 3), minval=-1, maxval=1)
   np.testing.assert_array_equal(np.asarray(_apply(model, _init(model), x)), np.asarray(x))
   assert np.all(np.asarray(_init(models.BiSkip(**TINY))["params"]["out"]["kernel"]) != 0)
+
+
+@pytest.mark.parametrize("shape", [(2, 7, 5, 6), (1, 4, 4, 3)])
+def test_upconv_equals_flax_conv_transpose(shape):
+  """The sub-pixel UpConv is nn.ConvTranspose(5x5, stride 2, SAME): same init, output, grads."""
+  x = jnp.asarray(np.random.default_rng(0).normal(size=shape), jnp.float32)
+  up = models.UpConv(4)
+  ref = flax.linen.ConvTranspose(4, (5, 5), strides=(2, 2), padding="SAME",
+                                 kernel_init=flax.linen.initializers.xavier_uniform())
+  v = up.init(jax.random.key(1), x)
+  v_ref = ref.init(jax.random.key(1), x)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, v, v_ref)
+  v = jax.tree_util.tree_map(lambda a: a + 0.1 * jax.random.normal(jax.random.key(3), a.shape),
+                             v)
+  y, y_ref = up.apply(v, x), ref.apply(v, x)
+  assert y.shape == (shape[0], 2 * shape[1], 2 * shape[2], 4)
+  np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+  loss = lambda m: lambda v, x: jnp.sum(jnp.sin(m.apply(v, x)))
+  g = jax.grad(loss(up), argnums=(0, 1))(v, x)
+  g_ref = jax.grad(loss(ref), argnums=(0, 1))(v, x)
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+                         g, g_ref)

@@ -6,7 +6,9 @@ Workdir layout::
   WORKDIR/checkpoints/N/       orbax checkpoints (latest ``train.keep_checkpoints``)
   WORKDIR/best/N/              the checkpoint with the best validation PSNR (if validating)
   WORKDIR/events.out.tfevents* TensorBoard scalars, images and the config (tensorboardX)
-  WORKDIR/metrics.jsonl        one JSON object per log step / validation run
+  WORKDIR/metrics.jsonl        one JSON object per log step / validation run; self-paced runs
+                               add a ``"split": "spl"`` row per log step with the step's
+                               per-sample l_i and v_i (eq. 4, 11), λ, q and the epoch
 
 Running the same command again resumes from the latest complete checkpoint: network weights,
 batch statistics, both optimizer states, step, SPL state, PRNG key and the data iterator's
@@ -25,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from biskip_jax import checkpointing, input_pipeline, spl, train_step, vgg
 from biskip_jax.errors import UserError
@@ -182,6 +186,17 @@ class _Logger:
     self.jsonl.write(json.dumps({"step": step, "split": prefix, **values}) + "\n")
     self.jsonl.flush()
 
+  def spl(self, step: int, epoch: int, losses: np.ndarray, weights: np.ndarray, lam: float,
+          q: float) -> None:
+    """One ``"split": "spl"`` row: a step's per-sample l_i and v_i ([N] each), λ and q."""
+    if not self.enabled:
+      return
+    self.writer.add_histogram("spl/v", weights, step)
+    row = {"step": step, "split": "spl", "epoch": epoch, "lam": lam, "q": q,
+           "loss": [float(x) for x in losses], "v": [float(x) for x in weights]}
+    self.jsonl.write(json.dumps(row) + "\n")
+    self.jsonl.flush()
+
   def progress(self, step: int, epoch: int, values: dict[str, float]) -> None:
     now = time.time()
     t0, s0 = self._last
@@ -232,6 +247,30 @@ def evaluate_model(config: ml_collections.ConfigDict, state: train_step.TrainSta
   return {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims))}
 
 
+def make_spl_probe(config: ml_collections.ConfigDict, total_epochs: int,
+                   mesh: jax.sharding.Mesh) -> Any:
+  """Jitted ``(state, batch, vgg_params) -> (l_i [N], v_i [N], λ, q)`` for logging.
+
+  Recomputes, with the state the train step is about to receive, the per-sample bi-level
+  losses (eq. 4) and self-paced weights (eq. 11) that step uses (it reports only their mean
+  and minimum): one extra generator forward per log step, results replicated.
+  """
+  fns = train_step.StepFns(config, total_epochs)
+
+  def probe(state, batch, vgg_params):
+    b = train_step.to_model_range(batch["blur"])
+    x = train_step.to_model_range(batch["sharp"])
+    restored, _ = fns.generator.apply(
+        {"params": state.gen.params, "batch_stats": state.gen.batch_stats}, b, train=True,
+        mutable=["batch_stats"])
+    sharp_features = fns.features(vgg_params, x) if config.loss.perceptual else None
+    losses, _ = fns.content(restored, x, sharp_features, vgg_params)
+    q = spl.q_schedule(state.spl.epoch, total_epochs)
+    return losses, spl.spl_weights(losses, state.spl.lam, q), state.spl.lam, q
+
+  return jax.jit(probe, out_shardings=NamedSharding(mesh, P()))
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        stop_at_step: int | None = None) -> train_step.TrainState:
   """Trains (or resumes) the run in ``workdir`` and returns the final state.
@@ -269,6 +308,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   state = train_step.replicate(state, mesh)
   p_step = train_step.jit_train_step(config, total_epochs, mesh, state)
   end_epoch = jax.jit(spl.end_epoch)
+  spl_probe = make_spl_probe(config, total_epochs, mesh) if config.loss.self_paced else None
   logger = _Logger(workdir, config, total_steps)
   logger.scalars(step, {"steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
                         "total_epochs": total_epochs}, prefix="run")
@@ -281,8 +321,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       batch = next(train_iter)
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
         device_batch = train_step.shard_batch(batch, mesh)
+        probe = None
+        if spl_probe is not None and (step + 1) % t_cfg.log_every == 0:
+          probe = spl_probe(state, device_batch, vgg_params)  # Before the state is donated.
         state, m = p_step(state, device_batch, vgg_params)
       step += 1
+      if probe is not None:
+        losses_i, v_i, lam, q = jax.device_get(probe)
+        logger.spl(step, (step - 1) // steps_per_epoch + 1, losses_i, v_i, float(lam), float(q))
       for k, v in m.items():
         accum.setdefault(k, []).append(v)
       if step % steps_per_epoch == 0:

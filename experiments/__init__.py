@@ -1,0 +1,1 @@
+"""Experiment scripts reproducing the paper's analyses (run them from the repository root)."""

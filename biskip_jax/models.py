@@ -72,10 +72,10 @@ class UpConv(nn.Module):
   initial values) as ``nn.ConvTranspose(features, (5, 5), strides=(2, 2), padding="SAME")``.
   Output pixel ``(2m + a, 2n + b)`` only meets the taps of one parity of the 5x5 kernel
   (rows 1, 3 for a = 0 and 0, 2, 4 for a = 1, likewise columns), so the four output phases
-  are a 3x3 conv of the input with 4·C_out channels built from those taps (9 taps instead of
-  6.25 on average, but no zeros are multiplied in). Every gradient is then that of a plain
-  stride-1 conv: XLA:CPU computes the weight gradient of an input-dilated conv about 3x slower
-  than PyTorch's whole backward (benchmarks/RESULTS.md).
+  are one 3x3 conv of the input with 4·C_out channels built from those taps (36 taps per 2x2
+  output block, 11 of them zero, against 25 useful: 1.44x the useful FLOPs). Every gradient is
+  then that of a plain stride-1 conv, which XLA:CPU computes far faster than the weight
+  gradient of an input-dilated conv (7x for forward + backward; benchmarks/RESULTS.md).
 
   Args of ``__call__``: x [N, H, W, C_in]. Returns [N, 2H, 2W, C_out].
   """

@@ -44,7 +44,8 @@ def _no_space():
 # ``train.py`` flags giving the same model, data and compiled train step as ``_config()``.
 _FLAGS = {
     "model.channels": "(4,8,8,8,8)", "model.skip_channels": "(2,4,4,4)",
-    "model.num_res_blocks": 1, "model.zero_residual": False, "critic.features": 8,
+    "model.num_res_blocks": 1, "model.zero_residual": False, "model.norm": "batch",
+    "critic.features": 8,
     "critic.num_layers": 1,
     "loss.vgg_layer": "conv1_2", "train.batch_size": 2, "data.crop_size": 32,
     "data.num_workers": 0, "train.num_steps": 100000, "train.steps_per_epoch": 2,

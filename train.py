@@ -4,10 +4,9 @@ Any config field can be overridden, e.g. ``--config.train.num_steps=1000``. Runn
 command again resumes from the latest checkpoint in DIR.
 """
 
-import logging as pylogging
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from biskip_jax import cli, train_lib
@@ -22,14 +21,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  # Our progress lines on stderr; libraries (orbax, grain) only for warnings and errors.
-  logging.set_verbosity(logging.WARNING)
-  handler = pylogging.StreamHandler(sys.stderr)
-  handler.setFormatter(pylogging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-  log = pylogging.getLogger("biskip_jax")
-  log.addHandler(handler)
-  log.setLevel(pylogging.INFO)
-  log.propagate = False
+  cli.log_progress_to_stderr()
   try:
     train_lib.train_and_evaluate(cli.config_flag(), _WORKDIR.value)
   except UserError as e:

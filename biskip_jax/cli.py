@@ -1,9 +1,10 @@
 """Shared start-up of the entry points: absl flag parsing with one-line error messages."""
 
+import logging as pylogging
 import sys
 from typing import Callable
 
-from absl import app, flags
+from absl import app, flags, logging
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
@@ -19,6 +20,17 @@ def _parse_flags(argv: list[str]) -> list[str]:
     flag = flag.split(":", 1)[0] + ": " if flag else ""
     print(f"{prog}: error: {flag}{msg}\nPass --helpshort for the flags.", file=sys.stderr)
     sys.exit(2)
+
+
+def log_progress_to_stderr() -> None:
+  """Our progress lines (logger ``biskip_jax``) on stderr; libraries only warn and err."""
+  logging.set_verbosity(logging.WARNING)
+  handler = pylogging.StreamHandler(sys.stderr)
+  handler.setFormatter(pylogging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+  log = pylogging.getLogger("biskip_jax")
+  log.addHandler(handler)
+  log.setLevel(pylogging.INFO)
+  log.propagate = False
 
 
 def run(main: Callable[[list[str]], None]) -> None:

@@ -24,7 +24,6 @@ with randomly initialised VGG19 features, labelled as such in every table row, a
 
 import csv
 import json
-import logging as pylogging
 import math
 import os
 import shlex
@@ -34,7 +33,7 @@ from typing import Any, Sequence
 
 import ml_collections
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -319,13 +318,7 @@ def run(base: ml_collections.ConfigDict, workdir: str, *, budget: int, data: str
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  logging.set_verbosity(logging.WARNING)
-  handler = pylogging.StreamHandler(sys.stderr)
-  handler.setFormatter(pylogging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-  log = pylogging.getLogger("biskip_jax")
-  log.addHandler(handler)
-  log.setLevel(pylogging.INFO)
-  log.propagate = False
+  cli.log_progress_to_stderr()
   command = "python experiments/ablation.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
   try:
     run(cli.config_flag(), FLAGS.workdir, budget=FLAGS.budget, data=FLAGS.data,

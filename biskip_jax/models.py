@@ -15,6 +15,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from biskip_jax.conv import Conv, conv2d
+
 VARIANTS = ("S", "BS-w/o-R", "BS-cR", "BS")
 NORMS = ("batch", "instance", "none")
 POOLS = ("avg", "max")
@@ -27,8 +29,8 @@ def _dtype(name: Any) -> Any:
   return jnp.dtype(name) if isinstance(name, str) else name
 
 
-def _conv(features: int, kernel: int, dtype: Any, name: str | None = None) -> nn.Conv:
-  return nn.Conv(features, (kernel, kernel), padding="SAME", use_bias=True, dtype=dtype,
+def _conv(features: int, kernel: int, dtype: Any, name: str | None = None) -> Conv:
+  return Conv(features, (kernel, kernel), padding="SAME", use_bias=True, dtype=dtype,
                  kernel_init=_xavier, bias_init=_zeros, name=name)
 
 
@@ -96,10 +98,52 @@ class UpConv(nn.Module):
     k3 = padded[taps[:, None, :, None], taps[None, :, None, :]]  # [2, 2, 3, 3, C_in, C_out]
     k3 = jnp.transpose(k3, (2, 3, 4, 0, 1, 5)).reshape(3, 3, cin, 4 * self.features)
     x, k3, bias = nn.dtypes.promote_dtype(x, k3, bias, dtype=_dtype(self.dtype))
-    y = jax.lax.conv_general_dilated(x, k3, (1, 1), "SAME",
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = conv2d(x, k3, "SAME")
     y = y.reshape(n, h, w, 2, 2, self.features).transpose(0, 1, 3, 2, 4, 5)
     return y.reshape(n, 2 * h, 2 * w, self.features) + bias
+
+
+class StridedConv(nn.Module):
+  """k x k stride-s "SAME" conv, computed as a space-to-depth and a stride-1 conv.
+
+  The same function and parameters (``kernel`` [k, k, C_in, C_out], ``bias`` [C_out], same
+  initial values) as ``nn.Conv(features, (k, k), strides=(s, s), padding="SAME")``. The input
+  is padded as "SAME" pads it (and with zeros up to a multiple of s), each s x s block becomes
+  one pixel of s²·C_in channels, and the kernel, zero-padded to a multiple of s, becomes a
+  ⌈k/s⌉ x ⌈k/s⌉ kernel over those blocks (for the critic's 4x4 stride 2: a 2x2 conv, no
+  wasted taps). Every gradient is then that of a stride-1 conv: XLA:CPU computes the input and
+  weight gradients of a strided conv as dilated convs, which made the gradient penalty's double
+  backward 8x slower than PyTorch's (benchmarks/RESULTS.md).
+
+  Args of ``__call__``: x [N, H, W, C_in]. Returns [N, ⌈H/s⌉, ⌈W/s⌉, C_out].
+  """
+  features: int
+  kernel_size: int
+  stride: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k, s = self.kernel_size, self.stride
+    n, h, w, cin = x.shape
+    kernel = self.param("kernel", _xavier, (k, k, cin, self.features), jnp.float32)
+    bias = self.param("bias", _zeros, (self.features,), jnp.float32)
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=_dtype(self.dtype))
+    kb = -(-k // s)  # kernel side in blocks
+    pads, blocks = [], []
+    for size in (h, w):
+      out = -(-size // s)
+      lo = max((out - 1) * s + k - size, 0) // 2
+      pads.append((lo, (out + kb - 1) * s - size - lo))
+      blocks.append(out + kb - 1)
+    x = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+    x = x.reshape(n, blocks[0], s, blocks[1], s, cin).transpose(0, 1, 3, 2, 4, 5)
+    x = x.reshape(n, blocks[0], blocks[1], s * s * cin)
+    kernel = jnp.pad(kernel, ((0, kb * s - k), (0, kb * s - k), (0, 0), (0, 0)))
+    kernel = kernel.reshape(kb, s, kb, s, cin, self.features).transpose(0, 2, 1, 3, 4, 5)
+    kernel = kernel.reshape(kb, kb, s * s * cin, self.features)
+    y = conv2d(x, kernel, "VALID")
+    return y + bias
 
 
 class ResBlock(nn.Module):
@@ -223,7 +267,7 @@ class BiSkip(nn.Module):
         h_ = jnp.concatenate([h_, s] + ([d] if d is not None else []), axis=-1)
       h_ = _ConvNormAct(c, 3, name=f"dec{i}_a", **cna)(h_, train)
       h_ = _ConvNormAct(c, 1, name=f"dec{i}_b", **cna)(h_, train)
-    r = nn.Conv(3, (1, 1), dtype=dt, bias_init=_zeros, name="out",
+    r = Conv(3, (1, 1), dtype=dt, bias_init=_zeros, name="out",
                 kernel_init=_zeros if self.zero_residual else _xavier)(h_).astype(jnp.float32)
     y = b + r
     return y[:, :h, :w, :]
@@ -272,8 +316,7 @@ class Critic(nn.Module):
         raise ValueError("a conditional critic needs the blurred input")
       x = jnp.concatenate([x, blurred], axis=-1)
     dt = _dtype(self.dtype)
-    conv = lambda f, s, name: nn.Conv(f, (4, 4), strides=(s, s), padding="SAME", dtype=dt,
-                                      kernel_init=_xavier, bias_init=_zeros, name=name)
+    conv = lambda f, s, name: StridedConv(f, 4, s, dtype=dt, name=name)
     h = nn.leaky_relu(conv(self.features, 2, "conv0")(x.astype(dt)), self.act_slope)
     mult = 1
     for k in range(1, self.num_layers + 2):

@@ -24,6 +24,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from biskip_jax.conv import Conv
 from biskip_jax.errors import UserError
 
 TORCHVISION_VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
@@ -103,8 +104,8 @@ class VGG19Features(nn.Module):
         x = nn.relu(x)
         if spec.name.endswith("_1"):  # A new block starts after a pool.
           x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
-      x = nn.Conv(spec.channels, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
-                  name=spec.name)(x)
+      x = Conv(spec.channels, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
+               name=spec.name)(x)
     return x
 
 

@@ -240,3 +240,31 @@ def test_upconv_equals_flax_conv_transpose(shape):
   g_ref = jax.grad(loss(ref), argnums=(0, 1))(v, x)
   jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
                          g, g_ref)
+
+
+@pytest.mark.parametrize("shape,kernel,stride", [
+    ((2, 8, 6, 3), 4, 2), ((1, 7, 9, 2), 4, 2), ((1, 5, 5, 2), 4, 1), ((1, 9, 4, 2), 3, 2),
+    ((1, 10, 7, 2), 5, 3)])
+def test_strided_conv_equals_flax_conv(shape, kernel, stride):
+  """StridedConv is nn.Conv(k, stride s, SAME): same init, output, grads and GP double grads."""
+  x = jnp.asarray(np.random.default_rng(0).normal(size=shape), jnp.float32)
+  conv = models.StridedConv(4, kernel, stride)
+  ref = flax.linen.Conv(4, (kernel, kernel), strides=(stride, stride), padding="SAME",
+                        kernel_init=flax.linen.initializers.xavier_uniform())
+  v = conv.init(jax.random.key(1), x)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, v, ref.init(jax.random.key(1), x))
+  v = jax.tree_util.tree_map(lambda a: a + 0.1 * jax.random.normal(jax.random.key(3), a.shape),
+                             v)
+  y, y_ref = conv.apply(v, x), ref.apply(v, x)
+  assert y.shape == (shape[0], -(-shape[1] // stride), -(-shape[2] // stride), 4)
+  np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+
+  def penalty(m):  # eq. 7's shape: a norm of the input gradient, differentiated again.
+    def f(v, x):
+      gx = jax.grad(lambda x: jnp.sum(jnp.sin(m.apply(v, x))))(x)
+      return jnp.sum(jnp.sqrt(jnp.sum(gx ** 2, axis=(1, 2, 3))) - 1) ** 2
+    return f
+  g = jax.grad(penalty(conv), argnums=(0, 1))(v, x)
+  g_ref = jax.grad(penalty(ref), argnums=(0, 1))(v, x)
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+                         g, g_ref)

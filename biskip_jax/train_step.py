@@ -199,7 +199,9 @@ def train_step(state: TrainState, batch: Batch, vgg_params: Any, *,
   # 2. Bi-level loss l_i (eq. 4) and self-paced weights v_i (eq. 11), no gradient through v.
   sharp_features = (jax.lax.stop_gradient(fns.features(vgg_params, x))
                     if lc.perceptual else None)
-  content_l, parts = fns.content(restored, x, sharp_features, vgg_params)
+  # Once, with its VJP: step 4 reuses it rather than running VGG19 on x̃ a second time.
+  content_l, content_vjp, parts = jax.vjp(
+      lambda r: fns.content(r, x, sharp_features, vgg_params), restored, has_aux=True)
   q = spl.q_schedule(state.spl.epoch, fns.total_epochs)
   if lc.self_paced:
     weights = jax.lax.stop_gradient(spl.spl_weights(content_l, state.spl.lam, q))
@@ -232,15 +234,16 @@ def train_step(state: TrainState, batch: Batch, vgg_params: Any, *,
       critic = critic.apply_gradients(grads=grads)
 
   # 4. Generator update (eq. 13) through the saved VJP.
-  def g_loss_fn(restored_):
-    content_, _ = fns.content(restored_, x, sharp_features, vgg_params)
+  def g_loss_fn(restored_, content_):
     d_fake_ = fns.score(critic.params, restored_, b) if lc.adversarial else jnp.zeros((n,))
     loss = losses.generator_loss(d_fake_, content_, weights, lc.adversarial)
     adv = -jnp.mean(weights * d_fake_) if lc.adversarial else jnp.zeros(())
     return loss, adv
 
-  (g_loss, g_adv), d_restored = jax.value_and_grad(g_loss_fn, has_aux=True)(restored)
-  (g_grads,) = g_vjp(d_restored)
+  (g_loss, g_adv), (d_restored, d_content) = jax.value_and_grad(
+      g_loss_fn, argnums=(0, 1), has_aux=True)(restored, content_l)
+  (d_restored_content,) = content_vjp(d_content)
+  (g_grads,) = g_vjp(d_restored + d_restored_content)
   gen = state.gen.apply_gradients(grads=g_grads, batch_stats=new_batch_stats)
   g_grad_norm = optax.tree.norm(g_grads)
 

@@ -46,10 +46,26 @@ def _transposed_padding(padding: Padding, kernel_shape: Sequence[int]) -> Paddin
   return tuple((k - 1 - lo, k - 1 - hi) for (lo, hi), k in zip(padding, kernel_shape[:2]))
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _input_grad(dy: jax.Array, kernel: jax.Array, padding: Padding) -> jax.Array:
   """∂/∂x of ``conv2d(x, kernel, padding)`` applied to ``dy``: [N, H, W, C_in]."""
   flipped = lax.optimization_barrier(jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2))
   return conv2d(dy, flipped, _transposed_padding(padding, kernel.shape))
+
+
+def _input_grad_fwd(dy, kernel, padding):
+  return _input_grad(dy, kernel, padding), (dy, kernel)
+
+
+def _input_grad_bwd(padding, residuals, h):
+  # <h, input_grad(dy, k)> = <dy, conv2d(h, k)>: so ∂/∂k is the weight gradient of the forward
+  # conv at (h, dy), in the kernel's own layout (no flipped, transposed copy of a big kernel
+  # gradient, which XLA:CPU fuses into later updates with a strided access pattern).
+  dy, kernel = residuals
+  return conv2d(h, kernel, padding), _weight_grad(h, dy, padding, kernel.shape[:2])
+
+
+_input_grad.defvjp(_input_grad_fwd, _input_grad_bwd)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))

@@ -31,7 +31,7 @@ def _dtype(name: Any) -> Any:
 
 def _conv(features: int, kernel: int, dtype: Any, name: str | None = None) -> Conv:
   return Conv(features, (kernel, kernel), padding="SAME", use_bias=True, dtype=dtype,
-                 kernel_init=_xavier, bias_init=_zeros, name=name)
+              kernel_init=_xavier, bias_init=_zeros, name=name)
 
 
 class _Norm(nn.Module):
@@ -268,7 +268,7 @@ class BiSkip(nn.Module):
       h_ = _ConvNormAct(c, 3, name=f"dec{i}_a", **cna)(h_, train)
       h_ = _ConvNormAct(c, 1, name=f"dec{i}_b", **cna)(h_, train)
     r = Conv(3, (1, 1), dtype=dt, bias_init=_zeros, name="out",
-                kernel_init=_zeros if self.zero_residual else _xavier)(h_).astype(jnp.float32)
+             kernel_init=_zeros if self.zero_residual else _xavier)(h_).astype(jnp.float32)
     y = b + r
     return y[:, :h, :w, :]
 

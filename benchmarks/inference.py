@@ -33,7 +33,7 @@ import torch  # noqa: E402
 
 from benchmarks import common  # noqa: E402
 from benchmarks import torch_reference as tr  # noqa: E402
-from biskip_jax import models, notebook_utils  # noqa: E402
+from biskip_jax import conv, models, notebook_utils  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(common._ROOT, "configs", "biskip.py"),
@@ -90,7 +90,9 @@ def _model_config():
 
 def _bench_jax(model_config, variables, images, dtype, s):
   model = models.generator_from_config(model_config).clone(dtype=dtype)
-  fn = jax.jit(functools.partial(model.apply, train=False))
+  # The options users' programs get (inference.Deblurrer, train_step.jit_train_step).
+  fn = jax.jit(functools.partial(model.apply, train=False),
+               compiler_options=conv.compiler_options(jax.default_backend()))
   x = jnp.asarray(images, jnp.float32) / 127.5 - 1.0
   lowered = fn.lower(variables, x)
   t0 = time.perf_counter()

@@ -18,6 +18,9 @@ slow generic path: the penalty's double backward took 8x PyTorch's time
 (benchmarks/RESULTS.md). Optimisation barriers keep XLA from folding the transposes and pads
 back into the conv, which would bring those forms back.
 
+Programs built on these convs should be compiled with :func:`compiler_options`: on CPU it
+keeps XLA's own convolution kernels rather than YNNPACK's.
+
 Shapes: x [N, H, W, C_in], kernel [kh, kw, C_in, C_out] (NHWC / HWIO, as ``nn.Conv``).
 """
 
@@ -31,6 +34,34 @@ from jax import lax
 
 Padding = tuple[tuple[int, int], tuple[int, int]]
 _DIMS = ("NHWC", "HWIO", "NHWC")
+# XLA:CPU option naming the op kinds it hands to YNNPACK; "" hands none (XLA's own kernels).
+_YNN_OPTION = "xla_cpu_experimental_ynn_fusion_type"
+
+
+@functools.cache
+def _cpu_accepts(option: str, value: str) -> bool:
+  """Whether this jaxlib's CPU compiler knows ``option`` (it is an experimental flag)."""
+  try:
+    x = jax.device_put(jnp.zeros(()), jax.devices("cpu")[0])
+    jax.jit(lambda x: x + 1).lower(x).compile(compiler_options={option: value})
+  except Exception:  # noqa: BLE001 -- an unknown option or value: leave XLA's default.
+    return False
+  return True
+
+
+def compiler_options(platform: str) -> dict[str, str]:
+  """XLA compile options for a program of these convs on ``platform`` (``jax.jit(...,
+  compiler_options=...)``).
+
+  On CPU, jaxlib 0.10's XLA runs convolutions (and reductions fused with them) through YNNPACK
+  by default. On this model its kernels were 1.3-2x slower than XLA's own (Eigen) ones: a 3x3
+  32->32 conv on 256x256 took 17 ms against 12 ms, a 3x3 64->64 on 64x64 3.8 ms against 2.1 ms,
+  and the generator's 256x256 forward 283 ms against 217 ms (benchmarks/RESULTS.md). So CPU
+  programs turn YNNPACK fusions off. Other platforms, or a jaxlib without the option: ``{}``.
+  """
+  if platform != "cpu" or not _cpu_accepts(_YNN_OPTION, ""):
+    return {}
+  return {_YNN_OPTION: ""}
 
 
 def same_padding(kernel_shape: Sequence[int]) -> Padding:

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from biskip_jax import models
+from biskip_jax import conv, models
 from biskip_jax.errors import UserError
 
 
@@ -111,7 +111,8 @@ class Deblurrer:
       model_cfg.dtype = dtype
     self.model = models.generator_from_config(model_cfg)
     self.variables = jax.device_put(variables)
-    self._fn = jax.jit(lambda v, x: self.model.apply(v, x, train=False))
+    self._fn = jax.jit(lambda v, x: self.model.apply(v, x, train=False),
+                       compiler_options=conv.compiler_options(jax.default_backend()))
     eval_cfg = config.get("eval", ml_collections.ConfigDict())
     self.tile_size = int(eval_cfg.get("tile_size", 0))
     self.tile_overlap = int(eval_cfg.get("tile_overlap", 32))

@@ -30,7 +30,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from biskip_jax import checkpointing, input_pipeline, spl, train_step, vgg
+from biskip_jax import checkpointing, conv, input_pipeline, spl, train_step, vgg
 from biskip_jax.errors import UserError
 
 log = logging.getLogger("biskip_jax")
@@ -268,7 +268,8 @@ def make_spl_probe(config: ml_collections.ConfigDict, total_epochs: int,
     q = spl.q_schedule(state.spl.epoch, total_epochs)
     return losses, spl.spl_weights(losses, state.spl.lam, q), state.spl.lam, q
 
-  return jax.jit(probe, out_shardings=NamedSharding(mesh, P()))
+  return jax.jit(probe, out_shardings=NamedSharding(mesh, P()),
+                 compiler_options=conv.compiler_options(mesh.devices.flat[0].platform))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,

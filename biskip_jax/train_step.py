@@ -27,7 +27,7 @@ from flax.training import train_state
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from biskip_jax import losses, models, spl, vgg
+from biskip_jax import conv, losses, models, spl, vgg
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -285,7 +285,8 @@ def jit_train_step(config: ml_collections.ConfigDict, total_epochs: int, mesh: M
   batch_sharding = NamedSharding(mesh, P("data"))
   fn = functools.partial(train_step, fns=StepFns(config, total_epochs))
   return jax.jit(fn, in_shardings=(state_sharding, batch_sharding, replicated),
-                 out_shardings=(state_sharding, replicated), donate_argnums=0)
+                 out_shardings=(state_sharding, replicated), donate_argnums=0,
+                 compiler_options=conv.compiler_options(mesh.devices.flat[0].platform))
 
 
 def replicate(state: TrainState, mesh: Mesh) -> TrainState:

@@ -83,3 +83,19 @@ def test_conv_layer_has_nn_conv_parameters_and_output():
 def test_bad_padding_is_refused():
   with pytest.raises(ValueError, match="padding"):
     conv.conv2d(jnp.ones((1, 4, 4, 1)), jnp.ones((3, 3, 1, 1)), "FULL")
+
+
+def test_cpu_compiler_options_keep_convs_off_ynnpack_with_the_same_values():
+  """conv.compiler_options("cpu") turns off XLA:CPU's YNNPACK fusions (its convs ran 1.3-2x
+  slower on this model, benchmarks/RESULTS.md); the program computes the same values."""
+  rng = np.random.default_rng(2)
+  x = jnp.asarray(rng.normal(size=(1, 16, 16, 16)), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=(3, 3, 16, 16)), jnp.float32)
+  f = lambda x, k: jnp.sum(conv.conv2d(x, k) ** 2, axis=(1, 2))  # a conv and a reduction
+  default = jax.jit(f).lower(x, kernel).compile()
+  options = conv.compiler_options("cpu")
+  ours = jax.jit(f, compiler_options=options).lower(x, kernel).compile()
+  assert "__ynn_fusion" in default.as_text()  # the test can tell the two apart
+  assert "__ynn_fusion" not in ours.as_text()
+  np.testing.assert_allclose(ours(x, kernel), default(x, kernel), rtol=1e-5)
+  assert conv.compiler_options("gpu") == {} and conv.compiler_options("tpu") == {}

@@ -60,6 +60,9 @@ def test_from_checkpoint_restores_any_size(workdir):
   np.testing.assert_array_equal(d(img), ref)
   # Running statistics are used: the result does not depend on other images.
   assert not np.array_equal(d(img), img)
+  # Compiled with conv.compiler_options: on CPU, XLA's own conv kernels, not YNNPACK's.
+  hlo = d._fn.lower(d.variables, jnp.zeros((1, 8, 8, 3))).compile().as_text()  # pylint: disable=protected-access
+  assert "__ynn_fusion" not in hlo
 
 
 def test_named_checkpoint_and_errors(workdir, tmp_path):

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from biskip_jax import train_step, vgg
+from biskip_jax import conv, train_step, vgg
 from tests.helpers import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -153,3 +153,12 @@ def test_four_devices_match_one_device():
   r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
                      text=True, timeout=600)
   assert r.returncode == 0 and "OK" in r.stdout, r.stderr[-3000:]
+
+
+def test_step_is_compiled_with_conv_compiler_options(monkeypatch):
+  """jit_train_step hands conv.compiler_options to XLA: an option XLA refuses fails the step."""
+  bad = {"xla_cpu_experimental_ynn_fusion_type": "NOT_A_FUSION_TYPE"}
+  monkeypatch.setattr(conv, "compiler_options", lambda platform: bad)
+  mesh, state, step = _setup(tiny_config("1-BS"))
+  with pytest.raises(Exception, match="NOT_A_FUSION_TYPE"):
+    step(state, train_step.shard_batch(_batch(0), mesh), {})

@@ -53,11 +53,12 @@ def compiler_options(platform: str) -> dict[str, str]:
   """XLA compile options for a program of these convs on ``platform`` (``jax.jit(...,
   compiler_options=...)``).
 
-  On CPU, jaxlib 0.10's XLA runs convolutions (and reductions fused with them) through YNNPACK
-  by default. On this model its kernels were 1.3-2x slower than XLA's own (Eigen) ones: a 3x3
-  32->32 conv on 256x256 took 17 ms against 12 ms, a 3x3 64->64 on 64x64 3.8 ms against 2.1 ms,
-  and the generator's 256x256 forward 283 ms against 217 ms (benchmarks/RESULTS.md). So CPU
-  programs turn YNNPACK fusions off. Other platforms, or a jaxlib without the option: ``{}``.
+  On CPU, jaxlib 0.10's XLA runs convolutions and reductions through YNNPACK by default. On
+  this model its convs were up to 2x slower than XLA's own (Eigen) ones, the small layers most
+  (a 3x3 64->64 conv on 64x64: 3.8-5.3 ms against 2.1-2.9 ms); the generator's 256x256 forward
+  took 283 ms against 217 ms and the paper's train step 3090 ms against 2755 ms
+  (benchmarks/RESULTS.md). So CPU programs turn YNNPACK fusions off. Other platforms, or a
+  jaxlib without the option: ``{}``.
   """
   if platform != "cpu" or not _cpu_accepts(_YNN_OPTION, ""):
     return {}

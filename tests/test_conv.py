@@ -86,7 +86,7 @@ def test_bad_padding_is_refused():
 
 
 def test_cpu_compiler_options_keep_convs_off_ynnpack_with_the_same_values():
-  """conv.compiler_options("cpu") turns off XLA:CPU's YNNPACK fusions (its convs ran 1.3-2x
+  """conv.compiler_options("cpu") turns off XLA:CPU's YNNPACK fusions (its convs ran up to 2x
   slower on this model, benchmarks/RESULTS.md); the program computes the same values."""
   rng = np.random.default_rng(2)
   x = jnp.asarray(rng.normal(size=(1, 16, 16, 16)), jnp.float32)

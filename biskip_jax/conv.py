@@ -25,6 +25,7 @@ Shapes: x [N, H, W, C_in], kernel [kh, kw, C_in, C_out] (NHWC / HWIO, as ``nn.Co
 """
 
 import functools
+import os
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
@@ -57,10 +58,12 @@ def compiler_options(platform: str) -> dict[str, str]:
   this model its convs were up to 2x slower than XLA's own (Eigen) ones, the small layers most
   (a 3x3 64->64 conv on 64x64: 3.8-5.3 ms against 2.1-2.9 ms); the generator's 256x256 forward
   took 283 ms against 217 ms and the paper's train step 3090 ms against 2755 ms
-  (benchmarks/RESULTS.md). So CPU programs turn YNNPACK fusions off. Other platforms, or a
-  jaxlib without the option: ``{}``.
+  (benchmarks/RESULTS.md). So CPU programs turn YNNPACK fusions off. Other platforms, a jaxlib
+  without the option, or ``XLA_FLAGS`` that set it (the user's choice, e.g. on a CPU where
+  YNNPACK is faster): ``{}``.
   """
-  if platform != "cpu" or not _cpu_accepts(_YNN_OPTION, ""):
+  if (platform != "cpu" or _YNN_OPTION in os.environ.get("XLA_FLAGS", "")
+      or not _cpu_accepts(_YNN_OPTION, "")):
     return {}
   return {_YNN_OPTION: ""}
 

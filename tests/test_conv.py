@@ -99,3 +99,8 @@ def test_cpu_compiler_options_keep_convs_off_ynnpack_with_the_same_values():
   assert "__ynn_fusion" not in ours.as_text()
   np.testing.assert_allclose(ours(x, kernel), default(x, kernel), rtol=1e-5)
   assert conv.compiler_options("gpu") == {} and conv.compiler_options("tpu") == {}
+
+
+def test_compiler_options_leave_a_user_set_ynn_flag_alone(monkeypatch):
+  monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=INDIVIDUAL_CONVOLUTION")
+  assert conv.compiler_options("cpu") == {}

@@ -61,7 +61,8 @@ def test_from_checkpoint_restores_any_size(workdir):
   # Running statistics are used: the result does not depend on other images.
   assert not np.array_equal(d(img), img)
   # Compiled with conv.compiler_options: on CPU, XLA's own conv kernels, not YNNPACK's.
-  hlo = d._fn.lower(d.variables, jnp.zeros((1, 8, 8, 3))).compile().as_text()  # pylint: disable=protected-access
+  compiled = d._fn.lower(d.variables, jnp.zeros((1, 8, 8, 3))).compile()  # pylint: disable=protected-access
+  hlo = compiled.as_text()
   assert "__ynn_fusion" not in hlo
 
 

@@ -72,10 +72,28 @@ def learning_rate_schedule(lr: float, total_steps: int, decay_start: float) -> o
 def make_optimizers(config: ml_collections.ConfigDict,
                     total_steps: int) -> tuple[optax.GradientTransformation,
                                                optax.GradientTransformation]:
-  """Adam for the generator and the critic with the paper's schedule (DESIGN §6)."""
+  """Adam for the generator and the critic with the paper's schedule (§5, DESIGN §6).
+
+  Both rates are held for the first ``optim.decay_start`` of the run and fall linearly to zero
+  over the rest, counted in generator steps. The critic's Adam is stepped
+  ``train.n_critic`` times per generator step, so its schedule reads its own update count
+  divided by ``n_critic``: during generator step ``s`` every critic update uses the rate of
+  step ``s``.
+
+  Args:
+    config: the run configuration (``optim``, ``train.n_critic``).
+    total_steps: generator updates of the whole run.
+
+  Returns:
+    (generator optimizer, critic optimizer).
+  """
   o = config.optim
-  g = optax.adam(learning_rate_schedule(o.g_lr, total_steps, o.decay_start), b1=o.b1, b2=o.b2)
-  d = optax.adam(learning_rate_schedule(o.d_lr, total_steps, o.decay_start), b1=o.b1, b2=o.b2)
+  n_critic = max(int(config.train.n_critic), 1)
+  g_schedule = learning_rate_schedule(o.g_lr, total_steps, o.decay_start)
+  d_per_g_step = learning_rate_schedule(o.d_lr, total_steps, o.decay_start)
+  d_schedule = lambda count: d_per_g_step(count // n_critic)
+  g = optax.adam(g_schedule, b1=o.b1, b2=o.b2)
+  d = optax.adam(d_schedule, b1=o.b1, b2=o.b2)
   return g, d
 
 

@@ -122,6 +122,32 @@ def test_learning_rate_schedule_holds_then_decays_to_zero():
   assert float(sched(75)) == pytest.approx(5e-5) and float(sched(100)) == pytest.approx(0.0)
 
 
+def test_critic_learns_at_the_generators_pace_for_the_whole_run():
+  """Paper §5: both Adams hold lr for half the run, then decay linearly to 0 (per G step).
+
+  Constant gradients make each Adam update exactly -lr_t * g / (|g| + eps): the step size
+  read off the parameters is the learning rate of that update. The critic is stepped
+  ``n_critic`` times per generator step, as in the train step.
+  """
+  config = tiny_config("SA1-BS")
+  config.train.n_critic = 2  # The paper's D:G = 2:1 (the quickstart uses 1).
+  config.optim.g_lr = config.optim.d_lr = 1e-4
+  config.optim.decay_start = 0.5
+  total = 20
+  g_tx, d_tx = train_step.make_optimizers(config, total)
+  p = jnp.zeros(())
+  g_state, d_state = g_tx.init(p), d_tx.init(p)
+  grad = jnp.ones(())
+  for s in range(total):
+    expected = 1e-4 if s < total // 2 else 1e-4 * (1 - (s - total // 2) / (total - total // 2))
+    g_update, g_state = g_tx.update(grad, g_state)
+    assert -float(g_update) == pytest.approx(expected, rel=1e-5, abs=1e-12), s
+    for k in range(config.train.n_critic):
+      d_update, d_state = d_tx.update(grad, d_state)
+      assert -float(d_update) == pytest.approx(expected, rel=1e-5, abs=1e-12), (s, k)
+  assert expected > 0  # The last step still learns (its rate is lr / (T / 2)).
+
+
 def test_four_devices_match_one_device():
   """Data parallel over 4 forced CPU devices gives the 1-device metrics and parameters."""
   code = textwrap.dedent("""

@@ -184,19 +184,20 @@ class BiSkip(nn.Module):
 
 
 class Critic(nn.Module):
-  """``biskip_jax.models.Critic`` (PatchGAN WGAN critic) in PyTorch; returns [N] scores."""
+  """``biskip_jax.models.Critic`` (DeblurGAN's PatchGAN WGAN critic) in PyTorch; [N] scores."""
 
   def __init__(self, features: int = 64, num_layers: int = 3, norm: str = "instance",
-               conditional: bool = False, act_slope: float = 0.2):
+               conditional: bool = False, act_slope: float = 0.2, norm_affine: bool = False):
     super().__init__()
     self.conditional, self.slope = conditional, act_slope
     self.convs = nn.ModuleList([ConvSame(6 if conditional else 3, features, 4, 2)])
     self.norms = nn.ModuleList()
     cin = features
-    for k in range(1, num_layers + 2):
+    for k in range(1, num_layers + 1):
       cout = features * min(2 ** k, 8)
-      self.convs.append(ConvSame(cin, cout, 4, 2 if k <= num_layers else 1))
-      self.norms.append(_norm(norm, cout, 0.9))
+      self.convs.append(ConvSame(cin, cout, 4, 2 if k < num_layers else 1))
+      self.norms.append(nn.InstanceNorm2d(cout, eps=1e-6, affine=norm_affine)
+                        if norm == "instance" else _norm(norm, cout, 0.9))
       cin = cout
     self.out = ConvSame(cin, 1, 4, 1)
 
@@ -310,7 +311,7 @@ def generator_from_config(model_config: Any) -> BiSkip:
 def critic_from_config(critic_config: Any) -> Critic:
   """The PyTorch critic for ``config.critic``."""
   return Critic(critic_config.features, critic_config.num_layers, critic_config.norm,
-                critic_config.conditional)
+                critic_config.conditional, norm_affine=critic_config.norm_affine)
 
 
 # --- Losses and the train step (biskip_jax.losses / train_step). ---

@@ -39,6 +39,7 @@ class _Norm(nn.Module):
   kind: str
   momentum: float = 0.9
   dtype: Any = jnp.float32
+  affine: bool = True  # Instance norm only: learn a per-channel scale and bias.
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -47,7 +48,8 @@ class _Norm(nn.Module):
       return nn.BatchNorm(use_running_average=not train, momentum=self.momentum,
                           dtype=self.dtype, name="bn")(x)
     if self.kind == "instance":
-      return nn.InstanceNorm(dtype=self.dtype, name="in")(x)
+      return nn.InstanceNorm(dtype=self.dtype, use_scale=self.affine, use_bias=self.affine,
+                             name="in")(x)
     return x
 
 
@@ -274,18 +276,22 @@ class BiSkip(nn.Module):
 
 
 class Critic(nn.Module):
-  """PatchGAN WGAN critic D (DESIGN §3; DeblurGAN's 70x70 discriminator, no sigmoid).
+  """PatchGAN WGAN critic D (DESIGN §3: DeblurGAN's ``NLayerDiscriminator``, no sigmoid).
 
-  conv4x4 s2 (F) -> LReLU; ``num_layers`` x [conv4x4 s2 (min(2^k F, 8F)) -> norm -> LReLU];
-  conv4x4 s1 (min(2^L F, 8F)) -> norm -> LReLU; conv4x4 s1 (1). A sample's score is the mean of
-  its output map, so each score depends on that sample alone (needed by the per-sample
-  gradient penalty). Norm is instance norm or none; batch norm is refused, since it couples
-  samples and breaks the gradient penalty.
+  With ``num_layers = L`` (DeblurGAN's ``n_layers``): conv4x4 s2 (F) -> LReLU;
+  for k = 1..L-1: conv4x4 s2 (min(2^k, 8) F) -> norm -> LReLU; conv4x4 s1 (min(2^L, 8) F) ->
+  norm -> LReLU; conv4x4 s1 (1). L stride-2 convs in all: L = 3 gives DeblurGAN's 70x70
+  receptive field (1 + 3 (1 + 2 + 4 + 8 + 8)), 64 s2 -> 128 s2 -> 256 s2 -> 512 s1 -> 1 s1 and
+  2,764,737 conv parameters. A sample's score is the mean of its output map, so each score
+  depends on that sample alone (needed by the per-sample gradient penalty). Norm is instance
+  norm (without scale and bias by default, as DeblurGAN's ``InstanceNorm2d(affine=False)``) or
+  none; batch norm is refused, since it couples samples and breaks the gradient penalty.
 
   Attributes:
     features: channels of the first conv (64).
-    num_layers: stride-2 convs after the first (3 gives the 70x70 receptive field).
+    num_layers: stride-2 convs, the first included (>= 1; 3 for the 70x70 PatchGAN).
     norm: "instance" | "none".
+    norm_affine: learn a per-channel scale and bias after the instance norm.
     conditional: if True, ``__call__`` takes the blurred image and concatenates it.
     act_slope: LeakyReLU slope.
     dtype: compute dtype.
@@ -293,6 +299,7 @@ class Critic(nn.Module):
   features: int = 64
   num_layers: int = 3
   norm: str = "instance"
+  norm_affine: bool = False
   conditional: bool = False
   act_slope: float = 0.2
   dtype: Any = jnp.float32
@@ -311,6 +318,8 @@ class Critic(nn.Module):
     if self.norm not in ("instance", "none"):
       raise ValueError(f"critic.norm must be 'instance' or 'none', got {self.norm!r} (batch "
                        "norm couples samples and is invalid under a gradient penalty)")
+    if self.num_layers < 1:
+      raise ValueError(f"critic.num_layers must be >= 1 (stride-2 convs), got {self.num_layers}")
     if self.conditional:
       if blurred is None:
         raise ValueError("a conditional critic needs the blurred input")
@@ -318,11 +327,9 @@ class Critic(nn.Module):
     dt = _dtype(self.dtype)
     conv = lambda f, s, name: StridedConv(f, 4, s, dtype=dt, name=name)
     h = nn.leaky_relu(conv(self.features, 2, "conv0")(x.astype(dt)), self.act_slope)
-    mult = 1
-    for k in range(1, self.num_layers + 2):
-      mult = min(2 ** k, 8)
-      h = conv(self.features * mult, 2 if k <= self.num_layers else 1, f"conv{k}")(h)
-      h = _Norm(self.norm, dtype=dt, name=f"norm{k}")(h, False)
+    for k in range(1, self.num_layers + 1):
+      h = conv(self.features * min(2 ** k, 8), 2 if k < self.num_layers else 1, f"conv{k}")(h)
+      h = _Norm(self.norm, dtype=dt, affine=self.norm_affine, name=f"norm{k}")(h, False)
       h = nn.leaky_relu(h, self.act_slope)
     h = conv(1, 1, "out")(h)
     return jnp.mean(h.astype(jnp.float32), axis=(1, 2, 3))
@@ -342,7 +349,8 @@ def generator_from_config(model_config: Any) -> BiSkip:
 def critic_from_config(critic_config: Any) -> Critic:
   """Builds a :class:`Critic` from ``config.critic``."""
   return Critic(features=critic_config.features, num_layers=critic_config.num_layers,
-                norm=critic_config.norm, conditional=critic_config.conditional)
+                norm=critic_config.norm, norm_affine=critic_config.norm_affine,
+                conditional=critic_config.conditional)
 
 
 def count_params(params: Any) -> int:

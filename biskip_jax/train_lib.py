@@ -93,6 +93,9 @@ def check_settings(config: ml_collections.ConfigDict) -> None:
                     "or raw")
   if config.critic.norm not in ("instance", "none"):
     raise UserError(f"--config.critic.norm={config.critic.norm!r}: expected instance or none")
+  if config.loss.adversarial and config.critic.num_layers < 1:
+    raise UserError(f"--config.critic.num_layers={config.critic.num_layers}: expected >= 1 "
+                    "(stride-2 convs of the critic, 3 for the 70x70 PatchGAN)")
   from biskip_jax import models  # pylint: disable=g-import-not-at-top
   for field, value, allowed in (("model.variant", config.model.variant, models.VARIANTS),
                                 ("model.norm", config.model.norm, models.NORMS),

@@ -39,8 +39,9 @@ def get_config(scheme: str = "SA1P-BS") -> ml_collections.ConfigDict:
   # Critic (DESIGN §3): DeblurGAN's 70x70 PatchGAN, WGAN, no sigmoid.
   config.critic = c = ml_collections.ConfigDict()
   c.features = 64  # Channels of the first conv; doubled per stride-2 layer up to 8x.
-  c.num_layers = 3  # Stride-2 convs after the first one (3 gives the 70x70 receptive field).
+  c.num_layers = 3  # Stride-2 convs, the first included (DeblurGAN's n_layers; 3: 70x70).
   c.norm = "instance"  # "instance" | "none" (never batch norm under a gradient penalty).
+  c.norm_affine = False  # Scale and bias after instance norm (DeblurGAN: affine=False).
   c.conditional = False  # Concatenate the blurred input to the critic's input.
 
   # Losses (DESIGN §4, paper eq. 3–7, 12–13).

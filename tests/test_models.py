@@ -197,11 +197,47 @@ def test_critic_is_unbounded_no_sigmoid():
   assert s.max() > 1.0
 
 
-def test_critic_patchgan_layout_and_conditioning():
+# DESIGN §3 (DeblurGAN's NLayerDiscriminator, n_layers=3): (out channels, stride) per 4x4 conv.
+PATCHGAN_LAYERS = [(64, 2), (128, 2), (256, 2), (512, 1), (1, 1)]
+
+
+def test_critic_is_deblurgans_70x70_patchgan():
+  critic = models.Critic(norm="none")
+  x = jax.random.uniform(_key(3), (1, 256, 256, 3), minval=-1, maxval=1)
+  v = jax.jit(critic.init)(_key(0), x)
+  names = [f"conv{k}" for k in range(4)] + ["out"]
+  assert sorted(v["params"]) == sorted(names)
+  cin, size, expected_count = 3, 256, 0
+  _, inter = critic.apply(v, x, capture_intermediates=True)
+  for name, (cout, stride) in zip(names, PATCHGAN_LAYERS):
+    assert v["params"][name]["kernel"].shape == (4, 4, cin, cout), name
+    size //= stride
+    assert inter["intermediates"][name]["__call__"][0].shape == (1, size, size, cout), name
+    expected_count += 4 * 4 * cin * cout + cout
+    cin = cout
+  assert expected_count == 2_764_737  # DESIGN §3 / the issue: DeblurGAN's conv parameters.
+  assert models.count_params(v["params"]) == expected_count
+
+  # Receptive field, measured: the input pixels that one output cell depends on.
+  def cell(x):
+    _, st = critic.apply(v, x, capture_intermediates=True)
+    return st["intermediates"]["out"]["__call__"][0][0, 16, 16, 0]
+  g = np.abs(np.asarray(jax.jit(jax.grad(cell))(x)))[0].sum(-1)
+  rows, cols = np.nonzero(g.sum(1))[0], np.nonzero(g.sum(0))[0]
+  # 4x4 kernels with strides 2, 2, 2, 1, 1: 1 + 3 * (1 + 2 + 4 + 8 + 8) = 70.
+  assert rows.max() - rows.min() + 1 == 70 and cols.max() - cols.min() + 1 == 70
+
+
+def test_critic_instance_norm_is_deblurgans_without_affine():
   params = jax.eval_shape(lambda: models.Critic().init(
-      _key(0), jnp.zeros((1, 256, 256, 3))))["params"]
-  widths = [params[f"conv{k}"]["kernel"].shape[-1] for k in range(5)]
-  assert widths == [64, 128, 256, 512, 512] and params["out"]["kernel"].shape == (4, 4, 512, 1)
+      _key(0), jnp.zeros((1, 64, 64, 3))))["params"]
+  assert not any(k.startswith("norm") for k in params)  # InstanceNorm2d(affine=False).
+  params = jax.eval_shape(lambda: models.Critic(norm_affine=True).init(
+      _key(0), jnp.zeros((1, 64, 64, 3))))["params"]
+  assert [params[f"norm{k}"]["in"]["scale"].shape for k in (1, 2, 3)] == [(128,), (256,), (512,)]
+
+
+def test_critic_conditioning_and_bad_settings():
   cond = models.Critic(features=8, conditional=True)
   x = jnp.zeros((2, 32, 32, 3))
   v = cond.init(_key(0), x, x)
@@ -211,6 +247,8 @@ def test_critic_patchgan_layout_and_conditioning():
     cond.apply(v, x)
   with pytest.raises(ValueError, match="batch norm"):
     models.Critic(norm="batch").init(_key(0), x)
+  with pytest.raises(ValueError, match="num_layers"):
+    models.Critic(num_layers=0).init(_key(0), x)
 
 
 def test_zero_residual_option_starts_at_identity():

@@ -73,7 +73,8 @@ def test_batch_must_divide_over_devices(monkeypatch):
 @pytest.mark.parametrize("field,value,match", [
     ("model.variant", "XL", "--config.model.variant='XL'"),
     ("loss.pixel", "l3", "--config.loss.pixel='l3'"),
-    ("critic.norm", "batch", "--config.critic.norm='batch'")])
+    ("critic.norm", "batch", "--config.critic.norm='batch'"),
+    ("critic.num_layers", 0, "--config.critic.num_layers=0: expected >= 1")])
 def test_bad_settings_name_the_flag(field, value, match):
   config = _config()
   section, key = field.split(".")

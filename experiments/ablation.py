@@ -18,8 +18,8 @@ are applied to the base ``--config``; every other field, including ``--config.*`
 is shared.
 
 Resumable: a scheme whose ``ablation_result.json`` exists is not trained again, and one that was
-interrupted resumes from its last checkpoint. ``--budget`` and ``--data`` must match what the
-workdir already holds.
+interrupted resumes from its last checkpoint. ``--budget``, ``--data`` and the epochs must match
+what the workdir already holds.
 
 Perceptual (P) schemes need VGG19's ImageNet weights (``--config.loss.vgg_weights`` or the
 cache; see ``biskip_jax.vgg``). Without them, ``--vgg_weights=random`` trains those schemes
@@ -231,20 +231,26 @@ def _write_json(path: str, obj: dict[str, Any]) -> None:
   os.replace(tmp, path)
 
 
-def _check_same_run(run_dir: str, budget: int, data: str) -> None:
-  """Refuses a workdir whose scheme run used another budget or data."""
+def _check_same_run(run_dir: str, budget: int, data: str, steps_per_epoch: int) -> None:
+  """Refuses a workdir whose scheme run used another budget, data or epoch length."""
   result = os.path.join(run_dir, RESULT_FILE)
   if os.path.exists(result):
     old = _read_json(result)
     old_budget, old_data = old.get("budget"), old.get("data")
+    old_spe = old.get("steps_per_epoch")  # Absent from results written before it was kept.
   elif os.path.exists(os.path.join(run_dir, "config.json")):
     old = _read_json(os.path.join(run_dir, "config.json"))
     old_budget, old_data = old["train"]["num_steps"], None
+    old_spe = old["train"]["steps_per_epoch"]
   else:
     return
   if old_budget != budget or (old_data is not None and old_data != data):
     raise UserError(f"{run_dir} holds a run with --budget={old_budget} --data={old_data}, "
                     f"not --budget={budget} --data={data}: use a new --workdir")
+  if old_spe is not None and old_spe != steps_per_epoch:
+    raise UserError(f"{run_dir} holds a run of {old_spe} steps per epoch, not {steps_per_epoch}: "
+                    f"pass the --epochs it used ({math.ceil(budget / old_spe)}) or use a new "
+                    "--workdir")
 
 
 def run_scheme(base: ml_collections.ConfigDict, name: str, workdir: str, *, budget: int,
@@ -253,16 +259,17 @@ def run_scheme(base: ml_collections.ConfigDict, name: str, workdir: str, *, budg
   """Trains and evaluates one scheme (or reads its finished result); returns its row.
 
   The row has the :data:`COLUMNS` plus ``blurred_psnr``, ``blurred_ssim``, ``num_images``,
-  ``budget``, ``data`` and ``resumed`` (True when read from an earlier run).
+  ``budget``, ``data``, ``epochs`` (T), ``steps_per_epoch`` and ``resumed`` (True when read
+  from an earlier run).
   """
   from biskip_jax import eval_lib, train_lib
   run_dir = os.path.join(workdir, scheme_dirname(name))
-  _check_same_run(run_dir, budget, data)
+  config = scheme_config(base, name, budget=budget, epochs=epochs, data=data,
+                         data_path=data_path, vgg_weights=vgg_weights)
+  _check_same_run(run_dir, budget, data, config.train.steps_per_epoch)
   result_path = os.path.join(run_dir, RESULT_FILE)
   if os.path.exists(result_path):
     return {**_read_json(result_path), "resumed": True}
-  config = scheme_config(base, name, budget=budget, epochs=epochs, data=data,
-                         data_path=data_path, vgg_weights=vgg_weights)
   t0 = time.perf_counter()
   train_lib.train_and_evaluate(config, run_dir)
   seconds = time.perf_counter() - t0
@@ -273,7 +280,8 @@ def run_scheme(base: ml_collections.ConfigDict, name: str, workdir: str, *, budg
          "paper_psnr": paper[0], "paper_ssim": paper[1], "train_seconds": seconds,
          "note": note if config.loss.perceptual else "",
          "blurred_psnr": result.get("blurred_psnr"), "blurred_ssim": result.get("blurred_ssim"),
-         "num_images": result["num_images"], "budget": budget, "data": data}
+         "num_images": result["num_images"], "budget": budget, "data": data,
+         "epochs": config.train.num_epochs, "steps_per_epoch": config.train.steps_per_epoch}
   _write_json(result_path, row)
   return {**row, "resumed": False}
 

@@ -102,6 +102,7 @@ def test_ablation_table_resume_and_spl_logs(tmp_path, monkeypatch):
   md = (tmp_path / "ablation.md").read_text()
   assert "| S1-BS |" in md and "(blurred input)" in md and "not comparable" in md
   assert not rows[0]["resumed"]
+  assert (rows[0]["epochs"], rows[0]["steps_per_epoch"]) == (2, 1)
 
   # The self-paced run logged per-sample v_i (train_lib's "spl" rows); plot them.
   run_dir = tmp_path / "S1-BS"
@@ -126,6 +127,9 @@ def test_ablation_table_resume_and_spl_logs(tmp_path, monkeypatch):
   assert [r["scheme"] for r in _csv(tmp_path / "ablation.csv")] == ["S1-BS"]
   with pytest.raises(UserError, match=r"--budget=2 .* new --workdir"):
     ablation.run(tiny_config("1-BS"), str(tmp_path), budget=3, epochs=3, names=["S1-BS"])
+  with pytest.raises(UserError, match=r"a run of 1 steps per epoch, not 2: pass the --epochs "
+                     r"it used \(2\) or use a new --workdir"):
+    ablation.run(tiny_config("1-BS"), str(tmp_path), budget=2, epochs=1, names=["S1-BS"])
 
 
 def test_ablation_random_vgg_is_loadable_and_labelled(tmp_path):
@@ -187,6 +191,19 @@ def test_ablation_run_passes_the_config_epochs_to_training(tmp_path, monkeypatch
   ablation.run(config, str(tmp_path / "flag"), budget=14, names=["S1-BS"], epochs=2)
   assert seen == [(2, 14, 7), (7, 14, 2)]
   assert "7 epochs (T of eq. 10) of 2 steps" in (tmp_path / "default" / "ablation.md").read_text()
+
+
+def test_ablation_refuses_to_resume_with_other_epochs(tmp_path):
+  """An interrupted scheme (config.json, no result) made with the old default of 4 epochs."""
+  config = tiny_config("1-BS")  # num_epochs 8 (the quickstart's): 2 steps per epoch.
+  old = ablation.scheme_config(config, "1-BS", budget=16, epochs=4, data="synthetic",
+                               data_path=None, vgg_weights=None)
+  os.makedirs(tmp_path / "1-BS")
+  with open(tmp_path / "1-BS" / "config.json", "w") as f:
+    f.write(old.to_json())
+  with pytest.raises(UserError, match=r"a run of 4 steps per epoch, not 2: pass the --epochs "
+                     r"it used \(4\)"):
+    ablation.run(config, str(tmp_path), budget=16, names=["1-BS"])
 
 
 def test_ablation_rejects_bad_epochs(tmp_path):

@@ -1,20 +1,25 @@
 r"""Table 1 ablation: every training scheme with the same base config, budget, seed and data.
 
-  python experiments/ablation.py --budget=60 --data=synthetic --workdir=runs/ablation
-  python experiments/ablation.py --budget=600000 --data=gopro --workdir=runs/table1 \
-      --config=configs/biskip.py --config.train.batch_size=1
+  python experiments/ablation.py --budget=60 --epochs=4 --data=synthetic --workdir=runs/ablation
+  python experiments/ablation.py --budget=630900 --data=gopro --workdir=runs/table1 \
+      --config=configs/biskip.py --config.train.batch_size=1 --data_path=/data/GOPRO_Large
+
+The second command is the paper's set-up (§5): ``configs/biskip.py``, batch 1, and the config's
+``train.num_epochs`` = 300 epochs (T of eq. 10) of one pass over GoPro's 2,103 training pairs
+each (630,900 = 300 x 2,103 generator steps).
 
 Trains each scheme of ``--schemes`` (default: the twelve of Table 1, ``schemes.TABLE1``) in
 ``WORKDIR/<scheme>`` with :func:`biskip_jax.train_lib.train_and_evaluate` for ``--budget``
-generator steps, evaluates its last checkpoint with :mod:`biskip_jax.eval_lib` on the held-out
-split of ``--data``, and writes ``WORKDIR/ablation.md`` and ``WORKDIR/ablation.csv``: PSNR and
-SSIM next to the paper's GoPro numbers. The scheme switches (loss letters, generator variant)
+generator steps, split into ``--epochs`` epochs (default: ``config.train.num_epochs``),
+evaluates its last checkpoint with :mod:`biskip_jax.eval_lib` on the held-out split of
+``--data``, and writes ``WORKDIR/ablation.md`` and ``WORKDIR/ablation.csv``: PSNR and SSIM next
+to the paper's GoPro numbers. The scheme switches (loss letters, generator variant)
 are applied to the base ``--config``; every other field, including ``--config.*`` overrides,
 is shared.
 
 Resumable: a scheme whose ``ablation_result.json`` exists is not trained again, and one that was
-interrupted resumes from its last checkpoint. ``--budget`` and ``--data`` must match what the
-workdir already holds.
+interrupted resumes from its last checkpoint. ``--budget``, ``--data`` and the epochs must match
+what the workdir already holds.
 
 Perceptual (P) schemes need VGG19's ImageNet weights (``--config.loss.vgg_weights`` or the
 cache; see ``biskip_jax.vgg``). Without them, ``--vgg_weights=random`` trains those schemes
@@ -58,9 +63,9 @@ def define_flags() -> None:
                       "held-out splits of config.data).")
   flags.DEFINE_string("data_path", None, "Dataset root for gopro (default: config.data.path).")
   flags.DEFINE_list("schemes", list(schemes.TABLE1), "Schemes to train (LOSSES-VARIANT).")
-  flags.DEFINE_integer("epochs", 4, "Epochs the budget is split into (T of eq. 10; the SPL "
-                       "λ changes once per epoch); 0 keeps config.train.steps_per_epoch.",
-                       lower_bound=0)
+  # No lower_bound: run() rejects a bad value with one line (absl adds a usage hint).
+  flags.DEFINE_integer("epochs", 0, "Epochs the budget is split into (T of eq. 10; the SPL "
+                       "λ changes once per epoch); 0: config.train.num_epochs.")
   flags.DEFINE_string("vgg_weights", "imagenet", "P schemes: imagenet (config.loss."
                       "vgg_weights or the cache), random (labelled in the table), skip, or a "
                       "path to torchvision's vgg19 .pth/.npz.")
@@ -77,22 +82,63 @@ def scheme_dirname(name: str) -> str:
   return name.replace("/", "_")
 
 
+def resolve_epochs(base: ml_collections.ConfigDict, *, budget: int, epochs: int) -> int:
+  """T of eq. 10 for ``--budget`` and ``--epochs``: ``epochs``, or the config's if it is 0.
+
+  The budget is split into T epochs of ``ceil(budget / T)`` steps (``train.steps_per_epoch``);
+  ``train_lib.resolve_schedule`` then counts ``ceil(budget / steps_per_epoch)`` epochs, which
+  must be T again.
+
+  Args:
+    base: the base configuration (``train.num_epochs`` is read when ``epochs`` is 0).
+    budget: generator steps per scheme.
+    epochs: ``--epochs`` (0: ``base.train.num_epochs``).
+
+  Returns:
+    T, the number of epochs every scheme trains for.
+
+  Raises:
+    UserError: a negative ``epochs``, a non-positive budget or ``train.num_epochs``, or a
+      budget that does not split into T epochs (fewer steps than epochs, for instance).
+  """
+  if budget < 1:
+    raise UserError(f"--budget={budget}: expected a positive number of generator steps")
+  if epochs < 0:
+    raise UserError(f"--epochs={epochs}: expected a positive number of epochs, or 0 for the "
+                    "config's train.num_epochs")
+  source = f"--epochs={epochs}"
+  if epochs == 0:
+    epochs = int(base.train.num_epochs)
+    source = f"config.train.num_epochs={epochs} (--epochs unset)"
+    if epochs < 1:
+      raise UserError(f"{source}: expected a positive number of epochs; pass --epochs")
+  steps_per_epoch = math.ceil(budget / epochs)
+  counted = math.ceil(budget / steps_per_epoch)
+  if counted != epochs:
+    raise UserError(f"{source} with --budget={budget}: {steps_per_epoch} step(s) per epoch give "
+                    f"{counted} epochs, not {epochs}; use a budget of at least {epochs} steps "
+                    "that splits into the epochs (e.g. a multiple of them) or another --epochs")
+  return epochs
+
+
 def scheme_config(base: ml_collections.ConfigDict, name: str, *, budget: int, epochs: int,
                   data: str, data_path: str | None,
                   vgg_weights: str | None) -> ml_collections.ConfigDict:
-  """``base`` with scheme ``name``'s switches, ``budget`` steps and ``--data``.
+  """``base`` with scheme ``name``'s switches, ``budget`` steps in T epochs and ``--data``.
 
   Args:
     base: the base configuration (not modified).
     name: a scheme name (``schemes.parse_scheme``).
     budget: generator steps (``train.num_steps``).
-    epochs: epochs the budget is split into (0: keep ``train.steps_per_epoch``).
+    epochs: T of eq. 10, the epochs the budget is split into (``train.steps_per_epoch`` =
+      ``ceil(budget / T)``); 0: ``base.train.num_epochs`` (see :func:`resolve_epochs`).
     data: ``--data`` value (see ``eval_lib.dataset_config``).
     data_path: dataset root override.
     vgg_weights: file for ``loss.vgg_weights`` (None: keep the base's).
 
   Raises:
-    UserError: for a malformed scheme name or data spec.
+    UserError: for a malformed scheme name or data spec, or a budget and epochs that do not
+      give T epochs.
   """
   from biskip_jax import eval_lib
   try:
@@ -109,9 +155,9 @@ def scheme_config(base: ml_collections.ConfigDict, name: str, *, budget: int, ep
   if vgg_weights is not None:
     config.loss.vgg_weights = vgg_weights
   t = config.train
+  t.num_epochs = resolve_epochs(base, budget=budget, epochs=epochs)
   t.num_steps = budget
-  if epochs > 0:
-    t.steps_per_epoch = max(1, math.ceil(budget / epochs))
+  t.steps_per_epoch = math.ceil(budget / t.num_epochs)
   t.checkpoint_every = budget  # Only the final checkpoint (and on interruption).
   t.eval_every = 0  # Evaluated once at the end, on the full held-out split.
   t.image_every = 0
@@ -185,20 +231,26 @@ def _write_json(path: str, obj: dict[str, Any]) -> None:
   os.replace(tmp, path)
 
 
-def _check_same_run(run_dir: str, budget: int, data: str) -> None:
-  """Refuses a workdir whose scheme run used another budget or data."""
+def _check_same_run(run_dir: str, budget: int, data: str, steps_per_epoch: int) -> None:
+  """Refuses a workdir whose scheme run used another budget, data or epoch length."""
   result = os.path.join(run_dir, RESULT_FILE)
   if os.path.exists(result):
     old = _read_json(result)
     old_budget, old_data = old.get("budget"), old.get("data")
+    old_spe = old.get("steps_per_epoch")  # Absent from results written before it was kept.
   elif os.path.exists(os.path.join(run_dir, "config.json")):
     old = _read_json(os.path.join(run_dir, "config.json"))
     old_budget, old_data = old["train"]["num_steps"], None
+    old_spe = old["train"]["steps_per_epoch"]
   else:
     return
   if old_budget != budget or (old_data is not None and old_data != data):
     raise UserError(f"{run_dir} holds a run with --budget={old_budget} --data={old_data}, "
                     f"not --budget={budget} --data={data}: use a new --workdir")
+  if old_spe is not None and old_spe != steps_per_epoch:
+    raise UserError(f"{run_dir} holds a run of {old_spe} steps per epoch, not {steps_per_epoch}: "
+                    f"pass the --epochs it used ({math.ceil(budget / old_spe)}) or use a new "
+                    "--workdir")
 
 
 def run_scheme(base: ml_collections.ConfigDict, name: str, workdir: str, *, budget: int,
@@ -207,16 +259,17 @@ def run_scheme(base: ml_collections.ConfigDict, name: str, workdir: str, *, budg
   """Trains and evaluates one scheme (or reads its finished result); returns its row.
 
   The row has the :data:`COLUMNS` plus ``blurred_psnr``, ``blurred_ssim``, ``num_images``,
-  ``budget``, ``data`` and ``resumed`` (True when read from an earlier run).
+  ``budget``, ``data``, ``epochs`` (T), ``steps_per_epoch`` and ``resumed`` (True when read
+  from an earlier run).
   """
   from biskip_jax import eval_lib, train_lib
   run_dir = os.path.join(workdir, scheme_dirname(name))
-  _check_same_run(run_dir, budget, data)
+  config = scheme_config(base, name, budget=budget, epochs=epochs, data=data,
+                         data_path=data_path, vgg_weights=vgg_weights)
+  _check_same_run(run_dir, budget, data, config.train.steps_per_epoch)
   result_path = os.path.join(run_dir, RESULT_FILE)
   if os.path.exists(result_path):
     return {**_read_json(result_path), "resumed": True}
-  config = scheme_config(base, name, budget=budget, epochs=epochs, data=data,
-                         data_path=data_path, vgg_weights=vgg_weights)
   t0 = time.perf_counter()
   train_lib.train_and_evaluate(config, run_dir)
   seconds = time.perf_counter() - t0
@@ -227,7 +280,8 @@ def run_scheme(base: ml_collections.ConfigDict, name: str, workdir: str, *, budg
          "paper_psnr": paper[0], "paper_ssim": paper[1], "train_seconds": seconds,
          "note": note if config.loss.perceptual else "",
          "blurred_psnr": result.get("blurred_psnr"), "blurred_ssim": result.get("blurred_ssim"),
-         "num_images": result["num_images"], "budget": budget, "data": data}
+         "num_images": result["num_images"], "budget": budget, "data": data,
+         "epochs": config.train.num_epochs, "steps_per_epoch": config.train.steps_per_epoch}
   _write_json(result_path, row)
   return {**row, "resumed": False}
 
@@ -263,12 +317,15 @@ def write_tables(workdir: str, rows: list[dict[str, Any]], header: Sequence[str]
 
 def run(base: ml_collections.ConfigDict, workdir: str, *, budget: int, data: str = "synthetic",
         data_path: str | None = None, names: Sequence[str] = tuple(schemes.TABLE1),
-        epochs: int = 4, vgg_mode: str = "imagenet", max_images: int = 0,
+        epochs: int = 0, vgg_mode: str = "imagenet", max_images: int = 0,
         command: str = "") -> list[dict[str, Any]]:
   """Runs (or resumes) the ablation; writes and returns the table rows.
 
+  ``epochs`` is T of eq. 10 (0: ``base.train.num_epochs``); see :func:`resolve_epochs`.
+
   Raises:
-    UserError: bad scheme names, data, VGG weights, or a workdir of another budget/data.
+    UserError: bad scheme names, data, VGG weights, budget or epochs, or a workdir of another
+      budget/data.
   """
   names = list(dict.fromkeys(n.strip() for n in names if n.strip()))
   if not names:
@@ -282,6 +339,7 @@ def run(base: ml_collections.ConfigDict, workdir: str, *, budget: int, data: str
     raise UserError("--data=kohler has no training split: use synthetic, gopro or folder:PATH")
   from biskip_jax import eval_lib
   eval_lib.dataset_config(base, data, data_path)  # Validates --data before any work.
+  resolve_epochs(base, budget=budget, epochs=epochs)  # And --budget with --epochs.
   os.makedirs(workdir, exist_ok=True)
   vgg_weights, vgg_note = resolve_vgg(vgg_mode, base, workdir, names)
   rows = []
@@ -308,7 +366,8 @@ def run(base: ml_collections.ConfigDict, workdir: str, *, budget: int, data: str
       f"Setup: {budget} generator steps per scheme, batch {c.train.batch_size}, "
       f"{c.data.crop_size}px crops, generator channels {ch}, ResBlocks per level: "
       f"{c.model.num_res_blocks}, VGG layer {c.loss.vgg_layer}, data `{data}`, seed "
-      f"{c.train.seed}, {c.train.steps_per_epoch} steps per epoch. Paper columns: Table 1 "
+      f"{c.train.seed}, {c.train.num_epochs} epochs (T of eq. 10) of "
+      f"{c.train.steps_per_epoch} steps. Paper columns: Table 1 "
       "(GoPro, 300 epochs); they are not comparable with a run on other data or budgets.",
   ]
   write_tables(workdir, rows, header)

@@ -1,6 +1,7 @@
 """Tests for biskip_jax.datasets: image IO, GoPro (folder and TFDS), Köhler, folder, synthetic."""
 
 import os
+import re
 import warnings
 
 import numpy as np
@@ -176,14 +177,73 @@ def test_kohler_layout_frames_and_middle_sharp(tmp_path):
   np.testing.assert_array_equal(ex["sharp_frames"][0], random_image(100 * 2 + 10 * 2 + 1))
 
 
+def make_kohler_archives(root, *, truth_parent="", blurry_dir="", images=(1, 2),
+                         trajectories=(1, 2), frames=11) -> None:
+  """Writes a miniature of the benchmark's unzipped archives (8x8 PNGs).
+
+  ``BlurryImages.zip`` gives ``Blurry{i}_{j}.png`` (in ``root/blurry_dir``) and
+  ``GroundTruth_pngs_Image{i}.zip`` gives ``Image{i}/Kernel{j}/GroundTruth{i}_{j}_{k}.png`` (in
+  ``root/truth_parent``, where ``{i}`` is formatted with the image number).
+  """
+  for i in images:
+    for j in trajectories:
+      datasets.save_image(os.path.join(root, blurry_dir, f"Blurry{i}_{j}.png"),
+                          random_image(i * j, 8, 8))
+      kernel_dir = os.path.join(root, truth_parent.format(i=i), f"Image{i}", f"Kernel{j}")
+      for k in range(1, frames + 1):
+        datasets.save_image(os.path.join(kernel_dir, f"GroundTruth{i}_{j}_{k}.png"),
+                            random_image(1000 * i + 100 * j + k, 8, 8))
+
+
+@pytest.mark.parametrize("truth_parent,blurry_dir", [
+    ("", ""),  # All five archives unzipped into one folder (deepinv's Kohler does this).
+    ("GroundTruth", "BlurryImages"),
+    ("GroundTruth_pngs_Image{i}", "BlurryImages"),  # Unzipped into a folder per archive.
+])
+def test_kohler_reads_the_benchmark_archives_layout(tmp_path, truth_parent, blurry_dir):
+  make_kohler_archives(tmp_path, truth_parent=truth_parent, blurry_dir=blurry_dir)
+  pairs = kohler.list_pairs(str(tmp_path))
+  assert [p.name for p in pairs] == ["Blurry1_1.png", "Blurry1_2.png", "Blurry2_1.png",
+                                     "Blurry2_2.png"]
+  p = pairs[2]  # Blurry2_1.
+  assert p.blur == os.path.join(tmp_path, blurry_dir, "Blurry2_1.png")
+  kernel_dir = os.path.join(tmp_path, truth_parent.format(i=2), "Image2", "Kernel1")
+  # All 11 frames in order of k (10 and 11 after 9, not after 1); the middle one is k = 6.
+  assert p.sharp_frames == tuple(os.path.join(kernel_dir, f"GroundTruth2_1_{k}.png")
+                                 for k in range(1, 12))
+  assert p.sharp == os.path.join(kernel_dir, "GroundTruth2_1_6.png")
+  ex = datasets.FilePairSource(pairs).load(2)
+  np.testing.assert_array_equal(ex["blur"], random_image(2, 8, 8))
+  np.testing.assert_array_equal(ex["sharp"], random_image(2106, 8, 8))
+  np.testing.assert_array_equal(ex["sharp_frames"][-1], random_image(2111, 8, 8))
+
+
 def test_kohler_errors(tmp_path):
-  with pytest.raises(UserError, match=r"BlurryImages.*webdav"):
+  archives = (r"BlurryImages\.zip, GroundTruth_pngs_Image1\.zip, .*GroundTruth_pngs_Image4\.zip "
+              r"from http://people\.kyb\.tuebingen\.mpg\.de/rolfk/BenchmarkECCV2012/ unzipped "
+              rf"into {re.escape(str(tmp_path))}")
+  with pytest.raises(UserError, match=rf"no Blurry.*{archives}") as e:
     kohler.list_pairs(str(tmp_path))
+  assert "\n" not in str(e.value)
+  with pytest.raises(UserError, match=rf"is not a folder.*{archives}"):
+    kohler.list_pairs(str(tmp_path / "missing"))
   make_kohler(tmp_path)
   for f in (tmp_path / "GroundTruth").glob("GroundTruth2_1_*.png"):
     f.unlink()
   with pytest.raises(UserError, match=r"Blurry2_1.png has no ground truth"):
     kohler.list_pairs(str(tmp_path))
+
+
+def test_kohler_missing_archive_names_it(tmp_path):
+  make_kohler_archives(tmp_path, frames=2)
+  for f in (tmp_path / "Image2" / "Kernel1").iterdir():
+    f.unlink()
+  with pytest.raises(UserError) as e:
+    kohler.list_pairs(str(tmp_path))
+  assert str(e.value) == (
+      f"Köhler blurred image {tmp_path / 'Blurry2_1.png'} has no ground truth: expected frames "
+      f"{tmp_path / 'Image2' / 'Kernel1'}/GroundTruth2_1_{{k}}.png: download "
+      f"GroundTruth_pngs_Image2.zip from {kohler.URL} and unzip it into {tmp_path}.")
 
 
 # ---- Folder pairs -----------------------------------------------------------------------------

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from biskip_jax import train_lib, vgg
+from biskip_jax import eval_lib, spl, train_lib, vgg
 from biskip_jax.errors import UserError
+from configs import biskip
 from experiments import ablation, deep_prior, plot_spl
 from tests.helpers import tiny_config
 
@@ -101,6 +102,7 @@ def test_ablation_table_resume_and_spl_logs(tmp_path, monkeypatch):
   md = (tmp_path / "ablation.md").read_text()
   assert "| S1-BS |" in md and "(blurred input)" in md and "not comparable" in md
   assert not rows[0]["resumed"]
+  assert (rows[0]["epochs"], rows[0]["steps_per_epoch"]) == (2, 1)
 
   # The self-paced run logged per-sample v_i (train_lib's "spl" rows); plot them.
   run_dir = tmp_path / "S1-BS"
@@ -124,7 +126,10 @@ def test_ablation_table_resume_and_spl_logs(tmp_path, monkeypatch):
   assert again[0]["resumed"] and again[0]["psnr"] == rows[0]["psnr"]
   assert [r["scheme"] for r in _csv(tmp_path / "ablation.csv")] == ["S1-BS"]
   with pytest.raises(UserError, match=r"--budget=2 .* new --workdir"):
-    ablation.run(tiny_config("1-BS"), str(tmp_path), budget=3, names=["S1-BS"])
+    ablation.run(tiny_config("1-BS"), str(tmp_path), budget=3, epochs=3, names=["S1-BS"])
+  with pytest.raises(UserError, match=r"a run of 1 steps per epoch, not 2: pass the --epochs "
+                     r"it used \(2\) or use a new --workdir"):
+    ablation.run(tiny_config("1-BS"), str(tmp_path), budget=2, epochs=1, names=["S1-BS"])
 
 
 def test_ablation_random_vgg_is_loadable_and_labelled(tmp_path):
@@ -141,6 +146,81 @@ def test_ablation_random_vgg_is_loadable_and_labelled(tmp_path):
   assert scheme.model.variant == "BS" and scheme.loss.pixel == "l1"
   assert scheme.train.num_steps == 10 and scheme.train.steps_per_epoch == 2
   assert config.loss.vgg_weights == ""  # The base config is left alone.
+
+
+def _eq10_q1(big_t: int) -> float:
+  """q(1) of eq. 10, ``tan((1 - t / (2 (T + 1))) * pi / 2)`` at t = 1, written out here."""
+  return math.tan((1 - 1 / (2 * (big_t + 1))) * math.pi / 2)
+
+
+def _schedule(config, **kw):
+  """``(steps_per_epoch, total_steps, T)`` that training resolves for a scheme's config."""
+  return train_lib.resolve_schedule(ablation.scheme_config(
+      config, "SA1-BS", data="synthetic", data_path=None, vgg_weights=None, **kw))
+
+
+def test_ablation_epochs_default_to_the_config_and_flag_overrides():
+  config = tiny_config("1-BS")
+  config.train.num_epochs = 7
+  spe, total, big_t = _schedule(config, budget=70, epochs=0)
+  assert (spe, total, big_t) == (10, 70, 7)
+  assert spl.q_schedule(1, big_t) == pytest.approx(_eq10_q1(7), rel=1e-12)
+  assert _schedule(config, budget=20, epochs=0) == (3, 20, 7)  # A last, shorter epoch.
+  spe, total, big_t = _schedule(config, budget=70, epochs=5)  # --epochs overrides.
+  assert (spe, total, big_t) == (14, 70, 5)
+  assert spl.q_schedule(1, big_t) == pytest.approx(_eq10_q1(5), rel=1e-12)
+  # The paper's set-up: configs/biskip.py's 300 epochs of GoPro's 2,103 pairs at batch 1.
+  paper = _schedule(biskip.get_config("SA1P-BS"), budget=630900, epochs=0)
+  assert paper == (2103, 630900, 300)
+  assert config.train.num_epochs == 7 and config.train.num_steps == -1  # Base left alone.
+
+
+def test_ablation_run_passes_the_config_epochs_to_training(tmp_path, monkeypatch):
+  config = tiny_config("1-BS")
+  config.train.num_epochs = 7
+  seen = []
+
+  def fake_train(cfg, workdir):
+    seen.append(train_lib.resolve_schedule(cfg))
+    os.makedirs(workdir)
+
+  monkeypatch.setattr(train_lib, "train_and_evaluate", fake_train)
+  monkeypatch.setattr(eval_lib, "run", lambda *a, **k: {"psnr": 20.0, "ssim": 0.5,
+                                                        "num_images": 1})
+  ablation.run(config, str(tmp_path / "default"), budget=14, names=["S1-BS"])
+  ablation.run(config, str(tmp_path / "flag"), budget=14, names=["S1-BS"], epochs=2)
+  assert seen == [(2, 14, 7), (7, 14, 2)]
+  assert "7 epochs (T of eq. 10) of 2 steps" in (tmp_path / "default" / "ablation.md").read_text()
+
+
+def test_ablation_refuses_to_resume_with_other_epochs(tmp_path):
+  """An interrupted scheme (config.json, no result) made with the old default of 4 epochs."""
+  config = tiny_config("1-BS")  # num_epochs 8 (the quickstart's): 2 steps per epoch.
+  old = ablation.scheme_config(config, "1-BS", budget=16, epochs=4, data="synthetic",
+                               data_path=None, vgg_weights=None)
+  os.makedirs(tmp_path / "1-BS")
+  with open(tmp_path / "1-BS" / "config.json", "w") as f:
+    f.write(old.to_json())
+  with pytest.raises(UserError, match=r"a run of 4 steps per epoch, not 2: pass the --epochs "
+                     r"it used \(4\)"):
+    ablation.run(config, str(tmp_path), budget=16, names=["1-BS"])
+
+
+def test_ablation_rejects_bad_epochs(tmp_path):
+  config = tiny_config("1-BS")
+  config.train.num_epochs = 7
+  with pytest.raises(UserError, match=r"^--epochs=-1: expected a positive number"):
+    ablation.run(config, str(tmp_path), budget=14, names=["1-BS"], epochs=-1)
+  with pytest.raises(UserError, match=r"config.train.num_epochs=7 \(--epochs unset\) with "
+                     r"--budget=10: 2 step\(s\) per epoch give 5 epochs, not 7"):
+    ablation.run(config, str(tmp_path), budget=10, names=["1-BS"])
+  with pytest.raises(UserError, match="give 3 epochs, not 7"):  # Fewer steps than epochs.
+    ablation.scheme_config(config, "1-BS", budget=3, epochs=0, data="synthetic",
+                           data_path=None, vgg_weights=None)
+  config.train.num_epochs = 0
+  with pytest.raises(UserError, match=r"config.train.num_epochs=0 .*pass --epochs"):
+    ablation.run(config, str(tmp_path), budget=14, names=["1-BS"])
+  assert not os.listdir(tmp_path)  # Refused before any work.
 
 
 def test_ablation_rejects_bad_schemes_and_data(tmp_path):
@@ -209,6 +289,11 @@ def test_bad_flags_give_one_line_errors(tmp_path):
   assert bad_scheme.returncode == 2
   lines = bad_scheme.stderr.strip().splitlines()
   assert len(lines) == 1 and "--schemes: unknown generator variant 'XL'" in lines[0]
+  bad_epochs = _script("ablation.py", f"--workdir={tmp_path}", "--budget=5", "--epochs=-2")
+  assert bad_epochs.returncode == 2
+  assert bad_epochs.stderr.strip().splitlines() == [
+      "ablation.py: error: --epochs=-2: expected a positive number of epochs, or 0 for the "
+      "config's train.num_epochs"]
   bad_size = _script("deep_prior.py", f"--out={tmp_path}", "--size=0")
   assert bad_size.returncode == 2
   assert bad_size.stderr.strip().splitlines()[0].startswith("deep_prior.py: error: flag --size")

@@ -11,16 +11,22 @@ Follows Boracchi & Foi, "Modeling the performance of image restoration from moti
    grid with sub-pixel bilinear weights; the kernel is non-negative and sums to 1.
 3. :func:`blur_image`: convolution in linear light (``x ** gamma``) with reflect boundaries,
    back to display values (``** (1 / gamma)``), plus Gaussian noise, rounded to ``uint8``.
+4. Optionally (:func:`jpeg_compress`) the blurred image goes through JPEG, as camera and web
+   images do.
 
 Differences from DeblurGAN, deliberately: the kernel is centred by its centroid, not its
 bounding box (a bounding-box centre shifts blurred against sharp images); the trajectory is
 scaled to fit instead of being clipped at the border; its path length is drawn per kernel
-(``length_range``) rather than fixed with a random exposure fraction. Every random number
+(``length_range``); a random exposure fraction (DeblurGAN's) is optional (``exposure_range``).
+Every random number
 comes from the ``np.random.Generator`` passed in: the same seed gives the same kernel.
 """
 
+import io
+
 import numpy as np
 import scipy.signal
+from PIL import Image
 
 
 def random_trajectory(rng: np.random.Generator, *, num_steps: int = 2000, length: float = 60.0,
@@ -90,6 +96,7 @@ def trajectory_to_kernel(trajectory: np.ndarray, size: int) -> np.ndarray:
 
 def random_kernel(rng: np.random.Generator, size: int = 31, *, max_anxiety: float = 0.005,
                   length_range: tuple[float, float] = (0.15, 1.0),
+                  exposure_range: tuple[float, float] = (1.0, 1.0),
                   num_steps: int = 2000) -> np.ndarray:
   """Samples a camera-shake blur kernel.
 
@@ -99,6 +106,9 @@ def random_kernel(rng: np.random.Generator, size: int = 31, *, max_anxiety: floa
     max_anxiety: upper bound of the trajectory's anxiety; each kernel draws
       ``anxiety ~ U(0.1, 1) * max_anxiety`` (DeblurGAN draws from 0.003-0.01 with 64 px kernels).
     length_range: the path length is ``U(*length_range) * (size - 1)`` pixels before fitting.
+    exposure_range: the shutter is open for the first ``U(*exposure_range)`` fraction of the
+      trajectory (DeblurGAN's exposure; its length shrinks with it). ``(1, 1)`` integrates all
+      of it and draws no random number (kernels stay those of earlier versions).
     num_steps: trajectory samples.
 
   Returns:
@@ -107,6 +117,11 @@ def random_kernel(rng: np.random.Generator, size: int = 31, *, max_anxiety: floa
   anxiety = rng.uniform(0.1, 1.0) * max_anxiety
   length = rng.uniform(*length_range) * max(size - 1, 1)
   traj = random_trajectory(rng, num_steps=num_steps, length=length, anxiety=anxiety)
+  if tuple(exposure_range) != (1.0, 1.0):
+    lo, hi = exposure_range
+    if not 0.0 < lo <= hi <= 1.0:
+      raise ValueError(f"exposure_range must satisfy 0 < lo <= hi <= 1, got {exposure_range}.")
+    traj = traj[:max(2, round(rng.uniform(lo, hi) * num_steps))]
   return trajectory_to_kernel(traj, size)
 
 
@@ -138,6 +153,31 @@ def blur_image(sharp: np.ndarray, kernel: np.ndarray, rng: np.random.Generator, 
                   mode="reflect" if min(sharp.shape[:2]) > 1 else "edge")
   out = scipy.signal.fftconvolve(padded, k[:, :, None], mode="valid", axes=(0, 1))
   out = np.maximum(out, 0.0) ** np.float32(1.0 / gamma)
+  return add_noise(out, rng, noise_std)
+
+
+def add_noise(image: np.ndarray, rng: np.random.Generator, noise_std: float) -> np.ndarray:
+  """Adds ``N(0, noise_std^2)`` noise and quantises: ``uint8(round(clip(x + n) * 255))``.
+
+  Args:
+    image: ``float[H, W, C]`` in [0, 1], or ``uint8[H, W, C]`` (divided by 255).
+    rng: source of the noise (nothing is drawn when ``noise_std`` is 0).
+    noise_std: standard deviation in [0, 1] units.
+
+  Returns:
+    ``uint8[H, W, C]``.
+  """
+  out = (image.astype(np.float32) / np.float32(255.0) if image.dtype == np.uint8
+         else image.astype(np.float32))
   if noise_std > 0:
     out = out + rng.normal(0.0, noise_std, out.shape).astype(np.float32)
   return (np.clip(out, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+
+
+def jpeg_compress(image: np.ndarray, quality: int) -> np.ndarray:
+  """JPEG round trip (Pillow, 4:2:0 chroma subsampling as cameras use) of ``uint8[H, W, 3]``."""
+  buf = io.BytesIO()
+  Image.fromarray(image).save(buf, format="JPEG", quality=int(quality))
+  buf.seek(0)
+  with Image.open(buf) as im:
+    return np.asarray(im.convert("RGB"), np.uint8)

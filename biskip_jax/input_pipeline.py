@@ -115,7 +115,14 @@ def get_source(config: ml_collections.ConfigDict, split: str, *, training: bool 
         synthetic.image_specs(sy.images, sy.holdout, which),
         num_examples=sy.get("num_train", 512) if which == "train" else sy.num_eval,
         seed=data_seed(config), split=which, kernel_size=sy.kernel_size, max_anxiety=sy.max_shake,
-        noise_std=sy.noise_std, gamma=sy.gamma)
+        noise_std=sy.noise_std, gamma=sy.gamma,
+        # Fields added with issue 16; configs written before keep the earlier behaviour.
+        length_range=sy.get("length_range", (0.15, 1.0)),
+        exposure_range=sy.get("exposure_range", (1.0, 1.0)),
+        noise_std_max=sy.get("noise_std_max", 0.0), jpeg_prob=sy.get("jpeg_prob", 0.0),
+        jpeg_quality=sy.get("jpeg_quality", (60, 95)), sharp_prob=sy.get("sharp_prob", 0.0),
+        scale_range=sy.get("scale_range", (1.0, 1.0)),
+        eval_max_size=sy.get("eval_max_size", 0))
   if d.source == "gopro":
     from biskip_jax.datasets import gopro
     if d.get("gopro_format", "folder") == "tfds":
@@ -201,10 +208,10 @@ class _TrainTransform:
 
   def _crop_pair(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     c = self._crop
-    if hasattr(self._source, "load_window"):  # Synthetic: blur only the crop's neighbourhood.
-      h, w = self._source.sharp(index).shape[:2]
-      if h >= c and w >= c:
-        return self._source.load_window(index, *self._window(h, w, rng), c, c, rng)
+    if hasattr(self._source, "random_crop"):  # Synthetic: blur only the crop's neighbourhood.
+      pair = self._source.random_crop(index, c, rng)
+      if pair is not None:
+        return pair
     blur, sharp = self._load(index)
     h, w = blur.shape[:2]
     if h < c or w < c:

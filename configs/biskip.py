@@ -106,7 +106,25 @@ def get_config(scheme: str = "SA1P-BS") -> ml_collections.ConfigDict:
   sy.holdout = ("coffee", "rocket")  # skimage photos kept for evaluation only.
   sy.kernel_size = 31  # Blur kernel support (pixels).
   sy.max_shake = 0.005  # Trajectory anxiety (Boracchi & Foi 2012).
+  # Trajectory path length, as a fraction of kernel_size - 1, drawn per kernel from this range.
+  sy.length_range = (0.15, 1.0)
+  # Shutter-open fraction of the trajectory, drawn per kernel (DeblurGAN's exposure); the blur
+  # shrinks with it. (1.0, 1.0): the whole trajectory (and no extra random draw).
+  sy.exposure_range = (1.0, 1.0)
   sy.noise_std = 0.01  # Gaussian noise std in [0,1] units, added after blurring.
+  # > noise_std: the std is drawn per record from U(noise_std, noise_std_max); else fixed.
+  sy.noise_std_max = 0.0
+  sy.jpeg_prob = 0.0  # Probability that the (noisy) input is JPEG-compressed.
+  sy.jpeg_quality = (60, 95)  # JPEG quality range [lo, hi], drawn uniformly per record.
+  # Share of training records whose input is the sharp crop itself (noise/JPEG still apply):
+  # teaches the model to leave sharp images alone. Evaluation records are always blurred.
+  sy.sharp_prob = 0.0
+  # Per-record downscale of the sharp photo, drawn from [lo, hi] <= 1 (Lanczos): varies blur
+  # size against content size. (1.0, 1.0): original size.
+  sy.scale_range = (1.0, 1.0)
+  # > 0: evaluation pairs are the centre window of at most this size per side (fast eval on
+  # large photos); 0: full-size evaluation images.
+  sy.eval_max_size = 0
   sy.gamma = 2.2  # Blur applied in linear light: x^gamma, blur, ^(1/gamma).
   sy.num_eval = 8  # Synthetic evaluation pairs.
   sy.num_train = 512  # Records in one synthetic training epoch (image i % n, kernel seed i).

@@ -1,13 +1,16 @@
 """Tests for biskip_jax.datasets: image IO, GoPro (folder and TFDS), Köhler, folder, synthetic."""
 
+import io
 import os
 import re
 import warnings
 
 import numpy as np
 import pytest
+import scipy.ndimage
 from PIL import Image
 
+from biskip_jax import blur as blur_lib
 from biskip_jax import datasets
 from biskip_jax.datasets import folder, gopro, kohler, synthetic
 from biskip_jax.errors import UserError
@@ -317,3 +320,87 @@ def test_synthetic_window_equals_full_blur_crop():
     b, s = src.load_window(1, top, left, 40, 30, np.random.default_rng(0))
     np.testing.assert_array_equal(s, src.sharp(1)[top:top + 40, left:left + 30])
     assert np.abs(b.astype(int) - full[top:top + 40, left:left + 30]).max() <= 1
+
+
+def _source(split="train", **kw):
+  return synthetic.SyntheticSource(["skimage:camera"], num_examples=4, seed=3, split=split,
+                                   kernel_size=9, **kw)
+
+
+def test_synthetic_defaults_are_the_plain_blur():
+  """Default settings: blur_image of the record's kernel with the [seed, 1, i, 1] noise stream."""
+  src = _source("eval")
+  rng = np.random.default_rng([3, 1, 2, 1])
+  kernel = blur_lib.random_kernel(np.random.default_rng([3, 1, 2]), 9)
+  want = blur_lib.blur_image(src.sharp(2), kernel, rng, gamma=2.2, noise_std=0.01)
+  np.testing.assert_array_equal(src.load(2)["blur"], want)
+
+
+def test_synthetic_crop_before_blur_equals_blur_then_crop():
+  """Reference: the whole image blurred in linear light with scipy.ndimage, then cropped."""
+  src = _source(noise_std=0.0)
+  sharp = src.sharp(1).astype(np.float64) / 255.0
+  k = src.kernel(1)
+  lin = np.stack([scipy.ndimage.convolve(sharp[..., ch] ** 2.2, k, mode="reflect")
+                  for ch in range(3)], axis=-1)
+  ref = np.round(np.clip(lin, 0, 1) ** (1 / 2.2) * 255)
+  for top, left in ((100, 37), (300, 200)):  # Interior: the boundary rule does not matter.
+    b, s = src.load_window(1, top, left, 40, 30, np.random.default_rng(0))
+    np.testing.assert_array_equal(s, src.sharp(1)[top:top + 40, left:left + 30])
+    assert np.abs(b.astype(int) - ref[top:top + 40, left:left + 30]).max() <= 1
+
+
+def test_synthetic_jpeg_probability():
+  plain = _source(noise_std=0.0).load_window(0, 50, 50, 64, 64, np.random.default_rng(0))[0]
+  no_jpeg = _source(noise_std=0.0, jpeg_prob=0.0, jpeg_quality=(10, 10)).load_window(
+      0, 50, 50, 64, 64, np.random.default_rng(0))[0]
+  jpeg = _source(noise_std=0.0, jpeg_prob=1.0, jpeg_quality=(10, 10)).load_window(
+      0, 50, 50, 64, 64, np.random.default_rng(0))[0]
+  np.testing.assert_array_equal(no_jpeg, plain)
+  assert not np.array_equal(jpeg, plain)
+  # Close to Pillow's JPEG of the plain crop (the JPEG saw the window plus its kernel margin,
+  # so its 8x8 blocks are placed differently).
+  buf = io.BytesIO()
+  Image.fromarray(plain).save(buf, format="JPEG", quality=10)
+  assert np.abs(jpeg.astype(int) - np.asarray(Image.open(buf), int)).mean() < 4
+
+
+def test_synthetic_sharp_share():
+  src = _source(noise_std=0.0, sharp_prob=1.0)
+  b, s = src.random_crop(0, 64, np.random.default_rng(0))
+  np.testing.assert_array_equal(b, s)
+  noisy, s = _source(noise_std=0.05, sharp_prob=1.0).random_crop(0, 64,
+                                                                  np.random.default_rng(0))
+  assert 0.02 < np.std(noisy.astype(float) - s) / 255 < 0.08  # Noise only, std ~0.05.
+  ev = _source("eval", noise_std=0.0, sharp_prob=1.0).load(0)  # Never for evaluation.
+  assert not np.array_equal(ev["blur"], ev["sharp"])
+
+
+def test_synthetic_noise_range_exposure_scale_and_eval_bound():
+  kw = dict(noise_std=0.0, noise_std_max=0.05, exposure_range=(0.3, 0.6),
+            length_range=(0.5, 1.0), scale_range=(0.5, 0.7), jpeg_prob=0.5, sharp_prob=0.3)
+  a, b, c = _source(**kw), _source(**kw), _source(**{**kw, "noise_std_max": 0.0})
+  for i in range(4):  # Deterministic for a seed and a crop rng.
+    pa = a.random_crop(i, 48, np.random.default_rng(i))
+    pb = b.random_crop(i, 48, np.random.default_rng(i))
+    for x, y in zip(pa, pb):
+      np.testing.assert_array_equal(x, y)
+    assert pa[0].shape == pa[1].shape == (48, 48, 3)
+  assert any(not np.array_equal(a.random_crop(i, 48, np.random.default_rng(i))[0],
+                                c.random_crop(i, 48, np.random.default_rng(i))[0])
+             for i in range(4))
+  # Shorter exposure, shorter blur: the kernel's spread shrinks.
+  full, part = _source(), _source(exposure_range=(0.2, 0.2))
+  assert np.count_nonzero(part.kernel(0) > 1e-3) < np.count_nonzero(full.kernel(0) > 1e-3)
+  # A downscaled window equals the crop of the whole image downscaled by Pillow (Lanczos).
+  src = _source(noise_std=0.0, scale_range=(0.5, 0.5))
+  h, w = src.scaled_size(0, 0.5)
+  assert (h, w) == (256, 256)  # camera is 512x512.
+  whole = np.asarray(Image.fromarray(src.sharp(0)).resize((w, h), Image.Resampling.LANCZOS))
+  _, s = src.load_window(0, 100, 60, 32, 32, np.random.default_rng(0), scale=0.5)
+  assert np.abs(s.astype(int) - whole[100:132, 60:92]).max() <= 1
+  ev = _source("eval", eval_max_size=200).load(0)
+  assert ev["blur"].shape == ev["sharp"].shape == (200, 200, 3)
+  np.testing.assert_array_equal(ev["sharp"], _source("eval").sharp(0)[156:356, 156:356])
+  with pytest.raises(UserError, match="jpeg_prob"):
+    _source(jpeg_prob=2.0)

@@ -8,13 +8,19 @@ serve only the evaluation split; all others only training.
 Record ``i`` of a split is the sharp image ``i % n`` blurred by :func:`biskip_jax.blur.
 random_kernel` drawn from ``np.random.default_rng([seed, split_salt, i])``: the same config
 gives the same pairs on any machine and in any worker. Training has a virtual epoch of
-``config.data.synthetic.num_train`` records; evaluation has ``num_eval`` full-size pairs.
+``config.data.synthetic.num_train`` records; evaluation has ``num_eval`` full-size pairs (or
+their centre ``eval_max_size`` windows).
+
+Training crops are made by blurring only the crop plus a kernel margin of the (optionally
+downscaled) photo, never the whole photo. Noise-std ranges, exposure fractions, JPEG and a
+share of sharp inputs are optional (:class:`SyntheticSource`, ``config.data.synthetic``).
 """
 
 import os
 from typing import Any, Sequence
 
 import numpy as np
+from PIL import Image
 
 from biskip_jax import blur as blur_lib
 from biskip_jax import datasets
@@ -84,21 +90,56 @@ def image_specs(images: str, holdout: Sequence[str], split: str) -> list[str]:
 
 
 class SyntheticSource:
-  """Blurred/sharp pairs generated from sharp images; interface of ``FilePairSource``."""
+  """Blurred/sharp pairs generated from sharp images; interface of ``FilePairSource``.
+
+  Per record, beyond the kernel: an optional downscale of the sharp photo (``scale_range``,
+  varies blur size against content size), a noise std drawn from ``[noise_std,
+  noise_std_max]``, JPEG compression of the input with probability ``jpeg_prob`` (quality
+  from ``jpeg_quality``) and, for training only, a share ``sharp_prob`` of records whose
+  input is the sharp crop itself (noise and JPEG still apply) so that the model learns to
+  leave sharp images alone. Features left at their defaults draw no random numbers: pairs
+  stay those of earlier versions.
+  """
 
   def __init__(self, specs: Sequence[str], *, num_examples: int, seed: int, split: str,
                kernel_size: int = 31, max_anxiety: float = 0.005, noise_std: float = 0.01,
-               gamma: float = 2.2):
+               gamma: float = 2.2, length_range: Sequence[float] = (0.15, 1.0),
+               exposure_range: Sequence[float] = (1.0, 1.0), noise_std_max: float = 0.0,
+               jpeg_prob: float = 0.0, jpeg_quality: Sequence[int] = (60, 95),
+               sharp_prob: float = 0.0, scale_range: Sequence[float] = (1.0, 1.0),
+               eval_max_size: int = 0):
     if num_examples < 1:
       raise UserError(f"Synthetic {split} split needs >= 1 examples, got {num_examples} "
                       "(--config.data.synthetic.num_train / num_eval).")
-    if kernel_size < 1:
-      raise UserError(f"--config.data.synthetic.kernel_size must be >= 1, got {kernel_size}.")
+    checks = (
+        (kernel_size >= 1, f"kernel_size must be >= 1, got {kernel_size}"),
+        (0 < length_range[0] <= length_range[1], f"length_range={tuple(length_range)} must "
+         "satisfy 0 < lo <= hi"),
+        (0 < exposure_range[0] <= exposure_range[1] <= 1, f"exposure_range="
+         f"{tuple(exposure_range)} must satisfy 0 < lo <= hi <= 1"),
+        (0 <= jpeg_prob <= 1, f"jpeg_prob={jpeg_prob} must be in [0, 1]"),
+        (1 <= jpeg_quality[0] <= jpeg_quality[1] <= 95, f"jpeg_quality={tuple(jpeg_quality)} "
+         "must satisfy 1 <= lo <= hi <= 95"),
+        (0 <= sharp_prob <= 1, f"sharp_prob={sharp_prob} must be in [0, 1]"),
+        (0 < scale_range[0] <= scale_range[1] <= 1, f"scale_range={tuple(scale_range)} must "
+         "satisfy 0 < lo <= hi <= 1 (downscales only)"),
+        (eval_max_size >= 0, f"eval_max_size={eval_max_size} must be >= 0"),
+    )
+    for ok, message in checks:
+      if not ok:
+        raise UserError(f"--config.data.synthetic.{message}.")
     self.specs = list(specs)
     self.num_examples = num_examples
+    self.split = split
     self._seed = (seed % 2**32, _SALT[split])
-    self._kw = dict(kernel_size=kernel_size, max_anxiety=max_anxiety)
+    self._kw = dict(kernel_size=kernel_size, max_anxiety=max_anxiety,
+                    length_range=tuple(length_range), exposure_range=tuple(exposure_range))
     self._noise_std, self._gamma = noise_std, gamma
+    self._noise_std_max = noise_std_max
+    self._jpeg_prob, self._jpeg_quality = jpeg_prob, tuple(jpeg_quality)
+    self._sharp_prob = sharp_prob if split == "train" else 0.0
+    self._scale_range = tuple(scale_range)
+    self._eval_max_size = eval_max_size
     self._cache: dict[int, np.ndarray] = {}
 
   def __getstate__(self) -> dict[str, Any]:
@@ -114,7 +155,7 @@ class SyntheticSource:
     return f"{_stem(self.specs[self._spec(index)])}_{index:04d}.png"
 
   def sharp(self, index: int) -> np.ndarray:
-    """The sharp image of example ``index``, ``uint8[H, W, 3]``."""
+    """The sharp image of example ``index`` at its original size, ``uint8[H, W, 3]``."""
     j = self._spec(index)
     if j not in self._cache:
       spec = self.specs[j]
@@ -128,31 +169,109 @@ class SyntheticSource:
   def kernel(self, index: int) -> np.ndarray:
     """The blur kernel of example ``index``, ``float64[k, k]`` summing to 1."""
     rng = np.random.default_rng([*self._seed, index])
-    return blur_lib.random_kernel(rng, self._kw["kernel_size"],
-                                  max_anxiety=self._kw["max_anxiety"])
+    kw = dict(self._kw)
+    return blur_lib.random_kernel(rng, kw.pop("kernel_size"), **kw)
 
-  def _blur(self, sharp: np.ndarray, index: int, rng: np.random.Generator) -> np.ndarray:
-    return blur_lib.blur_image(sharp, self.kernel(index), rng, gamma=self._gamma,
-                               noise_std=self._noise_std)
+  def _degrade(self, sharp: np.ndarray, index: int, rng: np.random.Generator) -> np.ndarray:
+    """The network input made from ``sharp``: blur (or not), noise, JPEG; ``uint8``."""
+    keep_sharp = self._sharp_prob > 0 and rng.uniform() < self._sharp_prob
+    std = self._noise_std
+    if self._noise_std_max > self._noise_std:
+      std = rng.uniform(self._noise_std, self._noise_std_max)
+    if keep_sharp:
+      out = blur_lib.add_noise(sharp, rng, std)
+    else:
+      out = blur_lib.blur_image(sharp, self.kernel(index), rng, gamma=self._gamma,
+                                noise_std=std)
+    if self._jpeg_prob > 0 and rng.uniform() < self._jpeg_prob:
+      lo, hi = self._jpeg_quality
+      out = blur_lib.jpeg_compress(out, int(rng.integers(lo, hi + 1)))
+    return out
+
+  def _draw_scale(self, index: int, crop: int, rng: np.random.Generator) -> float:
+    """Downscale factor of the sharp photo for this record (1: none; nothing drawn)."""
+    lo, hi = self._scale_range
+    if (lo, hi) == (1.0, 1.0):
+      return 1.0
+    h, w = self.sharp(index).shape[:2]
+    return max(rng.uniform(lo, hi), min(crop / min(h, w), 1.0))  # Keep room for the crop.
+
+  def scaled_size(self, index: int, scale: float) -> tuple[int, int]:
+    """``(height, width)`` of the sharp image of ``index`` downscaled by ``scale``."""
+    h, w = self.sharp(index).shape[:2]
+    return (h, w) if scale == 1.0 else (max(1, round(h * scale)), max(1, round(w * scale)))
+
+  def _region(self, index: int, scale: float, y0: int, y1: int, x0: int,
+              x1: int) -> np.ndarray:
+    """Rows ``y0:y1``, columns ``x0:x1`` of the sharp image downscaled by ``scale``.
+
+    Resizes only that region (Pillow's ``box``), which equals cropping the whole downscaled
+    image (Lanczos).
+    """
+    sharp = self.sharp(index)
+    if scale == 1.0:
+      return sharp[y0:y1, x0:x1]
+    h, w = sharp.shape[:2]
+    hs, ws = self.scaled_size(index, scale)
+    sy, sx = h / hs, w / ws
+    img = Image.fromarray(sharp).resize((x1 - x0, y1 - y0), Image.Resampling.LANCZOS,
+                                        box=(x0 * sx, y0 * sy, x1 * sx, y1 * sy))
+    return np.asarray(img, np.uint8)
 
   def load(self, index: int) -> dict[str, Any]:
-    """Full-size example ``index``: ``{"name", "blur", "sharp"}``, uint8 HxWx3."""
-    sharp = self.sharp(index)
+    """Example ``index``: ``{"name", "blur", "sharp"}``, uint8 HxWx3.
+
+    Full size, or the centre ``eval_max_size`` window (per side) when that is set.
+    """
     rng = np.random.default_rng([*self._seed, index, 1])
-    return {"name": self.name(index), "blur": self._blur(sharp, index, rng), "sharp": sharp}
+    sharp = self.sharp(index)
+    m = self._eval_max_size
+    if m:
+      h, w = sharp.shape[:2]
+      hh, ww = min(h, m), min(w, m)
+      blur, sharp = self.load_window(index, (h - hh) // 2, (w - ww) // 2, hh, ww, rng)
+    else:
+      blur = self._degrade(sharp, index, rng)
+    return {"name": self.name(index), "blur": blur, "sharp": sharp}
+
+  def random_crop(self, index: int, size: int,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
+    """A random ``size x size`` training pair, blurring only the crop's neighbourhood.
+
+    Returns:
+      ``(blur, sharp)``, each ``uint8[size, size, 3]``, or None if the image is smaller than
+      the crop (the caller pads the full pair instead).
+    """
+    scale = self._draw_scale(index, size, rng)
+    h, w = self.scaled_size(index, scale)
+    if h < size or w < size:
+      return None
+    top, left = int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
+    return self.load_window(index, top, left, size, size, rng, scale=scale)
 
   def load_window(self, index: int, top: int, left: int, height: int, width: int,
-                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+                  rng: np.random.Generator, *,
+                  scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Blurs only what a crop needs; equals cropping the full blurred image (before noise).
+
+    The window plus a kernel margin (clipped at the image borders, where the blur reflects as
+    on the full image) is blurred and its centre kept.
+
+    Args:
+      index: record.
+      top, left, height, width: the window, in the coordinates of the image downscaled by
+        ``scale``.
+      rng: source of the noise, JPEG and sharp-share draws.
+      scale: downscale factor of the sharp image (1: original size).
 
     Returns:
       ``(blur, sharp)``, each ``uint8[height, width, 3]``.
     """
-    sharp = self.sharp(index)
     k = self._kw["kernel_size"]
-    h, w = sharp.shape[:2]
+    h, w = self.scaled_size(index, scale)
     y0, x0 = max(top - (k - 1) // 2, 0), max(left - (k - 1) // 2, 0)
     y1, x1 = min(top + height + k // 2, h), min(left + width + k // 2, w)
-    blurred = self._blur(sharp[y0:y1, x0:x1], index, rng)
+    region = self._region(index, scale, y0, y1, x0, x1)
+    degraded = self._degrade(region, index, rng)
     window = (slice(top - y0, top - y0 + height), slice(left - x0, left - x0 + width))
-    return blurred[window], sharp[top:top + height, left:left + width]
+    return degraded[window], region[window]

@@ -229,8 +229,8 @@ class BiSkip(nn.Module):
     ph, pw = -h % m, -w % m
     b = x.astype(jnp.float32)
     if ph or pw:
-      # Reflect padding needs the pad to be smaller than the side; "symmetric" then "edge"
-      # covers tiny images (e.g. 1 x 5000) too.
+      # Reflect padding needs the pad to be smaller than the side; "edge" covers tiny images
+      # (e.g. 1 x 5000) too.
       mode = "reflect" if (ph < h and pw < w) else "edge"
       b = jnp.pad(b, ((0, 0), (0, ph), (0, pw), (0, 0)), mode=mode)
     dt = _dtype(self.dtype)
@@ -286,6 +286,10 @@ class Critic(nn.Module):
   depends on that sample alone (needed by the per-sample gradient penalty). Norm is instance
   norm (without scale and bias by default, as DeblurGAN's ``InstanceNorm2d(affine=False)``) or
   none; batch norm is refused, since it couples samples and breaks the gradient penalty.
+
+  Deviation, deliberately: convs pad "SAME" (a 256x256 crop gives a 32x32 score map) where
+  DeblurGAN pads every 4x4 conv by 2 (a 35x35 map). Layers, parameters and the 70x70 receptive
+  field are DeblurGAN's; only the border cells of the map differ.
 
   Attributes:
     features: channels of the first conv (64).

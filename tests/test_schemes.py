@@ -70,6 +70,24 @@ def test_paper_settings():
   assert tuple(c.model.skip_channels) == (16, 32, 64, 64)
   for field in ("num_steps", "log_every", "checkpoint_every", "batch_size", "seed"):
     assert field in c.train
+  assert (c.optim.b1, c.optim.b2) == (0.5, 0.999)  # DESIGN §6.
+  assert c.loss.vgg_input == "imagenet"  # DESIGN §4.
+
+
+def test_paper_config_builds_the_designs_networks():
+  """configs/biskip.py's networks, as training builds them, have DESIGN §2–3's counts."""
+  c = biskip.get_config()
+  x = jnp.zeros((1, 64, 64, 3))
+  g = models.generator_from_config(c.model)
+  g_params = jax.eval_shape(lambda: g.init(jax.random.key(0), x, train=False))["params"]
+  assert models.count_params(g_params) == 6_082_179  # DESIGN §2, BS with batch norm.
+  assert (g.norm, g.pool, g.act_slope, g.variant) == ("batch", "avg", 0.2, "BS")
+  d_params = jax.eval_shape(
+      lambda: models.critic_from_config(c.critic).init(jax.random.key(0), x))["params"]
+  # DESIGN §3 (DeblurGAN, n_layers=3): 4x4 convs 3->64->128->256->512->1, with biases.
+  widths = [3, 64, 128, 256, 512, 1]
+  assert models.count_params(d_params) == sum(
+      16 * a * b + b for a, b in zip(widths, widths[1:])) == 2_764_737
 
 
 def test_quickstart_is_offline_and_small():
@@ -86,7 +104,9 @@ def test_pretrain_config_loads_and_builds(tmp_path):
   assert c.scheme == "1-BS" and not c.loss.perceptual and not c.loss.adversarial
   assert pretrain.get_config("S1-BS").loss.self_paced
   assert tuple(c.model.channels) == (32, 64, 128, 128, 128) and c.model.zero_residual
-  assert c.train.num_epochs * c.train.steps_per_epoch >= 20000
+  # Every training crop of the run gets its own kernel (no record is seen twice).
+  steps = c.train.num_epochs * c.train.steps_per_epoch
+  assert c.data.synthetic.num_train >= steps * c.train.batch_size
   # Data: a fake photo folder holding the held-out names plus two training photos.
   rng = np.random.default_rng(0)
   for name in (*c.data.synthetic.holdout, "train_a", "train_b"):

@@ -1,4 +1,7 @@
-"""Deblurs photos of any size: ``python deblur.py --ckpt=RUN --out=DIR INPUT...``.
+"""Deblurs photos of any size: ``python deblur.py [--ckpt=RUN] [--out=DIR] INPUT...``.
+
+Without ``--ckpt`` the shipped general-purpose model restores the photos
+(``biskip_jax/pretrained/``, see ``docs/MODEL_CARD.md``); ``--ckpt=RUN`` takes a training run.
 
 INPUTs are files, folders (searched recursively) or glob patterns of anything Pillow reads.
 Outputs are RGB PNGs (``--format``) at the input's size with the same base name. Bad files
@@ -12,15 +15,15 @@ from absl import flags, logging
 from biskip_jax import cli, deblur_lib
 from biskip_jax.errors import UserError
 
-_CKPT = flags.DEFINE_string("ckpt", None, "Training workdir, its best/ or checkpoints/N.")
-_OUT = flags.DEFINE_string("out", None, "Output folder.")
+_CKPT = flags.DEFINE_string("ckpt", "pretrained", "Training workdir, its best/ or "
+                            "checkpoints/N; 'pretrained' (default): the shipped model.")
+_OUT = flags.DEFINE_string("out", "deblurred", "Output folder.")
 _FORMAT = flags.DEFINE_enum("format", "png", ["png", "jpg", "tif", "bmp", "webp"],
                             "Output image format.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
                            "Compute dtype (bfloat16 for GPUs).")
 _TILE = flags.DEFINE_integer("tile_size", None, "Tile size for large images (0: automatic).")
 _VIDEO = flags.DEFINE_bool("video", False, "Treat inputs as video files (needs imageio-ffmpeg).")
-flags.mark_flags_as_required(["ckpt", "out"])
 
 
 def main(argv):

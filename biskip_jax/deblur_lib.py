@@ -63,16 +63,19 @@ def _video(deblurrer: inference.Deblurrer, path: str, out_dir: str) -> None:
       writer.append_data(deblurrer(frame))
 
 
-def run(ckpt: str, out_dir: str, inputs: list[str], fmt: str = "png",
+def run(ckpt: str | None, out_dir: str, inputs: list[str], fmt: str = "png",
         dtype: str = "float32", tile_size: int | None = None, video: bool = False) -> list[str]:
-  """Deblurs all inputs into ``out_dir``; returns the failure messages (also printed)."""
+  """Deblurs all inputs into ``out_dir``; returns the failure messages (also printed).
+
+  ``ckpt`` is a training run's path, or None / ``"pretrained[:NAME]"`` for the shipped model.
+  """
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   files, failures = expand_inputs(inputs, video=video)
   for msg in failures:
     print(f"deblur.py: {msg}", file=sys.stderr)
   if not files:
     raise UserError("nothing to deblur: " + "; ".join(failures))
-  deblurrer = inference.Deblurrer.from_checkpoint(ckpt, dtype=dtype)
+  deblurrer = inference.Deblurrer.load(ckpt, dtype=dtype)
   try:
     os.makedirs(out_dir, exist_ok=True)
   except OSError as e:

@@ -140,10 +140,21 @@ def format_table(result: dict[str, Any], max_rows: int = 20) -> str:
   return "\n".join(lines)
 
 
-def dataset_config(config: Any, data: str, data_path: str | None) -> Any:
-  """The run's config with ``config.data`` pointed at ``--data`` (and ``--data_path``)."""
+def dataset_config(config: Any, data: str, data_path: str | None,
+                   data_config: Any = None) -> Any:
+  """The run's config with ``config.data`` pointed at ``--data`` (and ``--data_path``).
+
+  ``data_config`` (a ``config.data`` section, e.g. of ``evaluate.py --config=FILE``) replaces
+  the run's data section first; a config without one (a shipped model) gets the paper
+  config's.
+  """
   import ml_collections  # pylint: disable=g-import-not-at-top
   config = ml_collections.ConfigDict(config.to_dict())
+  if data_config is None and "data" not in config:
+    from configs import biskip  # pylint: disable=g-import-not-at-top
+    data_config = biskip.get_config().data
+  if data_config is not None:
+    config.data = ml_collections.ConfigDict(data_config.to_dict())
   source, _, path = data.partition(":")
   if source not in ("gopro", "kohler", "folder", "synthetic"):
     raise UserError(f"--data={data!r}: expected gopro, kohler, synthetic or folder:PATH")
@@ -157,13 +168,18 @@ def dataset_config(config: Any, data: str, data_path: str | None) -> Any:
 
 
 def run(ckpt: str, data: str, out_dir: str | None, data_path: str | None = None,
-        max_images: int = 0, dtype: str = "float32", saliency: bool = True) -> dict[str, Any]:
-  """The work behind ``evaluate.py``: load the checkpoint, evaluate, write the outputs."""
+        max_images: int = 0, dtype: str = "float32", saliency: bool = True,
+        data_config: Any = None) -> dict[str, Any]:
+  """The work behind ``evaluate.py``: load the checkpoint, evaluate, write the outputs.
+
+  ``ckpt`` is a training run's path or ``"pretrained[:NAME]"`` (the shipped model);
+  ``data_config`` optionally replaces the run's ``config.data`` (see :func:`dataset_config`).
+  """
   import itertools  # pylint: disable=g-import-not-at-top
 
   from biskip_jax import inference, input_pipeline  # pylint: disable=g-import-not-at-top
-  deblurrer = inference.Deblurrer.from_checkpoint(ckpt, dtype=dtype)
-  config = dataset_config(deblurrer.config, data, data_path)
+  deblurrer = inference.Deblurrer.load(ckpt, dtype=dtype)
+  config = dataset_config(deblurrer.config, data, data_path, data_config)
   examples = input_pipeline.create(config, config.data.eval_split)
   if max_images > 0:
     examples = itertools.islice(examples, max_images)

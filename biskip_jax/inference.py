@@ -15,8 +15,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from biskip_jax import conv, models
+from biskip_jax import conv, models, pretrained
 from biskip_jax.errors import UserError
+
+PRETRAINED = "pretrained"  # --ckpt value naming the shipped model ("pretrained:NAME" too).
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
@@ -125,6 +127,23 @@ class Deblurrer:
     d = cls(config, variables, dtype=dtype)
     d.step = step
     return d
+
+  @classmethod
+  def pretrained(cls, name: str = pretrained.DEFAULT_NAME,
+                 dtype: str | None = None) -> "Deblurrer":
+    """The shipped general-purpose model (``biskip_jax/pretrained/NAME.npz``), verified."""
+    config, variables, meta = pretrained.load(name)
+    d = cls(config, variables, dtype=dtype)
+    d.step = meta.get("provenance", {}).get("step")
+    return d
+
+  @classmethod
+  def load(cls, ckpt: str | None, dtype: str | None = None) -> "Deblurrer":
+    """``None`` or ``"pretrained[:NAME]"``: the shipped model; else a training run's path."""
+    if ckpt is None or ckpt == PRETRAINED or ckpt.startswith(PRETRAINED + ":"):
+      name = ckpt.split(":", 1)[1] if ckpt and ":" in ckpt else pretrained.DEFAULT_NAME
+      return cls.pretrained(name, dtype=dtype)
+    return cls.from_checkpoint(ckpt, dtype=dtype)
 
   def restore_float(self, image: np.ndarray) -> np.ndarray:
     """[H, W, 3] uint8 -> [H, W, 3] float32 in [-1, 1] (unclipped), whole image at once."""

@@ -4,3 +4,30 @@ import os
 
 # Keep tests on the CPU and single-threaded XLA compiles predictable.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import flax  # noqa: E402  (after JAX_PLATFORMS)
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import pytest  # noqa: E402
+
+from biskip_jax import checkpointing, train_lib, train_step  # noqa: E402
+from tests.helpers import tiny_config  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  """A training workdir holding one checkpoint of a tiny model (step 5)."""
+  path = str(tmp_path_factory.mktemp("run"))
+  config = tiny_config("1-BS")
+  state = train_step.create_train_state(config, 10, 32)
+  # Give batch norm non-trivial running statistics and the residual a real magnitude.
+  params = flax.core.unfreeze(state.gen.params)
+  params["out"]["kernel"] = params["out"]["kernel"] * 5.0
+  stats = jax.tree_util.tree_map(lambda x: x + 0.1, state.gen.batch_stats)
+  state = state.replace(step=jnp.asarray(5, jnp.int32),
+                        gen=state.gen.replace(params=params, batch_stats=stats))
+  train_lib.save_or_check_config(config, path)
+  ckpt = checkpointing.Checkpointer(path, config)
+  assert ckpt.save(5, state, None)
+  ckpt.close()
+  return path, config, {"params": params, "batch_stats": stats}

@@ -6,39 +6,18 @@ import os
 import subprocess
 import sys
 
-import flax
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import skimage.data
 from PIL import Image
 
-from biskip_jax import checkpointing, inference, metrics, train_lib, train_step
+from biskip_jax import inference, metrics, train_lib
 from biskip_jax.datasets import load_image, save_image
 from biskip_jax.errors import UserError
 from tests.helpers import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-  """A training workdir holding one checkpoint of a tiny model (step 5)."""
-  path = str(tmp_path_factory.mktemp("run"))
-  config = tiny_config("1-BS")
-  state = train_step.create_train_state(config, 10, 32)
-  # Give batch norm non-trivial running statistics and the residual a real magnitude.
-  params = flax.core.unfreeze(state.gen.params)
-  params["out"]["kernel"] = params["out"]["kernel"] * 5.0
-  stats = jax.tree_util.tree_map(lambda x: x + 0.1, state.gen.batch_stats)
-  state = state.replace(step=jnp.asarray(5, jnp.int32),
-                        gen=state.gen.replace(params=params, batch_stats=stats))
-  train_lib.save_or_check_config(config, path)
-  ckpt = checkpointing.Checkpointer(path, config)
-  assert ckpt.save(5, state, None)
-  ckpt.close()
-  return path, config, {"params": params, "batch_stats": stats}
 
 
 def _photo(h, w):

@@ -1,0 +1,168 @@
+"""The shipped general-purpose generator: export from a training run, load with a checksum.
+
+A shipped model is two files in ``biskip_jax/pretrained/`` (package data):
+
+* ``NAME.npz``: the generator's variables only (``params`` and, for batch norm,
+  ``batch_stats``), one float32 array per leaf, keys joined with ``/``; no pickles, no critic,
+  no optimizer state;
+* ``NAME.json``: ``{"sha256": ..., "bytes": ..., "config": {...}, "provenance": {...}}``: the
+  ``.npz``'s checksum and size, the training run's config (inference reads ``model`` and
+  ``eval``; ``evaluate.py --data=synthetic`` reads ``data``, the run's held-out photos), and
+  where the weights came from (run, step).
+
+``load(NAME)`` checks the size and the SHA-256 before reading a byte of the arrays, and checks
+every array's shape against the generator the config builds; a missing, truncated or altered
+file is a :class:`UserError` naming the file and how to get it back.
+
+Export a training run (the generator of its latest or named checkpoint)::
+
+  python -m biskip_jax.pretrained --ckpt=runs/pretrain --name=biskip_general
+"""
+
+import hashlib
+import json
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import traverse_util
+
+from biskip_jax import models
+from biskip_jax.errors import UserError
+
+DEFAULT_NAME = "biskip_general"  # The model `deblur.py` uses without --ckpt.
+DIRECTORY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
+_RESTORE_HINT = ("restore it with `git checkout -- biskip_jax/pretrained/` or reinstall "
+                 "biskip-jax, or pass --ckpt=RUN to use a training run instead")
+
+
+def paths(name: str = DEFAULT_NAME,
+          directory: str = DIRECTORY) -> tuple[str, str]:
+  """``(weights .npz, metadata .json)`` paths of a shipped model."""
+  return os.path.join(directory, f"{name}.npz"), os.path.join(directory, f"{name}.json")
+
+
+def sha256(path: str) -> str:
+  """Hex SHA-256 of a file, read in 1 MiB blocks."""
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+def export(config: ml_collections.ConfigDict, variables: dict[str, Any], *,
+           name: str = DEFAULT_NAME, directory: str = DIRECTORY,
+           provenance: dict[str, Any] | None = None) -> tuple[str, str]:
+  """Writes a generator as a shipped model (see the module docstring).
+
+  Args:
+    config: the run's config (kept whole; it holds no weights).
+    variables: ``{"params": ..., "batch_stats": ...}`` of the generator (batch_stats may be
+      absent or empty).
+    name: file stem.
+    directory: destination folder (created if missing).
+    provenance: JSON-serialisable facts about the run (workdir, step, data, ...).
+
+  Returns:
+    ``(npz path, json path)``.
+  """
+  os.makedirs(directory, exist_ok=True)
+  npz_path, json_path = paths(name, directory)
+  kept = {k: v for k, v in variables.items() if k in ("params", "batch_stats") and v}
+  flat = traverse_util.flatten_dict(jax.device_get(kept), sep="/")
+  arrays = {k: np.asarray(v, np.float32) for k, v in flat.items()}
+  tmp = npz_path + ".tmp.npz"
+  np.savez(tmp, **arrays)
+  os.replace(tmp, npz_path)
+  meta = {
+      "sha256": sha256(npz_path),
+      "bytes": os.path.getsize(npz_path),
+      "config": config.to_dict(),
+      "provenance": provenance or {},
+  }
+  with open(json_path + ".tmp", "w") as f:
+    json.dump(meta, f, indent=1, sort_keys=True, default=list)
+  os.replace(json_path + ".tmp", json_path)
+  return npz_path, json_path
+
+
+def load(name: str = DEFAULT_NAME, directory: str = DIRECTORY
+         ) -> tuple[ml_collections.ConfigDict, dict[str, Any], dict[str, Any]]:
+  """Reads and verifies a shipped model.
+
+  Returns:
+    ``(the run's config, {"params", "batch_stats"}, metadata)``.
+
+  Raises:
+    UserError: a missing, truncated, altered or mismatched file (one line naming it).
+  """
+  npz_path, json_path = paths(name, directory)
+  for p in (json_path, npz_path):
+    if not os.path.isfile(p):
+      raise UserError(f"shipped model file {p} is missing: {_RESTORE_HINT}")
+  try:
+    with open(json_path) as f:
+      meta = json.load(f)
+    config = ml_collections.ConfigDict(meta["config"])
+    expected_sha, expected_bytes = meta["sha256"], int(meta["bytes"])
+  except (ValueError, KeyError, TypeError) as e:
+    raise UserError(f"shipped model file {json_path} is damaged ({type(e).__name__}: {e}): "
+                    f"{_RESTORE_HINT}") from e
+  size = os.path.getsize(npz_path)
+  if size != expected_bytes:
+    raise UserError(f"shipped model file {npz_path} has {size} bytes, expected "
+                    f"{expected_bytes} (truncated or replaced): {_RESTORE_HINT}")
+  if sha256(npz_path) != expected_sha:
+    raise UserError(f"shipped model file {npz_path} fails its SHA-256 check (damaged or "
+                    f"altered): {_RESTORE_HINT}")
+  with np.load(npz_path, allow_pickle=False) as data:
+    flat = {k: np.asarray(data[k]) for k in data.files}
+  variables = traverse_util.unflatten_dict(flat, sep="/")
+  _check_shapes(config, variables, npz_path)
+  variables.setdefault("batch_stats", {})
+  return config, variables, meta
+
+
+def _check_shapes(config: ml_collections.ConfigDict, variables: dict[str, Any],
+                  where: str) -> None:
+  """Every array has the shape the config's generator expects, and none is missing."""
+  model = models.generator_from_config(config.model)
+  template = jax.eval_shape(lambda: model.init(
+      jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False))
+  want = {k: v.shape for k, v in traverse_util.flatten_dict(
+      {c: template[c] for c in template if template[c]}, sep="/").items()}
+  got = {k: v.shape for k, v in traverse_util.flatten_dict(variables, sep="/").items()}
+  if want != got:
+    diff = sorted(set(want.items()) ^ set(got.items()))[:3]
+    raise UserError(f"shipped model file {where} does not match its config (first "
+                    f"differences: {diff}): {_RESTORE_HINT}")
+
+
+def main(argv: list[str]) -> None:
+  """``python -m biskip_jax.pretrained --ckpt=RUN [--name=NAME] [--out_dir=DIR]``."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+
+  from biskip_jax import inference  # pylint: disable=g-import-not-at-top
+  del argv
+  f = flags.FLAGS
+  config, variables, step = inference.restore_generator(f.ckpt)
+  provenance = {"workdir": os.path.abspath(f.ckpt), "step": int(step)}
+  npz_path, json_path = export(config, variables, name=f.name, directory=f.out_dir,
+                               provenance=provenance)
+  print(f"wrote {npz_path} ({os.path.getsize(npz_path) / 2**20:.1f} MiB) and {json_path} "
+        f"from step {step}")
+
+
+if __name__ == "__main__":
+  from absl import flags as _flags  # pylint: disable=g-import-not-at-top
+
+  from biskip_jax import cli  # pylint: disable=g-import-not-at-top
+  _flags.DEFINE_string("ckpt", None, "Training workdir, its best/ or checkpoints/N.")
+  _flags.DEFINE_string("name", DEFAULT_NAME, "File stem of the shipped model.")
+  _flags.DEFINE_string("out_dir", DIRECTORY, "Destination folder.")
+  _flags.mark_flag_as_required("ckpt")
+  cli.run(main)

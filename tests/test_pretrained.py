@@ -1,0 +1,114 @@
+"""Tests for the shipped model: export, checksum-verified load, deblur.py without --ckpt."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import skimage.data
+
+from biskip_jax import inference, models, pretrained
+from biskip_jax.datasets import load_image, save_image
+from biskip_jax.errors import UserError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _photo(h=40, w=56):
+  return np.ascontiguousarray(skimage.data.chelsea()[60:60 + h, 100:100 + w])
+
+
+@pytest.fixture(scope="module")
+def exported(workdir, tmp_path_factory):
+  """The tiny run of conftest's ``workdir`` exported as a shipped model."""
+  path, config, variables = workdir
+  directory = str(tmp_path_factory.mktemp("shipped"))
+  pretrained.export(config, variables, name="tiny", directory=directory,
+                    provenance={"step": 5})
+  return directory, path
+
+
+def test_export_holds_the_generator_only_and_loads_equal(exported):
+  directory, run = exported
+  npz_path, json_path = pretrained.paths("tiny", directory)
+  with np.load(npz_path, allow_pickle=False) as data:
+    keys = list(data.files)
+  assert keys and all(k.split("/")[0] in ("params", "batch_stats") for k in keys)
+  meta = json.load(open(json_path))
+  assert meta["bytes"] == os.path.getsize(npz_path)
+  # An independent checksum of the file.
+  assert meta["sha256"] == hashlib.sha256(open(npz_path, "rb").read()).hexdigest()
+  config, variables, _ = pretrained.load("tiny", directory)
+  d_shipped = inference.Deblurrer(config, variables)
+  d_run = inference.Deblurrer.from_checkpoint(run)
+  img = _photo()
+  np.testing.assert_array_equal(d_shipped(img), d_run(img))
+  assert not np.array_equal(d_shipped(img), img)  # The tiny model is not the identity.
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "delete_npz", "delete_json",
+                                    "bad_json", "wrong_shape"])
+def test_damaged_shipped_model_is_one_clear_error(exported, tmp_path, damage):
+  src, _ = exported
+  directory = str(tmp_path)
+  for f in os.listdir(src):
+    with open(os.path.join(src, f), "rb") as a, open(os.path.join(directory, f), "wb") as b:
+      b.write(a.read())
+  npz_path, json_path = pretrained.paths("tiny", directory)
+  if damage == "truncate":
+    with open(npz_path, "r+b") as f:
+      f.truncate(os.path.getsize(npz_path) // 2)
+  elif damage == "flip":
+    data = bytearray(open(npz_path, "rb").read())
+    data[len(data) // 2] ^= 0xFF
+    open(npz_path, "wb").write(bytes(data))
+  elif damage == "delete_npz":
+    os.remove(npz_path)
+  elif damage == "delete_json":
+    os.remove(json_path)
+  elif damage == "bad_json":
+    open(json_path, "w").write("{not json")
+  else:  # A valid, checksummed file for another width: the config no longer matches.
+    meta = json.load(open(json_path))
+    meta["config"]["model"]["channels"] = [8, 8, 8, 8, 8]
+    json.dump(meta, open(json_path, "w"))
+  with pytest.raises(UserError) as e:
+    pretrained.load("tiny", directory)
+  msg = str(e.value)
+  assert "\n" not in msg and "biskip_jax/pretrained" in msg
+  assert (json_path if damage in ("delete_json", "bad_json") else npz_path) in msg
+
+
+SHIPPED = os.path.isfile(pretrained.paths()[0])
+
+
+@pytest.mark.skipif(not SHIPPED, reason="no shipped model in biskip_jax/pretrained/")
+def test_shipped_model_verifies_and_leaves_a_sharp_photo_alone():
+  npz_path, _ = pretrained.paths()
+  assert os.path.getsize(npz_path) <= 25 * 10**6  # Issue 16: at most 25 MB.
+  d = inference.Deblurrer.pretrained()
+  # The paper's full-width generator.
+  assert tuple(d.config.model.channels) == (32, 64, 128, 128, 128)
+  assert d.config.model.variant == "BS" and models.count_params(d.variables["params"]) > 6e6
+  sharp = np.ascontiguousarray(skimage.data.chelsea()[:128, :160])
+  out = d(sharp)
+  mse = np.mean((out.astype(np.float64) - sharp) ** 2)
+  assert 10 * np.log10(255.0 ** 2 / max(mse, 1e-10)) >= 35.0  # Issue 16: sharp stays sharp.
+
+
+@pytest.mark.skipif(not SHIPPED, reason="no shipped model in biskip_jax/pretrained/")
+def test_deblur_py_without_ckpt_uses_the_shipped_model(tmp_path):
+  photo = tmp_path / "photo.png"
+  save_image(photo, _photo())
+  # The README's `python deblur.py photo.jpg`: no --ckpt, no --out (default: ./deblurred/).
+  r = subprocess.run([sys.executable, os.path.join(ROOT, "deblur.py"), str(photo)],
+                     cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                     env=dict(os.environ, PYTHONPATH=ROOT))
+  assert r.returncode == 0, r.stderr[-2000:]
+  out = load_image(tmp_path / "deblurred" / "photo.png")
+  assert out.shape == _photo().shape
+  expected = inference.Deblurrer.pretrained()(_photo())
+  np.testing.assert_array_equal(out, expected)

@@ -9,12 +9,14 @@ import sys
 
 import numpy as np
 import pytest
+import skimage.data
 from PIL import Image
 
 from biskip_jax import eval_lib, spl, train_lib, vgg
+from biskip_jax.datasets import load_image, save_image
 from biskip_jax.errors import UserError
 from configs import biskip
-from experiments import ablation, deep_prior, plot_spl
+from experiments import ablation, deep_prior, plot_spl, side_by_side
 from tests.helpers import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -302,3 +304,25 @@ def test_bad_flags_give_one_line_errors(tmp_path):
   assert bad_variant.stderr.strip().splitlines() == [
       "deep_prior.py: error: --variants: unknown variant 'XL'; expected one of S, BS-w/o-R, "
       "BS-cR, BS"]
+
+
+def test_side_by_side_windows_and_layout(workdir, tmp_path):
+  img = np.arange(7 * 10 * 3, dtype=np.uint8).reshape(7, 10, 3)
+  np.testing.assert_array_equal(side_by_side.centre_window(img, 4), img[1:5, 3:7])
+  np.testing.assert_array_equal(side_by_side.centre_window(img, 50), img)
+  a, b = np.zeros((4, 5, 3), np.uint8), np.ones((3, 5, 3), np.uint8)
+  canvas = side_by_side.compose([(a, b), (b, b)])
+  gap = side_by_side._GAP  # pylint: disable=protected-access
+  assert canvas.shape == (4 + gap + 3, 5 + gap + 5, 3)
+  np.testing.assert_array_equal(canvas[:4, :5], a)
+  np.testing.assert_array_equal(canvas[:3, 5 + gap:], b)
+  assert (canvas[3, 5 + gap:] == 255).all()  # Below the shorter panel: background.
+  # The script end to end on a training run.
+  save_image(tmp_path / "p.png", np.asarray(skimage.data.chelsea()[:40, :48]))
+  out = tmp_path / "fig.png"
+  r = subprocess.run([sys.executable, "experiments/side_by_side.py", f"--ckpt={workdir[0]}",
+                      f"--out={out}", "--crop=32", str(tmp_path / "p.png")], cwd=ROOT,
+                     capture_output=True, text=True, timeout=300,
+                     env=dict(os.environ, PYTHONPATH=ROOT))
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert load_image(out).shape == (32, 32 + gap + 32, 3)

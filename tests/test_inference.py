@@ -188,3 +188,61 @@ def test_evaluate_py_rejects_unknown_data(workdir):
   path, _, _ = workdir
   r = _run(["evaluate.py", f"--ckpt={path}", "--data=imagenet"])
   assert r.returncode == 2 and "--data='imagenet'" in r.stderr and "Traceback" not in r.stderr
+
+
+def _snapshot(folder):
+  """``{relative path: bytes}`` of every file under ``folder``."""
+  files = {}
+  for root, _, names in os.walk(folder):
+    for n in names:
+      p = os.path.join(root, n)
+      with open(p, "rb") as f:
+        files[os.path.relpath(p, folder)] = f.read()
+  return files
+
+
+def test_deblur_py_never_overwrites_its_inputs(workdir, tmp_path):
+  path, _, _ = workdir
+  photos = tmp_path / "photos"
+  save_image(str(photos / "a.png"), _photo(24, 30))
+  save_image(str(photos / "b.png"), _photo(20, 16))
+  before = _snapshot(photos)
+  r = _run(["deblur.py", f"--ckpt={path}", f"--out={photos}", str(photos)])
+  assert r.returncode == 2, r.stderr[-3000:]
+  lines = r.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith(f"deblur.py: error: --out {photos}: "), lines
+  assert f"{photos / 'a.png'} would overwrite that input" in lines[0], lines
+  assert _snapshot(photos) == before  # Nothing overwritten, nothing added.
+
+
+def test_deblur_py_into_a_subfolder_of_its_input_is_idempotent(workdir, tmp_path):
+  path, _, _ = workdir
+  photos = tmp_path / "photos"
+  save_image(str(photos / "a.png"), _photo(24, 30))
+  save_image(str(photos / "b.png"), _photo(20, 16))
+  originals = _snapshot(photos)
+  out = photos / "restored"
+  cmd = ["deblur.py", f"--ckpt={path}", f"--out={out}", str(photos)]
+  first = _run(cmd)
+  assert first.returncode == 0, first.stderr[-3000:]
+  results = _snapshot(out)
+  assert sorted(n for n in results if not n.startswith(".")) == ["a.png", "b.png"]
+  again = _run(cmd)  # The earlier results in photos/restored are not inputs now.
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert "2 of 2 written" in again.stderr, again.stderr[-2000:]
+  assert _snapshot(out) == results
+  assert {k: v for k, v in _snapshot(photos).items()
+          if not k.startswith("restored" + os.sep)} == originals
+
+
+def test_deblur_inputs_skip_earlier_results_in_the_same_folder(tmp_path):
+  from biskip_jax import deblur_lib  # pylint: disable=g-import-not-at-top
+  save_image(str(tmp_path / "a.jpg"), _photo(8, 8))
+  files, _ = deblur_lib.expand_inputs([str(tmp_path)], out_dir=str(tmp_path))
+  outs = deblur_lib.plan_outputs(files, str(tmp_path), "png")
+  assert outs == [str(tmp_path / "a.png")]
+  deblur_lib._record_outputs(str(tmp_path), outs)  # pylint: disable=protected-access
+  save_image(outs[0], _photo(8, 8))  # As deblur.py writes it.
+  # A second run over the folder takes the original only, and writes the same name again.
+  assert deblur_lib.expand_inputs([str(tmp_path)], out_dir=str(tmp_path)) == (files, [])
+  assert deblur_lib.expand_inputs([str(tmp_path / "*")]) == (files, [])

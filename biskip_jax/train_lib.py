@@ -30,7 +30,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from biskip_jax import checkpointing, conv, input_pipeline, spl, train_step, vgg
+from biskip_jax import checkpointing, config_checks, conv, input_pipeline, spl, train_step, vgg
 from biskip_jax.errors import UserError
 
 log = logging.getLogger("biskip_jax")
@@ -79,6 +79,7 @@ def resolve_schedule(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
 
 def check_settings(config: ml_collections.ConfigDict) -> None:
   """Stops before any compute on settings that cannot work, naming the flag."""
+  config_checks.check_ranges(config)
   n_dev = jax.device_count()
   b = config.train.batch_size
   if b < 1 or b % n_dev:

@@ -31,7 +31,7 @@ from jax.experimental.compilation_cache import compilation_cache
 from orbax.checkpoint._src.path import async_path
 from PIL import Image
 
-from biskip_jax import checkpointing, inference, train_lib, train_step
+from biskip_jax import checkpointing, config_checks, inference, train_lib, train_step
 from biskip_jax.datasets import BadImageError, load_image, save_image
 from biskip_jax.errors import UserError
 from tests.helpers import tiny_config
@@ -108,15 +108,18 @@ def good_run(tmp_path_factory):
 # Divergence ------------------------------------------------------------------------------
 
 
-def _nan_config():
+def _nan_config(monkeypatch):
+  # A NaN loss weight is refused up front (config_checks); these tests want it to reach the
+  # train step, as a fault that appears only once training runs.
+  monkeypatch.setattr(config_checks, "check_ranges", lambda config: None)
   config = _config(max_bad_steps=2)
   config.loss.gamma1 = float("nan")  # Every loss, hence every step, is NaN.
   return config
 
 
-def test_divergence_without_a_checkpoint_stops_with_advice(tmp_path):
+def test_divergence_without_a_checkpoint_stops_with_advice(tmp_path, monkeypatch):
   with pytest.raises(UserError, match=r"training diverged") as e:
-    train_lib.train_and_evaluate(_nan_config(), str(tmp_path))
+    train_lib.train_and_evaluate(_nan_config(monkeypatch), str(tmp_path))
   msg = str(e.value)
   assert "2 consecutive steps" in msg and "at step 2" in msg, msg
   assert "--config.optim.g_lr" in msg and "again after restoring" not in msg, msg
@@ -125,12 +128,13 @@ def test_divergence_without_a_checkpoint_stops_with_advice(tmp_path):
   assert rows[1]["finite"] == 0.0 and rows[2]["skipped_steps"] == 2.0
 
 
-def test_divergence_restores_the_checkpoint_once_then_stops(good_run, tmp_path, caplog):
+def test_divergence_restores_the_checkpoint_once_then_stops(good_run, tmp_path, caplog,
+                                                            monkeypatch):
   workdir = str(tmp_path / "run")
   shutil.copytree(good_run[0], workdir)  # A good run with checkpoints 2 and 4 ...
   caplog.set_level(logging.INFO, logger="biskip_jax")
   with pytest.raises(UserError, match=r"training diverged") as e:  # ... then losses go NaN.
-    train_lib.train_and_evaluate(_nan_config(), workdir)
+    train_lib.train_and_evaluate(_nan_config(monkeypatch), workdir)
   msg = str(e.value)
   assert "at step 6 again after restoring the checkpoint of step 4" in msg, msg
   assert "--config.optim.g_lr" in msg, msg

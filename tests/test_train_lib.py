@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -80,6 +81,62 @@ def test_bad_settings_name_the_flag(field, value, match):
   config[section][key] = value
   with pytest.raises(UserError, match=match.replace("(", r"\(").replace("[", r"\[")):
     train_lib.check_settings(config)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("optim.g_lr", -1.0, "--config.optim.g_lr=-1.0: must be a number > 0"),
+    ("optim.d_lr", 0.0, "--config.optim.d_lr=0.0: must be a number > 0"),
+    ("optim.g_lr", float("nan"), "--config.optim.g_lr=nan: must be a number > 0"),
+    ("train.checkpoint_every", 0, "--config.train.checkpoint_every=0: must be an integer >= 1"),
+    ("train.log_every", 0, "--config.train.log_every=0: must be an integer >= 1"),
+    ("train.num_steps", 0,
+     "--config.train.num_steps=0: must be an integer -1 (automatic) or >= 1"),
+    ("data.max_bad_fraction", 1.5,
+     "--config.data.max_bad_fraction=1.5: must be a number in [0, 1]"),
+    ("optim.b2", 1.0, "--config.optim.b2=1.0: must be a number in [0, 1)"),
+    ("model.channels", (4, 0, 8, 8, 8),
+     "--config.model.channels=(4, 0, 8, 8, 8): each must be an integer >= 1"),
+    ("train.batch_size", 2.5, "--config.train.batch_size=2.5: must be an integer >= 1"),
+    ("data.synthetic.kernel_size", -3,
+     "--config.data.synthetic.kernel_size=-3: must be an integer >= 1")])
+def test_numbers_out_of_range_name_the_flag_and_the_range(field, value, message):
+  config = _config()
+  *sections, key = field.split(".")
+  node = config
+  for section in sections:
+    node = node[section]
+  with node.ignore_type():
+    node[key] = value
+  with pytest.raises(UserError) as e:
+    train_lib.check_settings(config)
+  assert str(e.value) == message
+
+
+def test_every_range_checked_field_exists_in_the_paper_config():
+  from biskip_jax import config_checks  # pylint: disable=g-import-not-at-top
+  from configs import biskip  # pylint: disable=g-import-not-at-top
+  config = biskip.get_config()
+  missing = [f for f in config_checks._FIELDS  # pylint: disable=protected-access
+             if config_checks._get(config, f) is None]  # pylint: disable=protected-access
+  assert not missing
+  config_checks.check_ranges(config)  # The defaults pass.
+
+
+def test_train_py_refuses_a_negative_learning_rate_before_compiling(tmp_path):
+  workdir = tmp_path / "run"
+  for flag, message in (
+      ("--config.optim.g_lr=-1", "train.py: error: --config.optim.g_lr=-1.0: must be a number "
+       "> 0"),
+      ("--config.train.checkpoint_every=0", "train.py: error: "
+       "--config.train.checkpoint_every=0: must be an integer >= 1")):
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "train.py", "--config=configs/quickstart.py",
+                        f"--workdir={workdir}", flag], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300, env=dict(os.environ, PYTHONPATH=ROOT))
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines() == [message]
+    assert not workdir.exists()  # Stopped before creating anything.
+    assert time.monotonic() - t0 < 60  # Nothing compiled.
 
 
 def test_resolve_schedule():

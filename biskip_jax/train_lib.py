@@ -129,11 +129,30 @@ def save_or_check_config(config: ml_collections.ConfigDict, workdir: str) -> Non
     os.replace(tmp, path)
 
 
+class Interrupted(Exception):
+  """Training stopped early on SIGTERM/SIGINT, after writing a checkpoint.
+
+  ``train.py`` exits with status ``128 + signum`` (143 for SIGTERM, 130 for Ctrl-C), as a
+  process killed by the signal would, so ``train.py && evaluate.py`` stops there.
+
+  Attributes:
+    signum: the signal received.
+    step: the step of the checkpoint written.
+    state: the train state at that step.
+  """
+
+  def __init__(self, signum: int, step: int, state: Any):
+    super().__init__(f"stopped at step {step} by signal {signum}; run the same command to "
+                     "resume")
+    self.signum, self.step, self.state = signum, step, state
+
+
 class _Preemption:
   """SIGTERM/SIGINT: first signal asks for a final checkpoint, the second exits at once."""
 
   def __init__(self):
     self.requested = False
+    self.signum = 0
     self._old = {}
 
   def __enter__(self):
@@ -150,6 +169,7 @@ class _Preemption:
       log.warning("second signal %d: exiting now without a checkpoint", signum)
       os._exit(128 + signum)
     self.requested = True
+    self.signum = signum
     log.warning("signal %d: saving a checkpoint and stopping (send again to exit now)",
                     signum)
 
@@ -285,6 +305,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   Raises:
     UserError: for settings, data or a workdir that cannot work (before any compute).
+    Interrupted: SIGTERM/SIGINT stopped the run before its last step (a checkpoint is saved).
   """
   maybe_initialize_distributed()
   check_settings(config)
@@ -369,4 +390,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         break
   ckpt.close()
   logger.close()
+  if preempt.requested and step < total_steps:
+    raise Interrupted(preempt.signum, step, state)
   return state

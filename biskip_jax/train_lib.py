@@ -3,6 +3,7 @@
 Workdir layout::
 
   WORKDIR/config.json          the resolved config of the run (checked on resume)
+  WORKDIR/train.lock           held by the running train.py: a second one on WORKDIR stops
   WORKDIR/checkpoints/N/       orbax checkpoints (latest ``train.keep_checkpoints``)
   WORKDIR/best/N/              the checkpoint with the best validation PSNR (if validating)
   WORKDIR/events.out.tfevents* TensorBoard scalars, images and the config (tensorboardX)
@@ -32,6 +33,7 @@ from jax.sharding import PartitionSpec as P
 
 from biskip_jax import checkpointing, config_checks, conv, input_pipeline, spl, train_step, vgg
 from biskip_jax.errors import UserError
+from biskip_jax.workdir_lock import WorkdirLock
 
 log = logging.getLogger("biskip_jax")
 
@@ -310,7 +312,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   maybe_initialize_distributed()
   check_settings(config)
   workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise UserError(f"--workdir {workdir}: cannot create the folder ({e.strerror or e})") from e
+  if jax.process_index() != 0:  # One lock per run, held by process 0 (a shared workdir).
+    return _train(config, workdir, stop_at_step)
+  with WorkdirLock(workdir):
+    return _train(config, workdir, stop_at_step)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str,
+           stop_at_step: int | None) -> train_step.TrainState:
+  """:func:`train_and_evaluate` once the settings are checked and the workdir is locked."""
   save_or_check_config(config, workdir)
   steps_per_epoch, total_steps, total_epochs = resolve_schedule(config)
   vgg_params = _load_vgg(config)  # Fails fast (offline, no weights) before compiling.

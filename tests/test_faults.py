@@ -31,7 +31,7 @@ from jax.experimental.compilation_cache import compilation_cache
 from orbax.checkpoint._src.path import async_path
 from PIL import Image
 
-from biskip_jax import checkpointing, config_checks, inference, train_lib, train_step
+from biskip_jax import checkpointing, config_checks, inference, train_lib, train_step, workdir_lock
 from biskip_jax.datasets import BadImageError, load_image, save_image
 from biskip_jax.errors import UserError
 from tests.helpers import tiny_config
@@ -424,3 +424,33 @@ def test_extreme_sizes_load_and_restore(small_state, tmp_path):
     np.testing.assert_array_equal(loaded, img)
     out = deblurrer(loaded)
     assert out.shape == (h, w, 3) and out.dtype == np.uint8
+
+
+# Two runs on one workdir -----------------------------------------------------------------
+
+
+def test_second_train_py_on_a_busy_workdir_stops_at_once(good_run, compile_cache, tmp_path):
+  del good_run  # Only so that the train step is in the compilation cache.
+  workdir = str(tmp_path / "run")
+  first = _TrainPy(workdir, compile_cache)
+  try:
+    first.wait_for(r"step \d+/100000", timeout=300)
+    config_json = os.path.join(workdir, "config.json")
+    before = os.stat(config_json).st_mtime_ns
+    second = _TrainPy(workdir, compile_cache)
+    try:
+      assert second.finish(timeout=120) == 2, second.stderr[-3000:]
+    finally:
+      second.cleanup()
+    lines = second.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"train.py: error: --workdir {workdir} is in use by a running "
+                               f"train.py (pid {first.proc.pid} on "), lines
+    assert first.proc.poll() is None  # The first run goes on, its files untouched.
+    assert os.stat(config_json).st_mtime_ns == before
+  finally:
+    first.proc.send_signal(signal.SIGKILL)  # A crash: the lock must not stay behind.
+    first.finish(timeout=60)
+    first.cleanup()
+  with workdir_lock.WorkdirLock(workdir):
+    pass

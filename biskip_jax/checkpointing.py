@@ -62,6 +62,7 @@ class Checkpointer:
                                                 enable_async_checkpointing=False)
     self.best_manager = ocp.CheckpointManager(self.best_directory, options=best_options)
     self._best_file = os.path.join(workdir, "best.json")
+    self.last_error: Exception | None = None  # Of the last failed save.
 
   def _args(self, state: train_step.TrainState, it: Any) -> ocp.args.Composite:
     return ocp.args.Composite(state=ocp.args.StandardSave(_to_savable(state)),
@@ -77,6 +78,7 @@ class Checkpointer:
       manager.save(step, args=self._args(state, it), force=True)
       manager.wait_until_finished()
     except (OSError, ValueError, RuntimeError) as e:
+      self.last_error = e
       log.error("checkpoint at step %d could not be written to %s (%s); training "
                     "continues and the previous checkpoint is kept", step, manager.directory, e)
       return False

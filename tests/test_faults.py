@@ -454,3 +454,89 @@ def test_second_train_py_on_a_busy_workdir_stops_at_once(good_run, compile_cache
     first.cleanup()
   with workdir_lock.WorkdirLock(workdir):
     pass
+
+
+# Checkpoints and logs that cannot be written ---------------------------------------------
+
+
+def _chattr(flag, path):
+  """``chattr +i``/``-i`` (as root, chmod does not stop writes); False where not permitted."""
+  r = subprocess.run(["chattr", flag, str(path)], capture_output=True, text=True)
+  return r.returncode == 0
+
+
+def test_train_py_whose_checkpoints_cannot_be_written_does_not_end_as_a_success(
+    good_run, compile_cache, tmp_path):
+  del good_run  # Only so that the train step is in the compilation cache.
+  workdir = tmp_path / "run"
+  ckpt_dir = workdir / "checkpoints"
+  ckpt_dir.mkdir(parents=True)
+  if not _chattr("+i", ckpt_dir):
+    pytest.skip("chattr +i is not permitted here: no way to make a folder unwritable as root")
+  try:
+    run = _TrainPy(str(workdir), compile_cache, **{"train.num_steps": 3,
+                                                    "train.checkpoint_every": 2})
+    try:
+      rc = run.finish(timeout=300)
+    finally:
+      run.cleanup()
+  finally:
+    _chattr("-i", ckpt_dir)
+  assert rc == 2, run.stderr[-3000:]
+  assert "Traceback" not in run.stderr, run.stderr[-3000:]
+  last = run.stderr.strip().splitlines()[-1]
+  assert last.startswith(f"train.py: error: the final checkpoint of step 3 could not be "
+                         f"written to {ckpt_dir} in 3 tries ("), last
+  assert last.endswith("the newest checkpoint is none: free disk space or make the folder "
+                       "writable, then run the same command"), last
+  assert sorted(_train_rows(str(workdir))) == [1, 2, 3]  # Training itself went on.
+  assert os.listdir(ckpt_dir) == []
+
+
+def _fill(directory):
+  """Writes ``directory/filler`` until the disk is full."""
+  with open(os.path.join(directory, "filler"), "wb") as f:
+    try:
+      while True:
+        f.write(b"\0" * 65536)
+        f.flush()
+    except OSError as e:
+      assert e.errno == errno.ENOSPC, e
+
+
+def test_train_py_on_a_disk_that_fills_up_goes_on_then_reports_the_lost_work(
+    good_run, compile_cache, tmp_path):
+  del good_run  # Only so that the train step is in the compilation cache.
+  disk = tmp_path / "disk"
+  disk.mkdir()
+  r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)],
+                     capture_output=True, text=True)
+  if r.returncode:
+    pytest.skip(f"cannot mount a small tmpfs to fill up ({r.stderr.strip()})")
+  try:
+    workdir = disk / "run"
+    run = _TrainPy(str(workdir), compile_cache)
+    try:
+      run.wait_for(r"step 2/100000", timeout=300)
+      _fill(disk)  # The disk is full from about step 3 on.
+      run.wait_for(r"cannot write metrics.jsonl from step \d+ on \(No space left", timeout=120)
+      run.wait_for(r"step \d+/100000", timeout=60, start=len(run.lines))  # Training goes on.
+      run.proc.send_signal(signal.SIGTERM)  # Then the job is preempted.
+      rc = run.finish(timeout=120)
+    finally:
+      run.cleanup()
+    rows = _train_rows(str(workdir))
+  finally:
+    subprocess.run(["umount", str(disk)], check=True)
+  assert rc == 2, run.stderr[-3000:]  # Neither 0 nor 143: the final checkpoint is missing.
+  assert "Traceback" not in run.stderr, run.stderr[-3000:]
+  last = run.stderr.strip().splitlines()[-1]
+  m = re.fullmatch(
+      r"train\.py: error: the final checkpoint of step \d+ could not be written to "
+      + re.escape(str(workdir / "checkpoints")) + r" in 3 tries \(.*\); the newest checkpoint "
+      r"is none: free disk space or make the folder writable, then run the same command; "
+      r"the logs in " + re.escape(str(workdir)) + r" could not be written: (.*); the metrics "
+      r"since are lost", last)
+  assert m, last
+  assert re.search(r"metrics\.jsonl from step \d+ on \(No space left on device\)", m.group(1))
+  assert 1 in rows and 2 in rows  # What was written before the disk filled up is intact.

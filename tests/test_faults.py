@@ -540,3 +540,121 @@ def test_train_py_on_a_disk_that_fills_up_goes_on_then_reports_the_lost_work(
   assert m, last
   assert re.search(r"metrics\.jsonl from step \d+ on \(No space left on device\)", m.group(1))
   assert 1 in rows and 2 in rows  # What was written before the disk filled up is intact.
+
+
+# Damaged checkpoints ---------------------------------------------------------------------
+
+
+def _data_files(step_dir):
+  """The array data files of a checkpoint (OCDBT), largest first."""
+  d = os.path.join(step_dir, "state", "ocdbt.process_0", "d")
+  return sorted((os.path.join(d, f) for f in os.listdir(d)), key=os.path.getsize, reverse=True)
+
+
+def _truncate(path):
+  with open(path, "r+b") as f:
+    f.truncate(os.path.getsize(path) // 2)
+
+
+_DAMAGE = {
+    "truncated data file": lambda step_dir: _truncate(_data_files(step_dir)[0]),
+    "missing _METADATA": lambda step_dir: os.remove(os.path.join(step_dir, "state",
+                                                                 "_METADATA")),
+    "truncated _METADATA": lambda step_dir: _truncate(os.path.join(step_dir, "state",
+                                                                   "_METADATA")),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(_DAMAGE))
+def test_resume_skips_a_damaged_latest_checkpoint(good_run, tmp_path, caplog, damage):
+  workdir = str(tmp_path / "run")
+  shutil.copytree(good_run[0], workdir)  # Checkpoints 2 and 4 ...
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  _DAMAGE[damage](os.path.join(ckpt_dir, "4"))  # ... and 4 is damaged.
+  caplog.set_level(logging.INFO, logger="biskip_jax")
+  state = train_lib.train_and_evaluate(_config(), workdir, stop_at_step=4)
+  warnings_ = [r.getMessage() for r in caplog.records
+               if r.levelno == logging.WARNING and "checkpoint" in r.getMessage()
+               and "stopped at step 4" not in r.getMessage()]  # (stop_at_step's own line)
+  assert len(warnings_) == 1, warnings_
+  assert warnings_[0].startswith(f"the checkpoint {ckpt_dir}/4 cannot be restored ("), warnings_
+  assert warnings_[0].endswith(f"); resuming from the checkpoint of step 2 instead (the "
+                               f"damaged one is kept as {ckpt_dir}/4.damaged)"), warnings_
+  assert any("resumed from" in r.getMessage() and "at step 2" in r.getMessage()
+             for r in caplog.records)
+  # Steps 3 and 4 are trained again, exactly as the first time, and step 4 is saved anew.
+  assert _steps(workdir) == [2, 4] and "4.damaged" in os.listdir(ckpt_dir)
+  for a, b in zip(_leaves(state), _leaves(good_run[1])):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_resume_with_no_restorable_checkpoint_is_one_line(good_run, tmp_path):
+  workdir = str(tmp_path / "run")
+  shutil.copytree(good_run[0], workdir)
+  for step in ("2", "4"):
+    os.remove(os.path.join(workdir, "checkpoints", step, "state", "_METADATA"))
+  with pytest.raises(UserError) as e:
+    train_lib.train_and_evaluate(_config(), workdir, stop_at_step=5)
+  msg = str(e.value)
+  assert msg.startswith(f"no checkpoint in {workdir}/checkpoints can be restored (steps 4, 2); "
+                        f"the newest: the checkpoint {workdir}/checkpoints/4 cannot be "
+                        "restored ("), msg
+  assert "\n" not in msg and _steps(workdir) == [2, 4]  # Nothing renamed or removed.
+
+
+def _run_py(args):
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable] + args, cwd=ROOT, env=env, capture_output=True,
+                        text=True, timeout=300)
+
+
+def test_deblur_and_evaluate_py_skip_a_damaged_latest_checkpoint(good_run, tmp_path):
+  workdir = str(tmp_path / "run")
+  shutil.copytree(good_run[0], workdir)
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  _DAMAGE["truncated data file"](os.path.join(ckpt_dir, "4"))
+  before = sorted(os.listdir(ckpt_dir))
+  photo = str(tmp_path / "photo.png")
+  save_image(photo, np.random.default_rng(0).integers(0, 256, (24, 40, 3), np.uint8))
+  skipped = (f"the checkpoint {ckpt_dir}/4 cannot be restored (", "); using the checkpoint of "
+             "step 2 instead")
+  r = _run_py(["deblur.py", f"--ckpt={workdir}", f"--out={tmp_path / 'out'}", photo])
+  assert r.returncode == 0, r.stderr[-3000:]
+  warned = [line for line in r.stderr.splitlines() if skipped[0] in line]
+  assert len(warned) == 1 and warned[0].endswith(skipped[1]), r.stderr[-3000:]
+  assert os.listdir(tmp_path / "out") == ["photo.png"] or sorted(
+      os.listdir(tmp_path / "out")) == [".deblur_outputs.json", "photo.png"]
+  r = _run_py(["evaluate.py", f"--ckpt={workdir}", "--data=synthetic", "--max_images=1",
+               "--nosaliency"])
+  assert r.returncode == 0, r.stderr[-3000:]
+  warned = [line for line in r.stderr.splitlines() if skipped[0] in line]
+  assert len(warned) == 1 and warned[0].endswith(skipped[1]), r.stderr[-3000:]
+  assert sorted(os.listdir(ckpt_dir)) == before  # Inference renames nothing.
+
+
+def test_inference_reads_only_the_generator(good_run, tmp_path):
+  """A data file damaged so that training cannot resume still lets inference use step 4."""
+  workdir, state = good_run
+  config = _config()
+  usable = []
+  for k in range(len(_data_files(os.path.join(workdir, "checkpoints", "4")))):
+    copy = str(tmp_path / f"copy{k}")
+    shutil.copytree(workdir, copy)
+    _truncate(_data_files(os.path.join(copy, "checkpoints", "4"))[k])
+    ckpt = checkpointing.Checkpointer(copy, config)
+    try:
+      ckpt.restore(4, state, None)
+      continue  # This file's damage does not matter (or does not show).
+    except UserError:
+      pass  # Training cannot resume from this checkpoint ...
+    finally:
+      ckpt.close()
+    d = inference.Deblurrer.from_checkpoint(copy)
+    if d.step == 4:  # ... but inference can: the damage is in critic/optimizer arrays.
+      usable.append(k)
+      for a, b in zip(jax.tree_util.tree_leaves(d.variables["params"]),
+                      jax.tree_util.tree_leaves(state.gen.params)):
+        np.testing.assert_array_equal(a, b)
+    if usable:
+      break
+  assert usable, "every data file whose damage stops a resume also stopped inference"

@@ -658,3 +658,52 @@ def test_inference_reads_only_the_generator(good_run, tmp_path):
     if usable:
       break
   assert usable, "every data file whose damage stops a resume also stopped inference"
+
+
+# Data-loading workers --------------------------------------------------------------------
+
+
+def _children(pid):
+  """Pids of the live processes whose parent is ``pid``."""
+  kids = []
+  for name in os.listdir("/proc"):
+    if name.isdigit():
+      try:
+        with open(f"/proc/{name}/stat") as f:
+          fields = f.read().rsplit(")", 1)[1].split()
+      except OSError:
+        continue
+      if int(fields[1]) == pid and fields[0] != "Z":
+        kids.append(int(name))
+  return kids
+
+
+def _alive(pid):
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+  except OSError:
+    return False
+
+
+def test_data_workers_end_with_a_killed_train_py(good_run, compile_cache, tmp_path):
+  del good_run  # Only so that the train step is in the compilation cache.
+  if not os.path.isdir("/proc/self"):
+    pytest.skip("needs /proc to find the worker processes")
+  run = _TrainPy(str(tmp_path / "run"), compile_cache, **{"data.num_workers": 1})
+  workers = []
+  try:
+    run.wait_for(r"step 2/100000", timeout=300)
+    workers = _children(run.proc.pid)
+    assert workers, "no data-loading worker process found"
+    run.proc.send_signal(signal.SIGKILL)
+    assert run.finish(timeout=60) == -signal.SIGKILL
+    deadline = time.monotonic() + 10
+    while any(map(_alive, workers)) and time.monotonic() < deadline:
+      time.sleep(0.1)
+    assert not any(map(_alive, workers)), "workers outlived the killed train.py by 10 s"
+  finally:
+    run.cleanup()
+    for pid in workers:  # Only the workers this test started, by id.
+      if _alive(pid):
+        os.kill(pid, signal.SIGKILL)

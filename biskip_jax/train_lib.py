@@ -46,7 +46,6 @@ from biskip_jax.errors import UserError
 
 log = logging.getLogger("biskip_jax")
 
-_MODEL_SECTIONS = ("model", "critic")
 # Seconds between the tries of a run's final checkpoint (a disk may be freed meanwhile).
 FINAL_SAVE_RETRY_DELAYS = (1.0, 3.0)
 
@@ -115,31 +114,13 @@ def check_settings(config: ml_collections.ConfigDict) -> None:
       raise UserError(f"--config.{field}={value!r}: expected one of {', '.join(allowed)}")
 
 
-def _model_signature(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  return {k: json.loads(config[k].to_json()) for k in _MODEL_SECTIONS}
-
-
 def save_or_check_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Writes ``config.json``; if one exists, refuses a different model shape."""
-  path = os.path.join(workdir, "config.json")
-  if os.path.exists(path):
-    with open(path) as f:
-      old = json.load(f)
-    new = _model_signature(config)
-    for section in _MODEL_SECTIONS:
-      if old.get(section) != new[section]:
-        diff = sorted(k for k in set(old.get(section, {})) | set(new[section])
-                      if old.get(section, {}).get(k) != new[section].get(k))
-        raise UserError(
-            f"{workdir} holds a run with a different {section} (differs in "
-            f"{', '.join(f'{section}.{k}' for k in diff)}): use a new --workdir, or the "
-            f"same --config as that run (see {path})")
-  if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
-    os.replace(tmp, path)
+  """Writes ``WORKDIR/config.json``, or checks the one there first.
+
+  See :func:`biskip_jax.config_checks.save_or_check_config`: a different model shape or a
+  hand-edited file that disagrees with the command line is refused with one line.
+  """
+  config_checks.save_or_check_config(config, workdir)
 
 
 class Interrupted(Exception):

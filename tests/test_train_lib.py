@@ -63,6 +63,63 @@ def test_resume_with_another_model_is_refused(tmp_path):
   train_lib.save_or_check_config(longer, str(tmp_path))
 
 
+def _train_py(*args):
+  return subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, capture_output=True,
+                        text=True, timeout=300, env=dict(os.environ, PYTHONPATH=ROOT))
+
+
+def test_train_py_refuses_a_hand_edited_config_json_that_disagrees(tmp_path):
+  from configs import quickstart  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / "run"
+  train_lib.save_or_check_config(quickstart.get_config(), str(workdir))  # As training wrote it.
+  path = workdir / "config.json"
+  edited = json.loads(path.read_text())
+  edited["optim"]["g_lr"] = 0.0005  # The user edits the run's learning rate by hand ...
+  path.write_text(json.dumps(edited, indent=2))
+  before = path.read_bytes()
+  # ... and runs the same command again.
+  r = _train_py("--config=configs/quickstart.py", f"--workdir={workdir}")
+  assert r.returncode == 2, r.stderr[-2000:]
+  assert r.stderr.strip().splitlines() == [
+      f"train.py: error: {path} was edited by hand and differs from the command line in "
+      "optim.g_lr (0.0005 in the file, 0.002 on the command line): pass the file's values as "
+      "--config.FIELD=... flags, or undo the edit"]
+  assert path.read_bytes() == before  # Neither dropped nor rewritten.
+  # Passing the edited value on the command line honours it.
+  config = quickstart.get_config()
+  config.optim.g_lr = 0.0005
+  train_lib.save_or_check_config(config, str(workdir))
+  assert json.loads(path.read_text())["optim"]["g_lr"] == 0.0005
+
+
+def test_train_py_with_an_invalid_config_json_is_one_line(tmp_path):
+  from configs import quickstart  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / "run"
+  train_lib.save_or_check_config(quickstart.get_config(), str(workdir))
+  path = workdir / "config.json"
+  path.write_bytes(path.read_bytes()[:100])  # A bad edit (or a full disk).
+  r = _train_py("--config=configs/quickstart.py", f"--workdir={workdir}")
+  assert r.returncode == 2, r.stderr[-2000:]
+  lines = r.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith(
+      f"train.py: error: {path} is not a valid config ("), lines
+  assert lines[0].endswith("): undo the edit, or remove the file to use the command line's "
+                           "config"), lines
+
+
+def test_resume_with_other_training_settings_says_so(tmp_path, caplog):
+  train_lib.save_or_check_config(_config(), str(tmp_path))
+  longer = _config()
+  longer.train.num_steps = 100
+  with caplog.at_level("WARNING", logger="biskip_jax"):
+    train_lib.save_or_check_config(longer, str(tmp_path))
+  assert [r.getMessage() for r in caplog.records] == [
+      f"{tmp_path}/config.json: the command line changes train.num_steps (6 in the file, 100 "
+      "on the command line)"]
+  with open(tmp_path / "config.json") as f:
+    assert json.load(f)["train"]["num_steps"] == 100
+
+
 def test_batch_must_divide_over_devices(monkeypatch):
   monkeypatch.setattr(jax, "device_count", lambda: 4)
   config = _config()

@@ -94,6 +94,16 @@ def _out_path(out_dir: str, path: str, fmt: str, taken: set) -> str:
   return candidate
 
 
+def _frame_count(path: str) -> int:
+  """Frames (or pages) in an image file: > 1 for an animated GIF or a multi-page TIFF."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  try:
+    with Image.open(path) as img:
+      return int(getattr(img, "n_frames", 1))
+  except Exception:  # pylint: disable=broad-except  # load_image reports unreadable files.
+    return 1
+
+
 def _video_out_path(out_dir: str, path: str) -> str:
   return os.path.join(out_dir, os.path.splitext(os.path.basename(path))[0] + "_deblurred.mp4")
 
@@ -168,6 +178,10 @@ def run(ckpt: str, out_dir: str, inputs: list[str], fmt: str = "png",
         written += 1
         continue
       image = load_image(path)
+      frames = _frame_count(path)
+      if frames > 1:
+        print(f"deblur.py: warning: {path} holds {frames} frames (an animation or a multi-page "
+              "file); only the first is restored", file=sys.stderr)
       restored = deblurrer(image, tile_size=tile_size)
       try:
         save_image(out, restored)

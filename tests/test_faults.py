@@ -707,3 +707,24 @@ def test_data_workers_end_with_a_killed_train_py(good_run, compile_cache, tmp_pa
     for pid in workers:  # Only the workers this test started, by id.
       if _alive(pid):
         os.kill(pid, signal.SIGKILL)
+
+
+def test_resume_with_a_config_json_that_does_not_fit_its_checkpoints_is_one_line(good_run,
+                                                                                 tmp_path):
+  workdir = str(tmp_path / "run")
+  shutil.copytree(good_run[0], workdir)
+  path = os.path.join(workdir, "config.json")
+  with open(path) as f:
+    edited = json.load(f)
+  edited["model"]["channels"] = [8, 8, 8, 8, 8]  # Edited by hand ...
+  with open(path, "w") as f:
+    json.dump(edited, f)
+  config = _config()
+  config.model.channels = (8, 8, 8, 8, 8)  # ... and passed on the command line too.
+  with pytest.raises(UserError) as e:
+    train_lib.train_and_evaluate(config, workdir, stop_at_step=5)
+  msg = str(e.value)
+  assert msg.startswith(f"no checkpoint in {workdir}/checkpoints can be restored (steps 4, 2); "
+                        f"the newest: the checkpoint {workdir}/checkpoints/4 "), msg
+  assert msg.endswith("Is the run's config.json edited, or are the files damaged?"), msg
+  assert "\n" not in msg and _steps(workdir) == [2, 4]

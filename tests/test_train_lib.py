@@ -196,6 +196,38 @@ def test_train_py_refuses_a_negative_learning_rate_before_compiling(tmp_path):
     assert time.monotonic() - t0 < 60  # Nothing compiled.
 
 
+def test_train_py_with_a_misspelled_config_field_is_one_line(tmp_path):
+  r = _train_py("--config=configs/quickstart.py", f"--workdir={tmp_path / 'run'}",
+                "--config.optim.glr=0.001")
+  assert r.returncode == 2
+  assert r.stderr.strip().splitlines() == [
+      "train.py: error: --config.optim.glr: no such config field; did you mean g_lr?"]
+  assert not (tmp_path / "run").exists()
+
+
+def test_train_py_with_an_unwritable_workdir_is_one_line(tmp_path):
+  blocker = tmp_path / "a_file"
+  blocker.write_text("not a folder")
+  r = _train_py("--config=configs/quickstart.py", f"--workdir={blocker / 'run'}")
+  assert r.returncode == 2
+  assert r.stderr.strip().splitlines() == [
+      f"train.py: error: --workdir {blocker / 'run'}: cannot create the folder (Not a "
+      "directory)"]
+  locked = tmp_path / "locked"
+  locked.mkdir()
+  if subprocess.run(["chattr", "+i", str(locked)], capture_output=True).returncode:
+    pytest.skip("chattr +i is not permitted here: no way to make a folder unwritable as root")
+  try:
+    r = _train_py("--config=configs/quickstart.py", f"--workdir={locked}")
+  finally:
+    subprocess.run(["chattr", "-i", str(locked)], check=True)
+  assert r.returncode == 2
+  assert r.stderr.strip().splitlines() == [
+      f"train.py: error: --workdir {locked}: cannot write to the folder (Operation not "
+      "permitted)"]
+  assert os.listdir(locked) == []
+
+
 def test_resolve_schedule():
   config = _config()
   assert train_lib.resolve_schedule(config) == (2, 6, 3)

@@ -127,7 +127,11 @@ def plan_outputs(files: list[str], out_dir: str, fmt: str, video: bool = False) 
 
 
 def _record_outputs(out_dir: str, outs: list[str]) -> None:
-  """Adds the names written to ``out_dir`` to its manifest (best effort)."""
+  """Adds the names about to be written to ``out_dir`` to its manifest.
+
+  Raises:
+    UserError: ``out_dir`` cannot be written.
+  """
   path = os.path.join(out_dir, OUTPUT_MANIFEST)
   names = _earlier_outputs(out_dir, {}) | {os.path.basename(o) for o in outs}
   try:
@@ -135,7 +139,7 @@ def _record_outputs(out_dir: str, outs: list[str]) -> None:
       json.dump({"outputs": sorted(names)}, f, indent=0)
     os.replace(path + ".tmp", path)
   except OSError as e:
-    raise UserError(f"--out {out_dir}: cannot write to the folder ({e.strerror})") from e
+    raise UserError(f"--out {out_dir}: cannot write to the folder ({e.strerror or e})") from e
 
 
 def _video(deblurrer: inference.Deblurrer, path: str, out: str) -> None:
@@ -166,7 +170,7 @@ def run(ckpt: str, out_dir: str, inputs: list[str], fmt: str = "png",
   try:
     os.makedirs(out_dir, exist_ok=True)
   except OSError as e:
-    raise UserError(f"--out {out_dir}: cannot create the folder ({e.strerror})") from e
+    raise UserError(f"--out {out_dir}: cannot create the folder ({e.strerror or e})") from e
   # Listed before any is written: a run stopped half-way still marks its results.
   _record_outputs(out_dir, outs)
   written = 0

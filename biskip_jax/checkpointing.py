@@ -144,6 +144,10 @@ class Checkpointer:
         kept = self._set_aside(bad)
         log.warning("%s; resuming from the checkpoint of step %d instead%s", why, step,
                     f" (the damaged one is kept as {kept})" if kept else "")
+      if failures and jax.process_count() > 1:  # Every host sees process 0's renames.
+        from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+        multihost_utils.sync_global_devices("biskip_jax.checkpointing.set_aside")
+        self.manager.reload()
       return state, step
     if failures:
       raise UserError(_none_restores(self.directory, failures))

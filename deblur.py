@@ -10,7 +10,7 @@ are reported by name and skipped; the exit status is 1 if any input failed.
 
 import sys
 
-from absl import flags, logging
+from absl import flags
 
 from biskip_jax import cli, deblur_lib
 from biskip_jax.errors import UserError
@@ -28,7 +28,7 @@ _VIDEO = flags.DEFINE_bool("video", False, "Treat inputs as video files (needs i
 
 def main(argv):
   inputs = argv[1:]
-  logging.set_verbosity(logging.WARNING)  # Keep orbax's restore chatter off the terminal.
+  cli.log_progress_to_stderr()  # Our warnings as lines; orbax's restore chatter off.
   try:
     if not inputs:
       raise UserError("no INPUT given: pass image files, folders or glob patterns")

@@ -7,7 +7,7 @@ saliency heat maps and side-by-side figures.
 
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from biskip_jax import cli, eval_lib
@@ -33,7 +33,7 @@ flags.mark_flags_as_required(["ckpt", "data"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  logging.set_verbosity(logging.WARNING)  # Keep orbax's restore chatter off the terminal.
+  cli.log_progress_to_stderr()  # Our warnings as lines; orbax's restore chatter off.
   try:
     data_config = cli.config_flag().data if flags.FLAGS.config is not None else None
     result = eval_lib.run(_CKPT.value, _DATA.value, _OUT.value, data_path=_DATA_PATH.value,

@@ -1,7 +1,8 @@
 """Trains Bi-Skip: ``python train.py --config=configs/biskip.py[:SCHEME] --workdir=DIR``.
 
 Any config field can be overridden, e.g. ``--config.train.num_steps=1000``. Running the same
-command again resumes from the latest checkpoint in DIR.
+command again resumes from the latest checkpoint in DIR. Stopped by SIGTERM or Ctrl-C, it saves
+a checkpoint and exits with status 128 + the signal's number (143, 130): not a success.
 """
 
 import sys
@@ -27,6 +28,8 @@ def main(argv):
   except UserError as e:
     print(f"train.py: error: {e}", file=sys.stderr)
     sys.exit(2)
+  except train_lib.Interrupted as e:
+    sys.exit(128 + e.signum)
 
 
 if __name__ == "__main__":

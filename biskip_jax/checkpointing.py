@@ -62,6 +62,7 @@ class Checkpointer:
                                                 enable_async_checkpointing=False)
     self.best_manager = ocp.CheckpointManager(self.best_directory, options=best_options)
     self._best_file = os.path.join(workdir, "best.json")
+    self.last_error: Exception | None = None  # Of the last failed save.
 
   def _args(self, state: train_step.TrainState, it: Any) -> ocp.args.Composite:
     return ocp.args.Composite(state=ocp.args.StandardSave(_to_savable(state)),
@@ -77,6 +78,7 @@ class Checkpointer:
       manager.save(step, args=self._args(state, it), force=True)
       manager.wait_until_finished()
     except (OSError, ValueError, RuntimeError) as e:
+      self.last_error = e
       log.error("checkpoint at step %d could not be written to %s (%s); training "
                     "continues and the previous checkpoint is kept", step, manager.directory, e)
       return False
@@ -103,27 +105,71 @@ class Checkpointer:
 
   def restore(self, step: int, template: train_step.TrainState, it: Any,
               manager: ocp.CheckpointManager | None = None) -> train_step.TrainState:
-    """Restores checkpoint ``step`` into the structure of ``template`` (and the iterator)."""
+    """Restores checkpoint ``step`` into the structure of ``template`` (and the iterator).
+
+    Raises:
+      UserError: the checkpoint is damaged or does not fit ``template``.
+    """
     manager = manager or self.manager
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, _to_savable(template))
+    where = f"{manager.directory}/{step}"
     try:
       restored = manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
-    except (ValueError, KeyError, TypeError) as e:
-      raise UserError(f"the checkpoint {manager.directory}/{step} does not fit this config's "
-                      f"model ({str(e).splitlines()[0][:200]}); use a new --workdir or the "
-                      "run's own config") from e
-    _check_shapes(restored.state, abstract, f"{manager.directory}/{step}")
+    except Exception as e:  # pylint: disable=broad-except  # tensorstore raises Exception.
+      raise UserError(f"the checkpoint {where} cannot be restored ({reason(e)})") from e
+    _check_shapes(restored.state, abstract, where)
     _set_iter_state(it, restored.data)
     return _from_savable(restored.state, self._impl)
 
   def restore_latest(self, template: train_step.TrainState,
                      it: Any) -> tuple[train_step.TrainState, int | None]:
-    """Restores the latest complete checkpoint, or returns ``template`` if there is none."""
-    step = self.manager.latest_step()
-    if step is None:
-      return template, None
-    return self.restore(step, template, it), step
+    """Restores the newest checkpoint that restores, or returns ``template`` if there is none.
+
+    Newer checkpoints that cannot be restored (damaged files) are skipped with a warning and
+    renamed ``N.damaged``, so that the resumed run can write step N again.
+
+    Raises:
+      UserError: there are checkpoints, and none of them restores.
+    """
+    steps = sorted(self.manager.all_steps(), reverse=True)
+    failures = []
+    for step in steps:
+      try:
+        state = self.restore(step, template, it)
+      except UserError as e:
+        failures.append((step, str(e)))
+        continue
+      for bad, why in failures:
+        kept = self._set_aside(bad)
+        log.warning("%s; resuming from the checkpoint of step %d instead%s", why, step,
+                    f" (the damaged one is kept as {kept})" if kept else "")
+      if failures and jax.process_count() > 1:  # Every host sees process 0's renames.
+        from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+        multihost_utils.sync_global_devices("biskip_jax.checkpointing.set_aside")
+        self.manager.reload()
+      return state, step
+    if failures:
+      raise UserError(_none_restores(self.directory, failures))
+    return template, None
+
+  def _set_aside(self, step: int) -> str | None:
+    """Renames a damaged checkpoint ``N`` to ``N.damaged`` (orbax then ignores it)."""
+    if jax.process_index() != 0:
+      return None
+    src = os.path.join(self.directory, str(step))
+    dst = f"{src}.damaged"
+    k = 1
+    while os.path.exists(dst):
+      dst, k = f"{src}.damaged{k}", k + 1
+    try:
+      os.rename(src, dst)
+    except OSError as e:
+      log.error("cannot rename the damaged checkpoint %s (%s): remove it by hand, or the run "
+                "cannot save step %d again", src, e.strerror or e, step)
+      return None
+    self.manager.reload()
+    return dst
 
   def recover_from_divergence(self, state: train_step.TrainState, it: Any,
                               step: int) -> train_step.TrainState:
@@ -157,4 +203,74 @@ def _check_shapes(restored: Any, abstract: Any, where: str) -> None:
     if want is not None and tuple(np.shape(leaf)) != tuple(np.shape(want)):
       raise UserError(f"the checkpoint {where} does not fit this config's model: "
                       f"{jax.tree_util.keystr(path)} has shape {np.shape(leaf)}, the config "
-                      f"needs {tuple(np.shape(want))}; use a new --workdir or the run's own config")
+                      f"needs {tuple(np.shape(want))}")
+
+
+def reason(e: BaseException) -> str:
+  """The first line of an exception's root cause (tensorstore's messages run to pages)."""
+  while e.__cause__ is not None:  # Orbax wraps tensorstore's precise error in generic ones.
+    e = e.__cause__
+  line = next((l.strip() for l in str(e).splitlines() if l.strip()), type(e).__name__)
+  return line if len(line) <= 300 else line[:297] + "..."
+
+
+def _none_restores(directory: str, failures: list[tuple[int, str]]) -> str:
+  steps = ", ".join(str(s) for s, _ in failures)
+  return (f"no checkpoint in {directory} can be restored (steps {steps}); the newest: "
+          f"{failures[0][1]}. Is the run's config.json edited, or are the files damaged?")
+
+
+def restore_generator(directory: str, config: ml_collections.ConfigDict,
+                      step: int | None = None) -> tuple[dict[str, Any], int]:
+  """Restores only the generator's variables of a checkpoint (for inference).
+
+  Only the generator's arrays are read (orbax partial restore): damaged critic or optimizer
+  arrays do not matter. Without ``step``, the newest checkpoint in ``directory`` that restores
+  is used; newer ones that do not are skipped with a warning (nothing is renamed).
+
+  Args:
+    directory: a ``checkpoints`` or ``best`` folder of a training workdir.
+    config: the run's config (the generator's shapes).
+    step: a checkpoint to restore; None for the newest that restores.
+
+  Returns:
+    ``({"params", "batch_stats"}, step)``, host arrays.
+
+  Raises:
+    UserError: no (restorable) checkpoint, or one that does not fit ``config``.
+  """
+  template = jax.eval_shape(lambda: train_step.create_train_state(config, 1))
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  abstract = {"state": {"gen": jax.tree_util.tree_map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+      {"params": template.gen.params, "batch_stats": template.gen.batch_stats})}}
+  args = ocp.args.Composite(state=ocp.args.PyTreeRestore(
+      item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+      partial_restore=True))
+  manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
+      create=False, enable_async_checkpointing=False))
+  try:
+    steps = [step] if step is not None else sorted(manager.all_steps(), reverse=True)
+    if not steps:
+      raise UserError(f"no complete checkpoint in {directory}: train first, or pass "
+                      "--ckpt=WORKDIR/checkpoints/N")
+    failures = []
+    for s in steps:
+      where = f"{directory}/{s}"
+      try:
+        try:
+          gen = manager.restore(s, args=args).state["state"]["gen"]
+        except Exception as e:  # pylint: disable=broad-except  # tensorstore raises Exception.
+          raise UserError(f"the checkpoint {where} cannot be restored ({reason(e)})") from e
+        _check_shapes(gen, abstract["state"]["gen"], where)
+      except UserError as e:
+        if step is not None:
+          raise
+        failures.append((s, str(e)))
+        continue
+      for _, why in failures:
+        log.warning("%s; using the checkpoint of step %d instead", why, s)
+      return gen, s
+    raise UserError(_none_restores(directory, failures))
+  finally:
+    manager.close()

@@ -1,6 +1,7 @@
 """Shared start-up of the entry points: absl flag parsing with one-line error messages."""
 
 import logging as pylogging
+import re
 import sys
 from typing import Callable
 
@@ -12,6 +13,9 @@ def _parse_flags(argv: list[str]) -> list[str]:
   prog = argv[0].rsplit("/", 1)[-1]
   try:
     return flags.FLAGS(argv)
+  except (AttributeError, KeyError) as e:  # config_flags: an override of a field not there.
+    print(f"{prog}: error: {_unknown_field(e, argv)}", file=sys.stderr)
+    sys.exit(2)
   except flags.Error as e:
     lines = [l.strip() for l in str(e).splitlines() if l.strip()]
     # config_flags embeds the config file's traceback; keep the flag and the final error.
@@ -20,6 +24,20 @@ def _parse_flags(argv: list[str]) -> list[str]:
     flag = flag.split(":", 1)[0] + ": " if flag else ""
     print(f"{prog}: error: {flag}{msg}\nPass --helpshort for the flags.", file=sys.stderr)
     sys.exit(2)
+
+
+def _unknown_field(e: Exception, argv: list[str]) -> str:
+  """``--config.optim.glr: no such config field; did you mean g_lr?`` from ml_collections'."""
+  arg: object = e
+  while isinstance(arg, BaseException) and arg.args:  # AttributeError(KeyError(message)).
+    arg = arg.args[0]
+  text = str(arg)
+  lines = text.splitlines()
+  key = lines[0].strip("'\"") if lines else "?"
+  match = re.search(r'Did you mean "([^"]+)"', text)
+  flag = next((a.split("=", 1)[0] for a in argv[1:] if a.startswith("--")
+               and re.search(rf"\.{re.escape(key)}(\.|$)", a.split("=", 1)[0])), f"--config.{key}")
+  return f"{flag}: no such config field" + (f"; did you mean {match.group(1)}?" if match else "")
 
 
 def log_progress_to_stderr() -> None:

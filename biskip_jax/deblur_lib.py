@@ -1,6 +1,14 @@
-"""The work behind ``deblur.py``: expand inputs, restore each image, report bad files."""
+"""The work behind ``deblur.py``: expand inputs, restore each image, report bad files.
+
+Inputs are never overwritten: an output path that is also an input file stops the run before
+anything is written. Every output folder records the names it received in
+``OUTPUT_MANIFEST``; folder and glob inputs skip the files listed there (and the ``--out``
+folder itself), so running the same command again restores the same originals, not the
+previous run's results.
+"""
 
 import glob
+import json
 import os
 import sys
 from typing import Iterable
@@ -15,21 +23,59 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", "
                     ".pgm", ".pbm", ".tga")
 
 
-def expand_inputs(inputs: Iterable[str], video: bool = False) -> tuple[list[str], list[str]]:
-  """Files, folders (recursive, image extensions only) and globs -> (files, missing)."""
+OUTPUT_MANIFEST = ".deblur_outputs.json"
+
+
+def _earlier_outputs(folder: str, cache: dict[str, set[str]]) -> set[str]:
+  """Names that an earlier ``deblur.py`` wrote into ``folder`` (from its manifest)."""
+  if folder not in cache:
+    try:
+      with open(os.path.join(folder, OUTPUT_MANIFEST)) as f:
+        cache[folder] = set(json.load(f).get("outputs", []))
+    except (OSError, ValueError, AttributeError):
+      cache[folder] = set()
+  return cache[folder]
+
+
+def _is_earlier_output(path: str, cache: dict[str, set[str]]) -> bool:
+  real = os.path.realpath(path)
+  return os.path.basename(real) in _earlier_outputs(os.path.dirname(real), cache)
+
+
+def expand_inputs(inputs: Iterable[str], video: bool = False,
+                  out_dir: str | None = None) -> tuple[list[str], list[str]]:
+  """Files, folders (recursive, image extensions only) and globs -> (files, missing).
+
+  Folders and globs skip the outputs of earlier runs: files listed in their folder's
+  ``OUTPUT_MANIFEST``, and a folder's walk skips ``out_dir`` when it is a subfolder. Files
+  named explicitly are kept.
+  """
+  out_dir = os.path.realpath(out_dir) if out_dir else None
   files, missing = [], []
+  cache: dict[str, set[str]] = {}
   for item in inputs:
     if os.path.isdir(item):
-      found = sorted(
-          os.path.join(root, f) for root, _, names in os.walk(item) for f in names
-          if video or f.lower().endswith(IMAGE_EXTENSIONS))
+      found, skipped = [], 0
+      for root, dirs, names in os.walk(item):
+        # Prune --out when it is a subfolder of the input (its files are earlier results).
+        dirs[:] = sorted(d for d in dirs if os.path.realpath(os.path.join(root, d)) != out_dir)
+        for f in names:
+          if (video or f.lower().endswith(IMAGE_EXTENSIONS)) and f != OUTPUT_MANIFEST:
+            if _is_earlier_output(os.path.join(root, f), cache):
+              skipped += 1
+            else:
+              found.append(os.path.join(root, f))
+      found.sort()
       files.extend(found)
       if not found:
-        missing.append(f"{item}: folder holds no image files")
+        missing.append(f"{item}: folder holds no image files" + (
+            f" other than {skipped} results of an earlier deblur.py (name them as files to "
+            "restore them again)" if skipped else ""))
     elif os.path.isfile(item):
       files.append(item)
     else:
-      matches = sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
+      matches = sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p)
+                       and not _is_earlier_output(p, cache))
       if matches:
         files.extend(matches)
       else:
@@ -48,7 +94,55 @@ def _out_path(out_dir: str, path: str, fmt: str, taken: set) -> str:
   return candidate
 
 
-def _video(deblurrer: inference.Deblurrer, path: str, out_dir: str) -> None:
+def _frame_count(path: str) -> int:
+  """Frames (or pages) in an image file: > 1 for an animated GIF or a multi-page TIFF."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  try:
+    with Image.open(path) as img:
+      return int(getattr(img, "n_frames", 1))
+  except Exception:  # pylint: disable=broad-except  # load_image reports unreadable files.
+    return 1
+
+
+def _video_out_path(out_dir: str, path: str) -> str:
+  return os.path.join(out_dir, os.path.splitext(os.path.basename(path))[0] + "_deblurred.mp4")
+
+
+def plan_outputs(files: list[str], out_dir: str, fmt: str, video: bool = False) -> list[str]:
+  """The output path of each input; refuses one that would overwrite an input file.
+
+  Raises:
+    UserError: an output path is (or links to) one of the input files.
+  """
+  taken: set = set()
+  outs = [_video_out_path(out_dir, p) if video else _out_path(out_dir, p, fmt, taken)
+          for p in files]
+  inputs = {os.path.realpath(p): p for p in files}
+  for out in outs:
+    clash = inputs.get(os.path.realpath(out))
+    if clash is not None:
+      raise UserError(f"--out {out_dir}: the result for {clash} would overwrite that input; "
+                      "choose an --out folder that holds no inputs")
+  return outs
+
+
+def _record_outputs(out_dir: str, outs: list[str]) -> None:
+  """Adds the names about to be written to ``out_dir`` to its manifest.
+
+  Raises:
+    UserError: ``out_dir`` cannot be written.
+  """
+  path = os.path.join(out_dir, OUTPUT_MANIFEST)
+  names = _earlier_outputs(out_dir, {}) | {os.path.basename(o) for o in outs}
+  try:
+    with open(path + ".tmp", "w") as f:
+      json.dump({"outputs": sorted(names)}, f, indent=0)
+    os.replace(path + ".tmp", path)
+  except OSError as e:
+    raise UserError(f"--out {out_dir}: cannot write to the folder ({e.strerror or e})") from e
+
+
+def _video(deblurrer: inference.Deblurrer, path: str, out: str) -> None:
   try:
     import imageio.v2 as iio  # pylint: disable=g-import-not-at-top
     reader = iio.get_reader(path)
@@ -56,7 +150,6 @@ def _video(deblurrer: inference.Deblurrer, path: str, out_dir: str) -> None:
     raise BadImageError(f"{path}: cannot read as a video ({e}); --video needs the "
                         "imageio-ffmpeg package") from e
   fps = reader.get_meta_data().get("fps", 25)
-  out = os.path.join(out_dir, os.path.splitext(os.path.basename(path))[0] + "_deblurred.mp4")
   with iio.get_writer(out, fps=fps) as writer:
     for frame in reader:
       frame = np.asarray(frame)[..., :3].astype(np.uint8)
@@ -70,27 +163,37 @@ def run(ckpt: str | None, out_dir: str, inputs: list[str], fmt: str = "png",
   ``ckpt`` is a training run's path, or None / ``"pretrained[:NAME]"`` for the shipped model.
   """
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-  files, failures = expand_inputs(inputs, video=video)
+  files, failures = expand_inputs(inputs, video=video, out_dir=out_dir)
   for msg in failures:
     print(f"deblur.py: {msg}", file=sys.stderr)
   if not files:
     raise UserError("nothing to deblur: " + "; ".join(failures))
   deblurrer = inference.Deblurrer.load(ckpt, dtype=dtype)
+  outs = plan_outputs(files, out_dir, fmt, video=video)
   try:
     os.makedirs(out_dir, exist_ok=True)
   except OSError as e:
-    raise UserError(f"--out {out_dir}: cannot create the folder ({e.strerror})") from e
-  taken: set = set()
+    raise UserError(f"--out {out_dir}: cannot create the folder ({e.strerror or e})") from e
+  # Listed before any is written: a run stopped half-way still marks its results.
+  _record_outputs(out_dir, outs)
   written = 0
-  for path in tqdm(files, desc="deblur", unit="img", disable=len(files) < 2):
+  for path, out in tqdm(list(zip(files, outs)), desc="deblur", unit="img",
+                        disable=len(files) < 2):
     try:
       if video:
-        _video(deblurrer, path, out_dir)
+        _video(deblurrer, path, out)
         written += 1
         continue
       image = load_image(path)
+      frames = _frame_count(path)
+      if frames > 1:
+        print(f"deblur.py: warning: {path} holds {frames} frames (an animation or a multi-page "
+              "file); only the first is restored", file=sys.stderr)
       restored = deblurrer(image, tile_size=tile_size)
-      save_image(_out_path(out_dir, path, fmt, taken), restored)
+      try:
+        save_image(out, restored)
+      except OSError as e:
+        raise UserError(f"--out {out_dir}: cannot write {out} ({e.strerror or e})") from e
       written += 1
     except BadImageError as e:
       failures.append(str(e))

@@ -38,6 +38,22 @@ def _safe_name(name: str) -> str:
   return stem.replace(os.sep, "__").replace("/", "__")
 
 
+def _save(out_dir: str, path: str, image: np.ndarray) -> None:
+  try:
+    save_image(path, image)
+  except OSError as e:
+    raise UserError(f"--out {out_dir}: cannot write {path} ({e.strerror or e})") from e
+
+
+def _write_json(out_dir: str, result: dict[str, Any]) -> None:
+  path = os.path.join(out_dir, "metrics.json")
+  try:
+    with open(path, "w") as f:
+      json.dump(result, f, indent=2, default=float)
+  except OSError as e:
+    raise UserError(f"--out {out_dir}: cannot write {path} ({e.strerror or e})") from e
+
+
 def _timed(deblurrer: Any, image: np.ndarray, seen: set) -> tuple[np.ndarray, float]:
   key = image.shape
   if key not in seen:  # Compile (and warm up) outside the timing.
@@ -63,8 +79,11 @@ def evaluate(deblurrer: Any, examples: Iterable[dict[str, Any]], out_dir: str | 
   """
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   if out_dir:
-    for sub in ("restored", "figures") + (("saliency",) if saliency else ()):
-      os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
+    try:
+      for sub in ("restored", "figures") + (("saliency",) if saliency else ()):
+        os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
+    except OSError as e:
+      raise UserError(f"--out {out_dir}: cannot create the folder ({e.strerror or e})") from e
   rows = []
   seen: set = set()
   for i, ex in enumerate(tqdm(examples, desc="evaluate", unit="img", disable=not progress)):
@@ -73,7 +92,7 @@ def evaluate(deblurrer: Any, examples: Iterable[dict[str, Any]], out_dir: str | 
     name = _safe_name(ex["name"])
     if out_dir:
       path = os.path.join(out_dir, "restored", name + ".png")
-      save_image(path, restored)
+      _save(out_dir, path, restored)
       restored = load_image(path)  # Metrics on the image exactly as written.
     row = dict(name=ex["name"], psnr=metrics.psnr(restored, sharp),
                ssim=metrics.ssim(restored, sharp), blurred_psnr=metrics.psnr(blur, sharp),
@@ -83,16 +102,16 @@ def evaluate(deblurrer: Any, examples: Iterable[dict[str, Any]], out_dir: str | 
       s_rest = metrics.image_signature_saliency(restored)
       row["saliency_similarity"] = metrics.saliency_similarity(s_sharp, s_rest)
       if out_dir:
-        save_image(os.path.join(out_dir, "saliency", name + "_sharp.png"),
-                   metrics.saliency_heatmap(s_sharp))
-        save_image(os.path.join(out_dir, "saliency", name + "_restored.png"),
-                   metrics.saliency_heatmap(s_rest))
+        _save(out_dir, os.path.join(out_dir, "saliency", name + "_sharp.png"),
+              metrics.saliency_heatmap(s_sharp))
+        _save(out_dir, os.path.join(out_dir, "saliency", name + "_restored.png"),
+              metrics.saliency_heatmap(s_rest))
     if ex.get("sharp_frames") is not None:
       k = metrics.kohler_scores(restored, ex["sharp_frames"])
       row["kohler_psnr"], row["kohler_mssim"] = k["psnr"], k["mssim"]
     if out_dir and i < num_figures:
-      save_image(os.path.join(out_dir, "figures", name + ".png"),
-                 np.concatenate([blur, restored, sharp], axis=1))
+      _save(out_dir, os.path.join(out_dir, "figures", name + ".png"),
+            np.concatenate([blur, restored, sharp], axis=1))
     rows.append(row)
   return summarize(rows, out_dir)
 
@@ -112,13 +131,16 @@ def summarize(rows: list[dict[str, Any]], out_dir: str | None) -> dict[str, Any]
   result["num_images"] = len(rows)
   result["per_image"] = rows
   if out_dir:
-    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
-      json.dump(result, f, indent=2, default=float)
-    with open(os.path.join(out_dir, "per_image.csv"), "w", newline="") as f:
-      writer = csv.DictWriter(f, fieldnames=[c for c in _COLUMNS if any(c in r for r in rows)])
-      writer.writeheader()
-      for r in rows:
-        writer.writerow({k: r[k] for k in writer.fieldnames if k in r})
+    _write_json(out_dir, result)
+    path = os.path.join(out_dir, "per_image.csv")
+    try:
+      with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=[c for c in _COLUMNS if any(c in r for r in rows)])
+        writer.writeheader()
+        for r in rows:
+          writer.writerow({k: r[k] for k in writer.fieldnames if k in r})
+    except OSError as e:
+      raise UserError(f"--out {out_dir}: cannot write {path} ({e.strerror or e})") from e
   return result
 
 
@@ -190,6 +212,5 @@ def run(ckpt: str, data: str, out_dir: str | None, data_path: str | None = None,
   result.update(checkpoint=ckpt, step=getattr(deblurrer, "step", None), data=data,
                 dtype=dtype)
   if out_dir:
-    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
-      json.dump(result, f, indent=2, default=float)
+    _write_json(out_dir, result)
   return result

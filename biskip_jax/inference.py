@@ -22,13 +22,25 @@ PRETRAINED = "pretrained"  # --ckpt value naming the shipped model ("pretrained:
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-  """Reads ``WORKDIR/config.json`` written by training."""
+  """Reads ``WORKDIR/config.json`` written by training.
+
+  Raises:
+    UserError: no ``config.json``, or one that cannot be read or parsed.
+  """
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     raise UserError(f"no config.json in {workdir}: --ckpt must be a training workdir "
                     "(or one of its checkpoints/N folders)")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  try:
+    with open(path) as f:
+      data = json.load(f)
+  except OSError as e:
+    raise UserError(f"cannot read {path} ({e.strerror or e})") from e
+  except ValueError as e:
+    raise UserError(f"{path} is not valid JSON ({e}): undo the edit") from e
+  if not isinstance(data, dict):
+    raise UserError(f"{path} is not a config (a JSON object): undo the edit")
+  return ml_collections.ConfigDict(data)
 
 
 def _split_ckpt_path(path: str) -> tuple[str, str, int | None]:
@@ -45,35 +57,28 @@ def _split_ckpt_path(path: str) -> tuple[str, str, int | None]:
 
 
 def restore_generator(path: str) -> tuple[ml_collections.ConfigDict, dict[str, Any], int]:
-  """Loads the generator variables of a training checkpoint.
+  """Loads the generator variables of a training checkpoint (and nothing else).
 
   Args:
-    path: a workdir (latest checkpoint), its ``best`` folder, or ``checkpoints/N``.
+    path: a workdir (its newest checkpoint that restores), its ``best`` folder, or
+      ``checkpoints/N``.
 
   Returns:
     ``(config, {"params", "batch_stats"}, step)``.
-  """
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
 
-  from biskip_jax import checkpointing, train_step  # pylint: disable=g-import-not-at-top
+  Raises:
+    UserError: no checkpoint, a damaged one (named explicitly, or all of them), or a
+      ``config.json`` that does not fit the checkpoint.
+  """
+  from biskip_jax import checkpointing  # pylint: disable=g-import-not-at-top
   workdir, directory, step = _split_ckpt_path(path)
   config = load_run_config(workdir)
-  manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
-      create=False, enable_async_checkpointing=False))
-  if step is None:
-    step = manager.latest_step()
-  if step is None:
-    raise UserError(f"no complete checkpoint in {directory}: train first, or pass "
-                    "--ckpt=WORKDIR/checkpoints/N")
-  template = jax.eval_shape(lambda: train_step.create_train_state(config, 1))
-  abstract = jax.tree_util.tree_map(
-      ocp.utils.to_shape_dtype_struct, checkpointing._to_savable(  # pylint: disable=protected-access
-          template.replace(rng=jax.random.key(0, impl=config.rng_impl))))
-  restored = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract)))
-  manager.close()
-  gen = restored.state["state"].gen
-  return config, {"params": gen.params, "batch_stats": gen.batch_stats}, step
+  try:
+    variables, step = checkpointing.restore_generator(directory, config, step)
+  except (KeyError, TypeError, AttributeError, ValueError) as e:  # config.json lacks fields.
+    raise UserError(f"{workdir}/config.json does not describe this run's model "
+                    f"({checkpointing.reason(e)}): undo the edit") from e
+  return config, variables, step
 
 
 def _ramp(n: int, overlap: int, first: bool, last: bool) -> np.ndarray:

@@ -3,6 +3,7 @@
 Workdir layout::
 
   WORKDIR/config.json          the resolved config of the run (checked on resume)
+  WORKDIR/train.lock           held by the running train.py: a second one on WORKDIR stops
   WORKDIR/checkpoints/N/       orbax checkpoints (latest ``train.keep_checkpoints``)
   WORKDIR/best/N/              the checkpoint with the best validation PSNR (if validating)
   WORKDIR/events.out.tfevents* TensorBoard scalars, images and the config (tensorboardX)
@@ -30,12 +31,23 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from biskip_jax import checkpointing, conv, input_pipeline, spl, train_step, vgg
+from biskip_jax import (
+  checkpointing,
+  config_checks,
+  conv,
+  input_pipeline,
+  log_files,
+  spl,
+  train_step,
+  vgg,
+  workdir_lock,
+)
 from biskip_jax.errors import UserError
 
 log = logging.getLogger("biskip_jax")
 
-_MODEL_SECTIONS = ("model", "critic")
+# Seconds between the tries of a run's final checkpoint (a disk may be freed meanwhile).
+FINAL_SAVE_RETRY_DELAYS = (1.0, 3.0)
 
 
 def maybe_initialize_distributed() -> None:
@@ -79,6 +91,7 @@ def resolve_schedule(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
 
 def check_settings(config: ml_collections.ConfigDict) -> None:
   """Stops before any compute on settings that cannot work, naming the flag."""
+  config_checks.check_ranges(config)
   n_dev = jax.device_count()
   b = config.train.batch_size
   if b < 1 or b % n_dev:
@@ -93,9 +106,6 @@ def check_settings(config: ml_collections.ConfigDict) -> None:
                     "or raw")
   if config.critic.norm not in ("instance", "none"):
     raise UserError(f"--config.critic.norm={config.critic.norm!r}: expected instance or none")
-  if config.loss.adversarial and config.critic.num_layers < 1:
-    raise UserError(f"--config.critic.num_layers={config.critic.num_layers}: expected >= 1 "
-                    "(stride-2 convs of the critic, 3 for the 70x70 PatchGAN)")
   from biskip_jax import models  # pylint: disable=g-import-not-at-top
   for field, value, allowed in (("model.variant", config.model.variant, models.VARIANTS),
                                 ("model.norm", config.model.norm, models.NORMS),
@@ -104,31 +114,31 @@ def check_settings(config: ml_collections.ConfigDict) -> None:
       raise UserError(f"--config.{field}={value!r}: expected one of {', '.join(allowed)}")
 
 
-def _model_signature(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  return {k: json.loads(config[k].to_json()) for k in _MODEL_SECTIONS}
-
-
 def save_or_check_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Writes ``config.json``; if one exists, refuses a different model shape."""
-  path = os.path.join(workdir, "config.json")
-  if os.path.exists(path):
-    with open(path) as f:
-      old = json.load(f)
-    new = _model_signature(config)
-    for section in _MODEL_SECTIONS:
-      if old.get(section) != new[section]:
-        diff = sorted(k for k in set(old.get(section, {})) | set(new[section])
-                      if old.get(section, {}).get(k) != new[section].get(k))
-        raise UserError(
-            f"{workdir} holds a run with a different {section} (differs in "
-            f"{', '.join(f'{section}.{k}' for k in diff)}): use a new --workdir, or the "
-            f"same --config as that run (see {path})")
-  if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
-    os.replace(tmp, path)
+  """Writes ``WORKDIR/config.json``, or checks the one there first.
+
+  See :func:`biskip_jax.config_checks.save_or_check_config`: a different model shape or a
+  hand-edited file that disagrees with the command line is refused with one line.
+  """
+  config_checks.save_or_check_config(config, workdir)
+
+
+class Interrupted(Exception):
+  """Training stopped early on SIGTERM/SIGINT, after writing a checkpoint.
+
+  ``train.py`` exits with status ``128 + signum`` (143 for SIGTERM, 130 for Ctrl-C), as a
+  process killed by the signal would, so ``train.py && evaluate.py`` stops there.
+
+  Attributes:
+    signum: the signal received.
+    step: the step of the checkpoint written.
+    state: the train state at that step.
+  """
+
+  def __init__(self, signum: int, step: int, state: Any):
+    super().__init__(f"stopped at step {step} by signal {signum}; run the same command to "
+                     "resume")
+    self.signum, self.step, self.state = signum, step, state
 
 
 class _Preemption:
@@ -136,6 +146,7 @@ class _Preemption:
 
   def __init__(self):
     self.requested = False
+    self.signum = 0
     self._old = {}
 
   def __enter__(self):
@@ -152,6 +163,7 @@ class _Preemption:
       log.warning("second signal %d: exiting now without a checkpoint", signum)
       os._exit(128 + signum)
     self.requested = True
+    self.signum = signum
     log.warning("signal %d: saving a checkpoint and stopping (send again to exit now)",
                     signum)
 
@@ -167,38 +179,58 @@ def _load_vgg(config: ml_collections.ConfigDict) -> Any:
 
 
 class _Logger:
-  """Progress lines, metrics.jsonl and TensorBoard (process 0 only)."""
+  """Progress lines, metrics.jsonl and TensorBoard (process 0 only).
+
+  A write that fails (full or read-only disk) does not stop training: the first failure is
+  logged and kept in ``failures``, later writes to that file are dropped, and the run ends
+  with an error saying so (:func:`train_and_evaluate`).
+  """
 
   def __init__(self, workdir: str, config: ml_collections.ConfigDict, total_steps: int):
     self.enabled = jax.process_index() == 0
     self.total_steps = total_steps
+    self.failures: list[log_files.FailedWrite] = []
+    self._step = 0
     self._last = (time.time(), None)
     if not self.enabled:
       return
     import tensorboardX  # pylint: disable=g-import-not-at-top
-    self.writer = tensorboardX.SummaryWriter(workdir)
-    self.writer.add_text("config", "```\n" + str(config) + "\n```", 0)
-    self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+    try:
+      self.writer = tensorboardX.SummaryWriter(workdir)
+      log_files.guard_tensorboard(self.writer, self._failed("TensorBoard events"))
+      self.writer.add_text("config", "```\n" + str(config) + "\n```", 0)
+      self.jsonl = log_files.JsonLines(os.path.join(workdir, "metrics.jsonl"),
+                                       self._failed("metrics.jsonl"))
+    except OSError as e:
+      raise UserError(f"--workdir {workdir}: cannot write the logs ({e.strerror or e})") from e
+
+  def _failed(self, what: str):
+    def on_error(e: OSError) -> None:
+      failure = log_files.FailedWrite(what, self._step, e)
+      self.failures.append(failure)
+      log.error("cannot write %s; training goes on, and the run will end with an error",
+                failure)
+    return on_error
 
   def scalars(self, step: int, values: dict[str, float], prefix: str = "train") -> None:
     if not self.enabled:
       return
+    self._step = step
     for k, v in values.items():
       if math.isfinite(v):  # λ is ∞ in the first epoch: metrics.jsonl keeps it, TB can't.
         self.writer.add_scalar(f"{prefix}/{k}", v, step)
-    self.jsonl.write(json.dumps({"step": step, "split": prefix, **values}) + "\n")
-    self.jsonl.flush()
+    self.jsonl.write(json.dumps({"step": step, "split": prefix, **values}))
 
   def spl(self, step: int, epoch: int, losses: np.ndarray, weights: np.ndarray, lam: float,
           q: float) -> None:
     """One ``"split": "spl"`` row: a step's per-sample l_i and v_i ([N] each), λ and q."""
     if not self.enabled:
       return
+    self._step = step
     self.writer.add_histogram("spl/v", weights, step)
     row = {"step": step, "split": "spl", "epoch": epoch, "lam": lam, "q": q,
            "loss": [float(x) for x in losses], "v": [float(x) for x in weights]}
-    self.jsonl.write(json.dumps(row) + "\n")
-    self.jsonl.flush()
+    self.jsonl.write(json.dumps(row))
 
   def progress(self, step: int, epoch: int, values: dict[str, float]) -> None:
     now = time.time()
@@ -286,12 +318,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       time-limited jobs and resume tests); the same command later continues the run.
 
   Raises:
-    UserError: for settings, data or a workdir that cannot work (before any compute).
+    UserError: for settings, data or a workdir that cannot work (before any compute), and
+      when the final checkpoint or the logs could not be written (after training).
+    Interrupted: SIGTERM/SIGINT stopped the run before its last step (a checkpoint is saved).
   """
   maybe_initialize_distributed()
   check_settings(config)
   workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise UserError(f"--workdir {workdir}: cannot create the folder ({e.strerror or e})") from e
+  if jax.process_index() != 0:  # One lock per run, held by process 0 (a shared workdir).
+    return _train(config, workdir, stop_at_step)
+  with workdir_lock.WorkdirLock(workdir):
+    return _train(config, workdir, stop_at_step)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str,
+           stop_at_step: int | None) -> train_step.TrainState:
+  """:func:`train_and_evaluate` once the settings are checked and the workdir is locked."""
   save_or_check_config(config, workdir)
   steps_per_epoch, total_steps, total_epochs = resolve_schedule(config)
   vgg_params = _load_vgg(config)  # Fails fast (offline, no weights) before compiling.
@@ -320,6 +366,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   t_cfg = config.train
   eval_split = config.data.eval_split
   best = ckpt.best_metric()
+  problems: list[str] = []  # Work lost: the run ends with an error naming it.
   with _Preemption() as preempt:
     while step < total_steps:
       batch = next(train_iter)
@@ -363,12 +410,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             best = result["psnr"]
             ckpt.save_best(step, state, train_iter, best)
       stopping = preempt.requested or step == stop_at_step
-      if step % t_cfg.checkpoint_every == 0 or step == total_steps or stopping:
-        ckpt.save(step, state, train_iter)
+      final = stopping or step == total_steps
+      if step % t_cfg.checkpoint_every == 0 or final:
+        saved = ckpt.save(step, state, train_iter)
+        for delay in FINAL_SAVE_RETRY_DELAYS if final else ():
+          if saved:
+            break
+          log.warning("retrying the checkpoint of step %d in %g s", step, delay)
+          time.sleep(delay)
+          saved = ckpt.save(step, state, train_iter)
+        if final and not saved:
+          latest = ckpt.manager.latest_step()
+          problems.append(
+              f"the final checkpoint of step {step} could not be written to {ckpt.directory} "
+              f"in {len(FINAL_SAVE_RETRY_DELAYS) + 1} tries ({ckpt.last_error}); the newest "
+              f"checkpoint is {'step ' + str(latest) if latest is not None else 'none'}: free "
+              "disk space or make the folder writable, then run the same command")
       if stopping:
-        log.warning("stopped at step %d after a signal; run the same command to resume",
-                        step)
+        if not problems:
+          log.warning("stopped at step %d after a signal; run the same command to resume",
+                      step)
         break
   ckpt.close()
   logger.close()
+  if logger.failures:
+    problems.append(f"the logs in {workdir} could not be written: "
+                    f"{', '.join(map(str, logger.failures))}; the metrics since are lost")
+  if problems:
+    raise UserError("; ".join(problems))
+  if preempt.requested and step < total_steps:
+    raise Interrupted(preempt.signum, step, state)
   return state

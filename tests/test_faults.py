@@ -31,7 +31,7 @@ from jax.experimental.compilation_cache import compilation_cache
 from orbax.checkpoint._src.path import async_path
 from PIL import Image
 
-from biskip_jax import checkpointing, inference, train_lib, train_step
+from biskip_jax import checkpointing, config_checks, inference, train_lib, train_step, workdir_lock
 from biskip_jax.datasets import BadImageError, load_image, save_image
 from biskip_jax.errors import UserError
 from tests.helpers import tiny_config
@@ -108,15 +108,18 @@ def good_run(tmp_path_factory):
 # Divergence ------------------------------------------------------------------------------
 
 
-def _nan_config():
+def _nan_config(monkeypatch):
+  # A NaN loss weight is refused up front (config_checks); these tests want it to reach the
+  # train step, as a fault that appears only once training runs.
+  monkeypatch.setattr(config_checks, "check_ranges", lambda config: None)
   config = _config(max_bad_steps=2)
   config.loss.gamma1 = float("nan")  # Every loss, hence every step, is NaN.
   return config
 
 
-def test_divergence_without_a_checkpoint_stops_with_advice(tmp_path):
+def test_divergence_without_a_checkpoint_stops_with_advice(tmp_path, monkeypatch):
   with pytest.raises(UserError, match=r"training diverged") as e:
-    train_lib.train_and_evaluate(_nan_config(), str(tmp_path))
+    train_lib.train_and_evaluate(_nan_config(monkeypatch), str(tmp_path))
   msg = str(e.value)
   assert "2 consecutive steps" in msg and "at step 2" in msg, msg
   assert "--config.optim.g_lr" in msg and "again after restoring" not in msg, msg
@@ -125,12 +128,13 @@ def test_divergence_without_a_checkpoint_stops_with_advice(tmp_path):
   assert rows[1]["finite"] == 0.0 and rows[2]["skipped_steps"] == 2.0
 
 
-def test_divergence_restores_the_checkpoint_once_then_stops(good_run, tmp_path, caplog):
+def test_divergence_restores_the_checkpoint_once_then_stops(good_run, tmp_path, caplog,
+                                                            monkeypatch):
   workdir = str(tmp_path / "run")
   shutil.copytree(good_run[0], workdir)  # A good run with checkpoints 2 and 4 ...
   caplog.set_level(logging.INFO, logger="biskip_jax")
   with pytest.raises(UserError, match=r"training diverged") as e:  # ... then losses go NaN.
-    train_lib.train_and_evaluate(_nan_config(), workdir)
+    train_lib.train_and_evaluate(_nan_config(monkeypatch), workdir)
   msg = str(e.value)
   assert "at step 6 again after restoring the checkpoint of step 4" in msg, msg
   assert "--config.optim.g_lr" in msg, msg
@@ -208,12 +212,13 @@ def test_sigterm_then_sigkill_during_a_save_lose_nothing(good_run, compile_cache
   workdir = str(tmp_path / "run")
   ckpt_dir = os.path.join(workdir, "checkpoints")
 
-  # 1. SIGTERM (preemption) once training is under way: checkpoint, hint, exit status 0.
+  # 1. SIGTERM (preemption) once training is under way: checkpoint, hint, and the exit status
+  # of a process ended by SIGTERM (128 + 15), so that `train.py && evaluate.py` stops there.
   run = _TrainPy(workdir, compile_cache)
   try:
     run.wait_for(r"step \d+/100000", timeout=300)
     run.proc.send_signal(signal.SIGTERM)
-    assert run.finish(timeout=120) == 0, run.stderr[-3000:]
+    assert run.finish(timeout=120) == 143, run.stderr[-3000:]
   finally:
     run.cleanup()
   _, m = run.wait_for(r"stopped at step (\d+) after a signal", timeout=1)
@@ -419,3 +424,318 @@ def test_extreme_sizes_load_and_restore(small_state, tmp_path):
     np.testing.assert_array_equal(loaded, img)
     out = deblurrer(loaded)
     assert out.shape == (h, w, 3) and out.dtype == np.uint8
+
+
+# Two runs on one workdir -----------------------------------------------------------------
+
+
+def test_second_train_py_on_a_busy_workdir_stops_at_once(good_run, compile_cache, tmp_path):
+  del good_run  # Only so that the train step is in the compilation cache.
+  workdir = str(tmp_path / "run")
+  first = _TrainPy(workdir, compile_cache)
+  try:
+    first.wait_for(r"step \d+/100000", timeout=300)
+    config_json = os.path.join(workdir, "config.json")
+    before = os.stat(config_json).st_mtime_ns
+    second = _TrainPy(workdir, compile_cache)
+    try:
+      assert second.finish(timeout=120) == 2, second.stderr[-3000:]
+    finally:
+      second.cleanup()
+    lines = second.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"train.py: error: --workdir {workdir} is in use by a running "
+                               f"train.py (pid {first.proc.pid} on "), lines
+    assert first.proc.poll() is None  # The first run goes on, its files untouched.
+    assert os.stat(config_json).st_mtime_ns == before
+  finally:
+    first.proc.send_signal(signal.SIGKILL)  # A crash: the lock must not stay behind.
+    first.finish(timeout=60)
+    first.cleanup()
+  with workdir_lock.WorkdirLock(workdir):
+    pass
+
+
+# Checkpoints and logs that cannot be written ---------------------------------------------
+
+
+def _chattr(flag, path):
+  """``chattr +i``/``-i`` (as root, chmod does not stop writes); False where not permitted."""
+  r = subprocess.run(["chattr", flag, str(path)], capture_output=True, text=True)
+  return r.returncode == 0
+
+
+def test_train_py_whose_checkpoints_cannot_be_written_does_not_end_as_a_success(
+    good_run, compile_cache, tmp_path):
+  del good_run  # Only so that the train step is in the compilation cache.
+  workdir = tmp_path / "run"
+  ckpt_dir = workdir / "checkpoints"
+  ckpt_dir.mkdir(parents=True)
+  if not _chattr("+i", ckpt_dir):
+    pytest.skip("chattr +i is not permitted here: no way to make a folder unwritable as root")
+  try:
+    run = _TrainPy(str(workdir), compile_cache, **{"train.num_steps": 3,
+                                                    "train.checkpoint_every": 2})
+    try:
+      rc = run.finish(timeout=300)
+    finally:
+      run.cleanup()
+  finally:
+    _chattr("-i", ckpt_dir)
+  assert rc == 2, run.stderr[-3000:]
+  assert "Traceback" not in run.stderr, run.stderr[-3000:]
+  last = run.stderr.strip().splitlines()[-1]
+  assert last.startswith(f"train.py: error: the final checkpoint of step 3 could not be "
+                         f"written to {ckpt_dir} in 3 tries ("), last
+  assert last.endswith("the newest checkpoint is none: free disk space or make the folder "
+                       "writable, then run the same command"), last
+  assert sorted(_train_rows(str(workdir))) == [1, 2, 3]  # Training itself went on.
+  assert os.listdir(ckpt_dir) == []
+
+
+def _fill(directory):
+  """Writes ``directory/filler`` until the disk is full."""
+  with open(os.path.join(directory, "filler"), "wb") as f:
+    try:
+      while True:
+        f.write(b"\0" * 65536)
+        f.flush()
+    except OSError as e:
+      assert e.errno == errno.ENOSPC, e
+
+
+def test_train_py_on_a_disk_that_fills_up_goes_on_then_reports_the_lost_work(
+    good_run, compile_cache, tmp_path):
+  del good_run  # Only so that the train step is in the compilation cache.
+  disk = tmp_path / "disk"
+  disk.mkdir()
+  r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)],
+                     capture_output=True, text=True)
+  if r.returncode:
+    pytest.skip(f"cannot mount a small tmpfs to fill up ({r.stderr.strip()})")
+  try:
+    workdir = disk / "run"
+    run = _TrainPy(str(workdir), compile_cache)
+    try:
+      run.wait_for(r"step 2/100000", timeout=300)
+      _fill(disk)  # The disk is full from about step 3 on.
+      run.wait_for(r"cannot write metrics.jsonl from step \d+ on \(No space left", timeout=120)
+      run.wait_for(r"step \d+/100000", timeout=60, start=len(run.lines))  # Training goes on.
+      run.proc.send_signal(signal.SIGTERM)  # Then the job is preempted.
+      rc = run.finish(timeout=120)
+    finally:
+      run.cleanup()
+    rows = _train_rows(str(workdir))
+  finally:
+    subprocess.run(["umount", str(disk)], check=True)
+  assert rc == 2, run.stderr[-3000:]  # Neither 0 nor 143: the final checkpoint is missing.
+  assert "Traceback" not in run.stderr, run.stderr[-3000:]
+  last = run.stderr.strip().splitlines()[-1]
+  m = re.fullmatch(
+      r"train\.py: error: the final checkpoint of step \d+ could not be written to "
+      + re.escape(str(workdir / "checkpoints")) + r" in 3 tries \(.*\); the newest checkpoint "
+      r"is none: free disk space or make the folder writable, then run the same command; "
+      r"the logs in " + re.escape(str(workdir)) + r" could not be written: (.*); the metrics "
+      r"since are lost", last)
+  assert m, last
+  assert re.search(r"metrics\.jsonl from step \d+ on \(No space left on device\)", m.group(1))
+  assert 1 in rows and 2 in rows  # What was written before the disk filled up is intact.
+
+
+# Damaged checkpoints ---------------------------------------------------------------------
+
+
+def _data_files(step_dir):
+  """The array data files of a checkpoint (OCDBT), largest first."""
+  d = os.path.join(step_dir, "state", "ocdbt.process_0", "d")
+  return sorted((os.path.join(d, f) for f in os.listdir(d)), key=os.path.getsize, reverse=True)
+
+
+def _truncate(path):
+  with open(path, "r+b") as f:
+    f.truncate(os.path.getsize(path) // 2)
+
+
+# A failed orbax restore leaves its other reads' coroutines to the garbage collector, which
+# reports each as an unraisable exception: noise, not the outcome under test.
+_ORBAX_NOISE = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+_DAMAGE = {
+    # Every array file cut short, as by a copy onto a full disk. (Which file holds the
+    # generator's arrays varies from run to run: one file alone may spare them.)
+    "truncated data files": lambda step_dir: [_truncate(f) for f in _data_files(step_dir)],
+    "missing _METADATA": lambda step_dir: os.remove(os.path.join(step_dir, "state",
+                                                                 "_METADATA")),
+    "truncated _METADATA": lambda step_dir: _truncate(os.path.join(step_dir, "state",
+                                                                   "_METADATA")),
+}
+
+
+@_ORBAX_NOISE
+@pytest.mark.parametrize("damage", sorted(_DAMAGE))
+def test_resume_skips_a_damaged_latest_checkpoint(good_run, tmp_path, caplog, damage):
+  workdir = str(tmp_path / "run")
+  shutil.copytree(good_run[0], workdir)  # Checkpoints 2 and 4 ...
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  _DAMAGE[damage](os.path.join(ckpt_dir, "4"))  # ... and 4 is damaged.
+  caplog.set_level(logging.INFO, logger="biskip_jax")
+  state = train_lib.train_and_evaluate(_config(), workdir, stop_at_step=4)
+  warnings_ = [r.getMessage() for r in caplog.records
+               if r.levelno == logging.WARNING and "checkpoint" in r.getMessage()
+               and "stopped at step 4" not in r.getMessage()]  # (stop_at_step's own line)
+  assert len(warnings_) == 1, warnings_
+  assert warnings_[0].startswith(f"the checkpoint {ckpt_dir}/4 cannot be restored ("), warnings_
+  assert warnings_[0].endswith(f"); resuming from the checkpoint of step 2 instead (the "
+                               f"damaged one is kept as {ckpt_dir}/4.damaged)"), warnings_
+  assert any("resumed from" in r.getMessage() and "at step 2" in r.getMessage()
+             for r in caplog.records)
+  # Steps 3 and 4 are trained again, exactly as the first time, and step 4 is saved anew.
+  assert _steps(workdir) == [2, 4] and "4.damaged" in os.listdir(ckpt_dir)
+  for a, b in zip(_leaves(state), _leaves(good_run[1])):
+    np.testing.assert_array_equal(a, b)
+
+
+@_ORBAX_NOISE
+def test_resume_with_no_restorable_checkpoint_is_one_line(good_run, tmp_path):
+  workdir = str(tmp_path / "run")
+  shutil.copytree(good_run[0], workdir)
+  for step in ("2", "4"):
+    os.remove(os.path.join(workdir, "checkpoints", step, "state", "_METADATA"))
+  with pytest.raises(UserError) as e:
+    train_lib.train_and_evaluate(_config(), workdir, stop_at_step=5)
+  msg = str(e.value)
+  assert msg.startswith(f"no checkpoint in {workdir}/checkpoints can be restored (steps 4, 2); "
+                        f"the newest: the checkpoint {workdir}/checkpoints/4 cannot be "
+                        "restored ("), msg
+  assert "\n" not in msg and _steps(workdir) == [2, 4]  # Nothing renamed or removed.
+
+
+def _run_py(args):
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable] + args, cwd=ROOT, env=env, capture_output=True,
+                        text=True, timeout=300)
+
+
+def test_deblur_and_evaluate_py_skip_a_damaged_latest_checkpoint(good_run, tmp_path):
+  workdir = str(tmp_path / "run")
+  shutil.copytree(good_run[0], workdir)
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  _DAMAGE["truncated data files"](os.path.join(ckpt_dir, "4"))
+  before = sorted(os.listdir(ckpt_dir))
+  photo = str(tmp_path / "photo.png")
+  save_image(photo, np.random.default_rng(0).integers(0, 256, (24, 40, 3), np.uint8))
+  skipped = (f"the checkpoint {ckpt_dir}/4 cannot be restored (", "); using the checkpoint of "
+             "step 2 instead")
+  r = _run_py(["deblur.py", f"--ckpt={workdir}", f"--out={tmp_path / 'out'}", photo])
+  assert r.returncode == 0, r.stderr[-3000:]
+  warned = [line for line in r.stderr.splitlines() if skipped[0] in line]
+  assert len(warned) == 1 and warned[0].endswith(skipped[1]), r.stderr[-3000:]
+  assert os.listdir(tmp_path / "out") == ["photo.png"] or sorted(
+      os.listdir(tmp_path / "out")) == [".deblur_outputs.json", "photo.png"]
+  r = _run_py(["evaluate.py", f"--ckpt={workdir}", "--data=synthetic", "--max_images=1",
+               "--nosaliency"])
+  assert r.returncode == 0, r.stderr[-3000:]
+  warned = [line for line in r.stderr.splitlines() if skipped[0] in line]
+  assert len(warned) == 1 and warned[0].endswith(skipped[1]), r.stderr[-3000:]
+  assert sorted(os.listdir(ckpt_dir)) == before  # Inference renames nothing.
+
+
+@_ORBAX_NOISE
+def test_inference_reads_only_the_generator(good_run, tmp_path):
+  """A data file damaged so that training cannot resume still lets inference use step 4."""
+  workdir, state = good_run
+  config = _config()
+  usable = []
+  for k in range(len(_data_files(os.path.join(workdir, "checkpoints", "4")))):
+    copy = str(tmp_path / f"copy{k}")
+    shutil.copytree(workdir, copy)
+    _truncate(_data_files(os.path.join(copy, "checkpoints", "4"))[k])
+    ckpt = checkpointing.Checkpointer(copy, config)
+    try:
+      ckpt.restore(4, state, None)
+      continue  # This file's damage does not matter (or does not show).
+    except UserError:
+      pass  # Training cannot resume from this checkpoint ...
+    finally:
+      ckpt.close()
+    d = inference.Deblurrer.from_checkpoint(copy)
+    if d.step == 4:  # ... but inference can: the damage is in critic/optimizer arrays.
+      usable.append(k)
+      for a, b in zip(jax.tree_util.tree_leaves(d.variables["params"]),
+                      jax.tree_util.tree_leaves(state.gen.params)):
+        np.testing.assert_array_equal(a, b)
+    if usable:
+      break
+  assert usable, "every data file whose damage stops a resume also stopped inference"
+
+
+# Data-loading workers --------------------------------------------------------------------
+
+
+def _children(pid):
+  """Pids of the live processes whose parent is ``pid``."""
+  kids = []
+  for name in os.listdir("/proc"):
+    if name.isdigit():
+      try:
+        with open(f"/proc/{name}/stat") as f:
+          fields = f.read().rsplit(")", 1)[1].split()
+      except OSError:
+        continue
+      if int(fields[1]) == pid and fields[0] != "Z":
+        kids.append(int(name))
+  return kids
+
+
+def _alive(pid):
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+  except OSError:
+    return False
+
+
+def test_data_workers_end_with_a_killed_train_py(good_run, compile_cache, tmp_path):
+  del good_run  # Only so that the train step is in the compilation cache.
+  if not os.path.isdir("/proc/self"):
+    pytest.skip("needs /proc to find the worker processes")
+  run = _TrainPy(str(tmp_path / "run"), compile_cache, **{"data.num_workers": 1})
+  workers = []
+  try:
+    run.wait_for(r"step 2/100000", timeout=300)
+    workers = _children(run.proc.pid)
+    assert workers, "no data-loading worker process found"
+    run.proc.send_signal(signal.SIGKILL)
+    assert run.finish(timeout=60) == -signal.SIGKILL
+    deadline = time.monotonic() + 10
+    while any(map(_alive, workers)) and time.monotonic() < deadline:
+      time.sleep(0.1)
+    assert not any(map(_alive, workers)), "workers outlived the killed train.py by 10 s"
+  finally:
+    run.cleanup()
+    for pid in workers:  # Only the workers this test started, by id.
+      if _alive(pid):
+        os.kill(pid, signal.SIGKILL)
+
+
+@_ORBAX_NOISE
+def test_resume_with_a_config_json_that_does_not_fit_its_checkpoints_is_one_line(good_run,
+                                                                                 tmp_path):
+  workdir = str(tmp_path / "run")
+  shutil.copytree(good_run[0], workdir)
+  path = os.path.join(workdir, "config.json")
+  with open(path) as f:
+    edited = json.load(f)
+  edited["model"]["channels"] = [8, 8, 8, 8, 8]  # Edited by hand ...
+  with open(path, "w") as f:
+    json.dump(edited, f)
+  config = _config()
+  config.model.channels = (8, 8, 8, 8, 8)  # ... and passed on the command line too.
+  with pytest.raises(UserError) as e:
+    train_lib.train_and_evaluate(config, workdir, stop_at_step=5)
+  msg = str(e.value)
+  assert msg.startswith(f"no checkpoint in {workdir}/checkpoints can be restored (steps 4, 2); "
+                        f"the newest: the checkpoint {workdir}/checkpoints/4 "), msg
+  assert msg.endswith("Is the run's config.json edited, or are the files damaged?"), msg
+  assert "\n" not in msg and _steps(workdir) == [2, 4]

@@ -114,6 +114,7 @@ def test_deblur_py_processes_good_files_and_names_bad_ones(workdir, tmp_path):
   for bad in ("empty.png", "notes.png", "truncated.png", "missing*.png"):
     assert bad in r.stderr, (bad, r.stderr[-2000:])
   written = sorted(os.listdir(out))
+  assert written.pop(0) == ".deblur_outputs.json"  # The names written, for later runs.
   assert written == ["deep16.png", "gray.png", "palette.png", "photo.png", "rgb.png",
                      "rgba.png"]
   for name in written:
@@ -167,3 +168,153 @@ def test_evaluate_py_rejects_unknown_data(workdir):
   path, _, _ = workdir
   r = _run(["evaluate.py", f"--ckpt={path}", "--data=imagenet"])
   assert r.returncode == 2 and "--data='imagenet'" in r.stderr and "Traceback" not in r.stderr
+
+
+def _snapshot(folder):
+  """``{relative path: bytes}`` of every file under ``folder``."""
+  files = {}
+  for root, _, names in os.walk(folder):
+    for n in names:
+      p = os.path.join(root, n)
+      with open(p, "rb") as f:
+        files[os.path.relpath(p, folder)] = f.read()
+  return files
+
+
+def test_deblur_py_never_overwrites_its_inputs(workdir, tmp_path):
+  path, _, _ = workdir
+  photos = tmp_path / "photos"
+  save_image(str(photos / "a.png"), _photo(24, 30))
+  save_image(str(photos / "b.png"), _photo(20, 16))
+  before = _snapshot(photos)
+  r = _run(["deblur.py", f"--ckpt={path}", f"--out={photos}", str(photos)])
+  assert r.returncode == 2, r.stderr[-3000:]
+  lines = r.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith(f"deblur.py: error: --out {photos}: "), lines
+  assert f"{photos / 'a.png'} would overwrite that input" in lines[0], lines
+  assert _snapshot(photos) == before  # Nothing overwritten, nothing added.
+
+
+def test_deblur_py_into_a_subfolder_of_its_input_is_idempotent(workdir, tmp_path):
+  path, _, _ = workdir
+  photos = tmp_path / "photos"
+  save_image(str(photos / "a.png"), _photo(24, 30))
+  save_image(str(photos / "b.png"), _photo(20, 16))
+  originals = _snapshot(photos)
+  out = photos / "restored"
+  cmd = ["deblur.py", f"--ckpt={path}", f"--out={out}", str(photos)]
+  first = _run(cmd)
+  assert first.returncode == 0, first.stderr[-3000:]
+  results = _snapshot(out)
+  assert sorted(n for n in results if not n.startswith(".")) == ["a.png", "b.png"]
+  again = _run(cmd)  # The earlier results in photos/restored are not inputs now.
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert "2 of 2 written" in again.stderr, again.stderr[-2000:]
+  assert _snapshot(out) == results
+  assert {k: v for k, v in _snapshot(photos).items()
+          if not k.startswith("restored" + os.sep)} == originals
+
+
+def test_deblur_inputs_skip_earlier_results_in_the_same_folder(tmp_path):
+  from biskip_jax import deblur_lib  # pylint: disable=g-import-not-at-top
+  save_image(str(tmp_path / "a.jpg"), _photo(8, 8))
+  files, _ = deblur_lib.expand_inputs([str(tmp_path)], out_dir=str(tmp_path))
+  outs = deblur_lib.plan_outputs(files, str(tmp_path), "png")
+  assert outs == [str(tmp_path / "a.png")]
+  deblur_lib._record_outputs(str(tmp_path), outs)  # pylint: disable=protected-access
+  save_image(outs[0], _photo(8, 8))  # As deblur.py writes it.
+  # A second run over the folder takes the original only, and writes the same name again.
+  assert deblur_lib.expand_inputs([str(tmp_path)], out_dir=str(tmp_path)) == (files, [])
+  assert deblur_lib.expand_inputs([str(tmp_path / "*")]) == (files, [])
+
+
+# One-line errors -------------------------------------------------------------------------
+
+
+def _one_line(r, prog):
+  lines = r.stderr.strip().splitlines()
+  assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), (
+      r.returncode, r.stderr[-3000:])
+  return lines[0]
+
+
+def _chattr(flag, path):
+  return subprocess.run(["chattr", flag, str(path)], capture_output=True).returncode == 0
+
+
+def test_deblur_and_evaluate_py_with_an_unwritable_out_are_one_line(workdir, tmp_path):
+  path, _, _ = workdir
+  photo = tmp_path / "in" / "a.png"
+  save_image(str(photo), _photo(16, 16))
+  blocker = tmp_path / "a_file"
+  blocker.write_text("not a folder")
+  line = _one_line(_run(["deblur.py", f"--ckpt={path}", f"--out={blocker / 'out'}",
+                         str(photo)]), "deblur.py")
+  assert line == f"deblur.py: error: --out {blocker / 'out'}: cannot create the folder (Not a " \
+                 "directory)"
+  locked = tmp_path / "locked"
+  locked.mkdir()
+  if not _chattr("+i", locked):
+    pytest.skip("chattr +i is not permitted here: no way to make a folder unwritable as root")
+  try:
+    line = _one_line(_run(["deblur.py", f"--ckpt={path}", f"--out={locked}", str(photo)]),
+                     "deblur.py")
+    assert line == f"deblur.py: error: --out {locked}: cannot write to the folder (Operation " \
+                   "not permitted)"
+    line = _one_line(_run(["evaluate.py", f"--ckpt={path}", "--data=synthetic",
+                           "--max_images=1", f"--out={locked}"]), "evaluate.py")
+    assert line == f"evaluate.py: error: --out {locked}: cannot create the folder (Operation " \
+                   "not permitted)"
+    assert os.listdir(locked) == []
+  finally:
+    _chattr("-i", locked)
+
+
+def _edited_run(workdir, tmp_path, edit):
+  copy = tmp_path / "run"
+  import shutil  # pylint: disable=g-import-not-at-top
+  shutil.copytree(workdir, copy)
+  cfg = copy / "config.json"
+  cfg.write_text(edit(cfg.read_text()))
+  return copy
+
+
+def test_inference_with_a_bad_config_json_is_one_line(workdir, tmp_path):
+  path, _, _ = workdir
+  truncated = _edited_run(path, tmp_path / "a", lambda text: text[:50])
+  with pytest.raises(UserError) as e:
+    inference.Deblurrer.from_checkpoint(str(truncated))
+  msg = str(e.value)
+  assert msg.startswith(f"{truncated}/config.json is not valid JSON (") and "\n" not in msg
+  # A config.json whose generator differs from the checkpoint's (edited by hand).
+  def wider(text):
+    cfg = json.loads(text)
+    cfg["model"]["channels"] = [8, 8, 8, 8, 8]
+    return json.dumps(cfg)
+  other = _edited_run(path, tmp_path / "b", wider)
+  with pytest.raises(UserError) as e:
+    inference.Deblurrer.from_checkpoint(str(other))
+  msg = str(e.value)
+  assert msg.startswith(f"no checkpoint in {other}/checkpoints can be restored (steps 5); the "
+                        f"newest: the checkpoint {other}/checkpoints/5 "), msg
+  assert msg.endswith("Is the run's config.json edited, or are the files damaged?") and (
+      "\n" not in msg), msg
+
+
+def test_deblur_warns_that_only_the_first_frame_of_an_animation_is_restored(workdir, tmp_path,
+                                                                              capsys):
+  from biskip_jax import deblur_lib  # pylint: disable=g-import-not-at-top
+  path, _, _ = workdir
+  frames = [Image.fromarray(_photo(16, 20)), Image.fromarray(_photo(16, 20)[::-1].copy())]
+  gif = tmp_path / "anim.gif"
+  frames[0].save(gif, save_all=True, append_images=frames[1:], duration=100, loop=0)
+  tif = tmp_path / "pages.tif"
+  frames[0].save(tif, save_all=True, append_images=frames[1:])
+  failures = deblur_lib.run(path, str(tmp_path / "out"), [str(gif), str(tif)])
+  assert failures == []
+  err = capsys.readouterr().err
+  for f in (gif, tif):
+    assert (f"deblur.py: warning: {f} holds 2 frames (an animation or a multi-page file); only "
+            "the first is restored") in err, err
+  assert sorted(os.listdir(tmp_path / "out")) == [".deblur_outputs.json", "anim.png",
+                                                  "pages.png"]

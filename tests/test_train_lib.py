@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -62,6 +63,63 @@ def test_resume_with_another_model_is_refused(tmp_path):
   train_lib.save_or_check_config(longer, str(tmp_path))
 
 
+def _train_py(*args):
+  return subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, capture_output=True,
+                        text=True, timeout=300, env=dict(os.environ, PYTHONPATH=ROOT))
+
+
+def test_train_py_refuses_a_hand_edited_config_json_that_disagrees(tmp_path):
+  from configs import quickstart  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / "run"
+  train_lib.save_or_check_config(quickstart.get_config(), str(workdir))  # As training wrote it.
+  path = workdir / "config.json"
+  edited = json.loads(path.read_text())
+  edited["optim"]["g_lr"] = 0.0005  # The user edits the run's learning rate by hand ...
+  path.write_text(json.dumps(edited, indent=2))
+  before = path.read_bytes()
+  # ... and runs the same command again.
+  r = _train_py("--config=configs/quickstart.py", f"--workdir={workdir}")
+  assert r.returncode == 2, r.stderr[-2000:]
+  assert r.stderr.strip().splitlines() == [
+      f"train.py: error: {path} was edited by hand and differs from the command line in "
+      "optim.g_lr (0.0005 in the file, 0.002 on the command line): pass the file's values as "
+      "--config.FIELD=... flags, or undo the edit"]
+  assert path.read_bytes() == before  # Neither dropped nor rewritten.
+  # Passing the edited value on the command line honours it.
+  config = quickstart.get_config()
+  config.optim.g_lr = 0.0005
+  train_lib.save_or_check_config(config, str(workdir))
+  assert json.loads(path.read_text())["optim"]["g_lr"] == 0.0005
+
+
+def test_train_py_with_an_invalid_config_json_is_one_line(tmp_path):
+  from configs import quickstart  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / "run"
+  train_lib.save_or_check_config(quickstart.get_config(), str(workdir))
+  path = workdir / "config.json"
+  path.write_bytes(path.read_bytes()[:100])  # A bad edit (or a full disk).
+  r = _train_py("--config=configs/quickstart.py", f"--workdir={workdir}")
+  assert r.returncode == 2, r.stderr[-2000:]
+  lines = r.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith(
+      f"train.py: error: {path} is not a valid config ("), lines
+  assert lines[0].endswith("): undo the edit, or remove the file to use the command line's "
+                           "config"), lines
+
+
+def test_resume_with_other_training_settings_says_so(tmp_path, caplog):
+  train_lib.save_or_check_config(_config(), str(tmp_path))
+  longer = _config()
+  longer.train.num_steps = 100
+  with caplog.at_level("WARNING", logger="biskip_jax"):
+    train_lib.save_or_check_config(longer, str(tmp_path))
+  assert [r.getMessage() for r in caplog.records] == [
+      f"{tmp_path}/config.json: the command line changes train.num_steps (6 in the file, 100 "
+      "on the command line)"]
+  with open(tmp_path / "config.json") as f:
+    assert json.load(f)["train"]["num_steps"] == 100
+
+
 def test_batch_must_divide_over_devices(monkeypatch):
   monkeypatch.setattr(jax, "device_count", lambda: 4)
   config = _config()
@@ -74,13 +132,101 @@ def test_batch_must_divide_over_devices(monkeypatch):
     ("model.variant", "XL", "--config.model.variant='XL'"),
     ("loss.pixel", "l3", "--config.loss.pixel='l3'"),
     ("critic.norm", "batch", "--config.critic.norm='batch'"),
-    ("critic.num_layers", 0, "--config.critic.num_layers=0: expected >= 1")])
+    ("critic.num_layers", 0, "--config.critic.num_layers=0: must be an integer >= 1")])
 def test_bad_settings_name_the_flag(field, value, match):
   config = _config()
   section, key = field.split(".")
   config[section][key] = value
   with pytest.raises(UserError, match=match.replace("(", r"\(").replace("[", r"\[")):
     train_lib.check_settings(config)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("optim.g_lr", -1.0, "--config.optim.g_lr=-1.0: must be a number > 0"),
+    ("optim.d_lr", 0.0, "--config.optim.d_lr=0.0: must be a number > 0"),
+    ("optim.g_lr", float("nan"), "--config.optim.g_lr=nan: must be a number > 0"),
+    ("train.checkpoint_every", 0, "--config.train.checkpoint_every=0: must be an integer >= 1"),
+    ("train.log_every", 0, "--config.train.log_every=0: must be an integer >= 1"),
+    ("train.num_steps", 0,
+     "--config.train.num_steps=0: must be an integer -1 (automatic) or >= 1"),
+    ("data.max_bad_fraction", 1.5,
+     "--config.data.max_bad_fraction=1.5: must be a number in [0, 1]"),
+    ("optim.b2", 1.0, "--config.optim.b2=1.0: must be a number in [0, 1)"),
+    ("model.channels", (4, 0, 8, 8, 8),
+     "--config.model.channels=(4, 0, 8, 8, 8): each must be an integer >= 1"),
+    ("train.batch_size", 2.5, "--config.train.batch_size=2.5: must be an integer >= 1"),
+    ("data.synthetic.kernel_size", -3,
+     "--config.data.synthetic.kernel_size=-3: must be an integer >= 1")])
+def test_numbers_out_of_range_name_the_flag_and_the_range(field, value, message):
+  config = _config()
+  *sections, key = field.split(".")
+  node = config
+  for section in sections:
+    node = node[section]
+  with node.ignore_type():
+    node[key] = value
+  with pytest.raises(UserError) as e:
+    train_lib.check_settings(config)
+  assert str(e.value) == message
+
+
+def test_every_range_checked_field_exists_in_the_paper_config():
+  from biskip_jax import config_checks  # pylint: disable=g-import-not-at-top
+  from configs import biskip  # pylint: disable=g-import-not-at-top
+  config = biskip.get_config()
+  missing = [f for f in config_checks._FIELDS  # pylint: disable=protected-access
+             if config_checks._get(config, f) is None]  # pylint: disable=protected-access
+  assert not missing
+  config_checks.check_ranges(config)  # The defaults pass.
+
+
+def test_train_py_refuses_a_negative_learning_rate_before_compiling(tmp_path):
+  workdir = tmp_path / "run"
+  for flag, message in (
+      ("--config.optim.g_lr=-1", "train.py: error: --config.optim.g_lr=-1.0: must be a number "
+       "> 0"),
+      ("--config.train.checkpoint_every=0", "train.py: error: "
+       "--config.train.checkpoint_every=0: must be an integer >= 1")):
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "train.py", "--config=configs/quickstart.py",
+                        f"--workdir={workdir}", flag], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300, env=dict(os.environ, PYTHONPATH=ROOT))
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines() == [message]
+    assert not workdir.exists()  # Stopped before creating anything.
+    assert time.monotonic() - t0 < 60  # Nothing compiled.
+
+
+def test_train_py_with_a_misspelled_config_field_is_one_line(tmp_path):
+  r = _train_py("--config=configs/quickstart.py", f"--workdir={tmp_path / 'run'}",
+                "--config.optim.glr=0.001")
+  assert r.returncode == 2
+  assert r.stderr.strip().splitlines() == [
+      "train.py: error: --config.optim.glr: no such config field; did you mean g_lr?"]
+  assert not (tmp_path / "run").exists()
+
+
+def test_train_py_with_an_unwritable_workdir_is_one_line(tmp_path):
+  blocker = tmp_path / "a_file"
+  blocker.write_text("not a folder")
+  r = _train_py("--config=configs/quickstart.py", f"--workdir={blocker / 'run'}")
+  assert r.returncode == 2
+  assert r.stderr.strip().splitlines() == [
+      f"train.py: error: --workdir {blocker / 'run'}: cannot create the folder (Not a "
+      "directory)"]
+  locked = tmp_path / "locked"
+  locked.mkdir()
+  if subprocess.run(["chattr", "+i", str(locked)], capture_output=True).returncode:
+    pytest.skip("chattr +i is not permitted here: no way to make a folder unwritable as root")
+  try:
+    r = _train_py("--config=configs/quickstart.py", f"--workdir={locked}")
+  finally:
+    subprocess.run(["chattr", "-i", str(locked)], check=True)
+  assert r.returncode == 2
+  assert r.stderr.strip().splitlines() == [
+      f"train.py: error: --workdir {locked}: cannot write to the folder (Operation not "
+      "permitted)"]
+  assert os.listdir(locked) == []
 
 
 def test_resolve_schedule():

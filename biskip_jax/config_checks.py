@@ -1,0 +1,215 @@
+"""Checks of a training config before anything is built: ranges, and the run's config.json.
+
+``check_ranges(config)`` raises :class:`~biskip_jax.errors.UserError` naming the first field
+out of range as its flag, with the allowed range: ``--config.optim.g_lr=-1.0: must be > 0``.
+Fields a config does not have are skipped (older or hand-made configs).
+
+``save_or_check_config(config, workdir)`` keeps ``WORKDIR/config.json`` and, beside it,
+``.config.json.sha256`` (the hash of the file as training wrote it), which tells a hand edit
+from a file written by an earlier command line.
+"""
+
+import hashlib
+import json
+import logging
+import math
+import os
+from typing import Any, Callable
+
+import jax
+import ml_collections
+
+from biskip_jax.errors import UserError
+
+log = logging.getLogger("biskip_jax")
+
+MODEL_SECTIONS = ("model", "critic")
+
+# (rule text, test) pairs; a test receives a number that is already known to be finite.
+_RULES: dict[str, Callable[[float], bool]] = {
+    "> 0": lambda x: x > 0,
+    ">= 0": lambda x: x >= 0,
+    ">= 1": lambda x: x >= 1,
+    "in [0, 1]": lambda x: 0 <= x <= 1,
+    "in [0, 1)": lambda x: 0 <= x < 1,
+    "in (0, 1]": lambda x: 0 < x <= 1,
+    "in [1, 100]": lambda x: 1 <= x <= 100,
+    "-1 (automatic) or >= 1": lambda x: x == -1 or x >= 1,
+}
+
+# Field -> rule. Integers are checked to be integers, every value to be finite.
+_FIELDS: dict[str, str] = {
+    "model.channels": ">= 1",
+    "model.skip_channels": ">= 1",
+    "model.num_res_blocks": ">= 0",
+    "model.act_slope": ">= 0",
+    "model.bn_momentum": "in [0, 1]",
+    "critic.features": ">= 1",
+    "critic.num_layers": ">= 1",  # Stride-2 convs, the first included (DESIGN §3).
+    "loss.gamma1": ">= 0",
+    "loss.gamma2": ">= 0",
+    "loss.gp_weight": ">= 0",
+    "optim.g_lr": "> 0",
+    "optim.d_lr": "> 0",
+    "optim.b1": "in [0, 1)",
+    "optim.b2": "in [0, 1)",
+    "optim.decay_start": "in [0, 1]",
+    "train.batch_size": ">= 1",
+    "train.num_epochs": ">= 1",
+    "train.steps_per_epoch": "-1 (automatic) or >= 1",
+    "train.num_steps": "-1 (automatic) or >= 1",
+    "train.n_critic": ">= 1",
+    "train.log_every": ">= 1",
+    "train.image_every": ">= 0",
+    "train.checkpoint_every": ">= 1",
+    "train.keep_checkpoints": ">= 1",
+    "train.eval_every": ">= 0",
+    "train.eval_num_images": ">= 1",
+    "train.max_bad_steps": ">= 1",
+    "data.crop_size": ">= 1",
+    "data.num_workers": ">= 0",
+    "data.prefetch": ">= 1",
+    "data.max_bad_fraction": "in [0, 1]",
+    "data.cache_max_mb": ">= 1",
+    "data.crops_per_image": ">= 1",
+    "data.synthetic.kernel_size": ">= 1",
+    "data.synthetic.max_shake": ">= 0",
+    "data.synthetic.noise_std": ">= 0",
+    "data.synthetic.gamma": "> 0",
+    "data.synthetic.num_eval": ">= 0",
+    "data.synthetic.num_train": ">= 1",
+    "data.synthetic.length_range": ">= 0",
+    "data.synthetic.exposure_range": "in (0, 1]",
+    "data.synthetic.noise_std_max": ">= 0",
+    "data.synthetic.jpeg_prob": "in [0, 1]",
+    "data.synthetic.jpeg_quality": "in [1, 100]",
+    "data.synthetic.sharp_prob": "in [0, 1]",
+    "data.synthetic.scale_range": "in (0, 1]",
+    "data.synthetic.eval_max_size": ">= 0",
+    "eval.tile_size": ">= 0",
+    "eval.max_pixels": ">= 1",
+    "eval.tile_overlap": ">= 0",
+    "eval.num_figures": ">= 0",
+}
+
+_INTEGERS = {"model.channels", "model.skip_channels", "model.num_res_blocks", "critic.features",
+             "critic.num_layers", "data.crop_size", "data.num_workers", "data.prefetch",
+             "data.cache_max_mb", "data.crops_per_image", "data.synthetic.kernel_size",
+             "data.synthetic.num_eval", "data.synthetic.num_train",
+             "data.synthetic.jpeg_quality", "data.synthetic.eval_max_size", "eval.tile_size",
+             "eval.max_pixels", "eval.tile_overlap", "eval.num_figures"} | {
+                 f for f in _FIELDS if f.startswith("train.")}
+
+
+def _get(config: ml_collections.ConfigDict, field: str) -> Any:
+  node: Any = config
+  for part in field.split("."):
+    if not hasattr(node, "get") or part not in node:
+      return None
+    node = node[part]
+  return node
+
+
+def _bad(value: Any, rule: str, integer: bool) -> bool:
+  if isinstance(value, bool) or not isinstance(value, (int, float)):
+    return True
+  if not math.isfinite(value) or (integer and value != int(value)):
+    return True
+  return not _RULES[rule](value)
+
+
+def check_ranges(config: ml_collections.ConfigDict) -> None:
+  """Raises ``UserError`` for the first numeric field outside its allowed range.
+
+  Args:
+    config: a training config (``configs/biskip.py`` layout).
+
+  Raises:
+    UserError: ``--config.FIELD=VALUE: must be RULE`` (e.g. ``> 0``, ``in [0, 1]``).
+  """
+  for field, rule in _FIELDS.items():
+    value = _get(config, field)
+    if value is None:
+      continue
+    integer = field in _INTEGERS
+    values = value if isinstance(value, (tuple, list)) else (value,)
+    if not values or any(_bad(v, rule, integer) for v in values):
+      kind = "an integer " if integer else "a number "
+      each = "each " if isinstance(value, (tuple, list)) else ""
+      raise UserError(f"--config.{field}={value!r}: {each}must be {kind}{rule}")
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+  if isinstance(tree, dict):
+    flat = {}
+    for k, v in tree.items():
+      flat.update(_flatten(v, f"{prefix}{k}."))
+    return flat
+  return {prefix[:-1]: tree}
+
+
+def _describe(diff: list[str], old: dict[str, Any], new: dict[str, Any]) -> str:
+  shown = [f"{k} ({old.get(k, 'absent')!r} in the file, {new.get(k, 'absent')!r} on the command "
+           "line)" for k in diff[:3]]
+  return ", ".join(shown) + (f" and {len(diff) - 3} more" if len(diff) > 3 else "")
+
+
+def save_or_check_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Writes ``WORKDIR/config.json``; checks an existing one against ``config`` first.
+
+  A ``config.json`` edited by hand (its hash is not the one training wrote) must agree with
+  the command line: it is never silently replaced. A file that training wrote may differ in
+  training settings (a longer ``train.num_steps`` on resume: the change is logged), not in
+  the model's shape (``model``, ``critic``).
+
+  Raises:
+    UserError: the file is not valid JSON, was edited by hand and differs from ``config``,
+      or describes another model shape.
+  """
+  path = os.path.join(workdir, "config.json")
+  hash_path = os.path.join(workdir, ".config.json.sha256")
+  new = json.loads(config.to_json_best_effort())
+  if os.path.exists(path):
+    try:
+      with open(path, "rb") as f:
+        raw = f.read()
+      old = json.loads(raw)
+      if not isinstance(old, dict):
+        raise ValueError("not a JSON object")
+    except OSError as e:
+      raise UserError(f"cannot read {path} ({e.strerror or e})") from e
+    except ValueError as e:
+      raise UserError(f"{path} is not a valid config ({e}): undo the edit, or remove the file "
+                      "to use the command line's config") from e
+    try:
+      with open(hash_path) as f:
+        edited = f.read().strip() != hashlib.sha256(raw).hexdigest()
+    except OSError:
+      edited = False  # Written before hashes were kept: treat as training's own.
+    flat_old, flat_new = _flatten(old), _flatten(new)
+    diff = sorted(k for k in set(flat_old) | set(flat_new) if flat_old.get(k) != flat_new.get(k))
+    if edited and diff:
+      raise UserError(
+          f"{path} was edited by hand and differs from the command line in "
+          f"{_describe(diff, flat_old, flat_new)}: pass the file's values as --config.FIELD=... "
+          "flags, or undo the edit")
+    for section in MODEL_SECTIONS:
+      changed = [k for k in diff if k.startswith(section + ".")]
+      if changed:
+        raise UserError(
+            f"{workdir} holds a run with a different {section} (differs in "
+            f"{', '.join(changed)}): use a new --workdir, or the same --config as that run "
+            f"(see {path})")
+    if diff:
+      log.warning("%s: the command line changes %s", path, _describe(diff, flat_old, flat_new))
+  if jax.process_index() == 0:
+    data = config.to_json_best_effort(indent=2).encode("utf-8")
+    try:
+      os.makedirs(workdir, exist_ok=True)
+      for target, content in ((path, data), (hash_path,
+                                             hashlib.sha256(data).hexdigest().encode() + b"\n")):
+        with open(target + ".tmp", "wb") as f:
+          f.write(content)
+        os.replace(target + ".tmp", target)
+    except OSError as e:
+      raise UserError(f"--workdir {workdir}: cannot write {path} ({e.strerror or e})") from e

@@ -6,11 +6,15 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from benchmarks import common
 from tests.helpers import tiny_config
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# PyTorch next to JAX, and the scripts in subprocesses: all slow.
+pytestmark = pytest.mark.slow
 
 
 def test_torch_reference_matches_jax_step():

@@ -39,6 +39,7 @@ def _script(name, *args):
                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_deep_prior_writes_curves_for_every_task_and_variant(tmp_path):
   # One variant keeps the test to one compiled step (BS differs only in its layers, see
   # test_deep_prior_builds_each_variant); rows are keyed by variant all the same.
@@ -91,6 +92,7 @@ def _ablation(workdir, names, **kw):
                       **kw)
 
 
+@pytest.mark.slow
 def test_ablation_table_resume_and_spl_logs(tmp_path, monkeypatch):
   rows = _ablation(tmp_path, ["S1-BS", "P-BS"], vgg_mode="skip")
   table = _csv(tmp_path / "ablation.csv")
@@ -273,6 +275,7 @@ def test_plot_spl_falls_back_to_batch_statistics(tmp_path):
   assert os.path.exists(tmp_path / "spl.png")
 
 
+@pytest.mark.slow
 def test_plot_spl_cli_and_errors(tmp_path):
   _write_metrics(tmp_path / "run")
   ok = _script("plot_spl", f"--workdir={tmp_path / 'run'}")
@@ -285,6 +288,7 @@ def test_plot_spl_cli_and_errors(tmp_path):
       "training workdir, or training has not logged yet)"]
 
 
+@pytest.mark.slow
 def test_bad_flags_give_one_line_errors(tmp_path):
   bad_scheme = _script("ablation", f"--workdir={tmp_path}", "--budget=5",
                        "--schemes=1-BS,2-XL")
@@ -306,6 +310,7 @@ def test_bad_flags_give_one_line_errors(tmp_path):
       "BS-cR, BS"]
 
 
+@pytest.mark.slow
 def test_side_by_side_windows_and_layout(workdir, tmp_path):
   img = np.arange(7 * 10 * 3, dtype=np.uint8).reshape(7, 10, 3)
   np.testing.assert_array_equal(side_by_side.centre_window(img, 4), img[1:5, 3:7])

@@ -8,37 +8,8 @@ Outputs are RGB PNGs (``--format``) at the input's size with the same base name.
 are reported by name and skipped; the exit status is 1 if any input failed.
 """
 
-import sys
-
-from absl import flags
-
-from biskip_jax import cli, deblur_lib
-from biskip_jax.errors import UserError
-
-_CKPT = flags.DEFINE_string("ckpt", "pretrained", "Training workdir, its best/ or "
-                            "checkpoints/N; 'pretrained' (default): the shipped model.")
-_OUT = flags.DEFINE_string("out", "deblurred", "Output folder.")
-_FORMAT = flags.DEFINE_enum("format", "png", ["png", "jpg", "tif", "bmp", "webp"],
-                            "Output image format.")
-_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
-                           "Compute dtype (bfloat16 for GPUs).")
-_TILE = flags.DEFINE_integer("tile_size", None, "Tile size for large images (0: automatic).")
-_VIDEO = flags.DEFINE_bool("video", False, "Treat inputs as video files (needs imageio-ffmpeg).")
-
-
-def main(argv):
-  inputs = argv[1:]
-  cli.log_progress_to_stderr()  # Our warnings as lines; orbax's restore chatter off.
-  try:
-    if not inputs:
-      raise UserError("no INPUT given: pass image files, folders or glob patterns")
-    failures = deblur_lib.run(_CKPT.value, _OUT.value, inputs, fmt=_FORMAT.value,
-                              dtype=_DTYPE.value, tile_size=_TILE.value, video=_VIDEO.value)
-  except UserError as e:
-    print(f"deblur.py: error: {e}", file=sys.stderr)
-    sys.exit(2)
-  sys.exit(1 if failures else 0)
-
+# The flags and main() are in biskip_jax/entry/deblur.py (also installed as biskip-deblur).
+from biskip_jax.entry import deblur
 
 if __name__ == "__main__":
-  cli.run(main)
+  deblur.run()

@@ -5,32 +5,8 @@ command again resumes from the latest checkpoint in DIR. Stopped by SIGTERM or C
 a checkpoint and exits with status 128 + the signal's number (143, 130): not a success.
 """
 
-import sys
-
-from absl import app, flags
-from ml_collections import config_flags
-
-from biskip_jax import cli, train_lib
-from biskip_jax.errors import UserError
-
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and logs.")
-config_flags.DEFINE_config_file("config", None, "Training configuration file[:SCHEME].",
-                                lock_config=True)
-flags.mark_flags_as_required(["config", "workdir"])
-
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  cli.log_progress_to_stderr()
-  try:
-    train_lib.train_and_evaluate(cli.config_flag(), _WORKDIR.value)
-  except UserError as e:
-    print(f"train.py: error: {e}", file=sys.stderr)
-    sys.exit(2)
-  except train_lib.Interrupted as e:
-    sys.exit(128 + e.signum)
-
+# The flags and main() are in biskip_jax/entry/train.py (also installed as biskip-train).
+from biskip_jax.entry import train
 
 if __name__ == "__main__":
-  cli.run(main)
+  train.run()

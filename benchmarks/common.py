@@ -19,12 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _ROOT not in sys.path:  # Run as `python benchmarks/x.py` from anywhere.
-  sys.path.insert(0, _ROOT)
+from benchmarks import torch_reference as tr
+from biskip_jax import models, train_step, vgg
 
-from benchmarks import torch_reference as tr  # noqa: E402
-from biskip_jax import models, train_step, vgg  # noqa: E402
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def torch_device() -> torch.device:

@@ -21,10 +21,10 @@ py="${PYTHON:-python3}"
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv | tee "$out/gpu.txt"
 status=0
-timeout 300 "$py" benchmarks/inference.py --torch=eager 2>&1 | tee "$out/inference.txt" \
+timeout 300 "$py" -m benchmarks.inference --torch=eager 2>&1 | tee "$out/inference.txt" \
   || status=1
-timeout 150 "$py" benchmarks/inference.py --sizes=720x1280 --batches=1 --torch=compile \
+timeout 150 "$py" -m benchmarks.inference --sizes=720x1280 --batches=1 --torch=compile \
   --nocheck 2>&1 | tee "$out/inference_compile.txt" || status=1
-timeout 300 "$py" benchmarks/train_step.py --breakdown 2>&1 | tee "$out/train_step.txt" \
+timeout 300 "$py" -m benchmarks.train_step --breakdown 2>&1 | tee "$out/train_step.txt" \
   || status=1
 exit "$status"

@@ -1,8 +1,8 @@
 """Inference speed of the Bi-Skip generator, JAX against PyTorch in the same run.
 
-  python benchmarks/inference.py                      # defaults for the device found
-  python benchmarks/inference.py --sizes=720x1280 --batches=1 --dtypes=bfloat16
-  python benchmarks/inference.py --quick              # tiny model, seconds (what CI runs)
+  python -m benchmarks.inference                      # defaults for the device found
+  python -m benchmarks.inference --sizes=720x1280 --batches=1 --dtypes=bfloat16
+  python -m benchmarks.inference --quick              # tiny model, seconds (what CI runs)
 
 For each input size (H x W), batch size and compute dtype it prints ms per image, images/s,
 peak device memory and, for JAX, the compile time and the model's GFLOP per image. Every JAX
@@ -18,22 +18,18 @@ PyTorch. Weights are random (speed does not depend on them); inputs are random i
 
 import functools
 import os
-import sys
 import time
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
 from absl import app, flags
 from ml_collections import config_flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from benchmarks import common  # noqa: E402
-from benchmarks import torch_reference as tr  # noqa: E402
-from biskip_jax import conv, models, notebook_utils  # noqa: E402
+from benchmarks import common
+from benchmarks import torch_reference as tr
+from biskip_jax import conv, models, notebook_utils
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(common._ROOT, "configs", "biskip.py"),

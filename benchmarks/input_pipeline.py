@@ -6,21 +6,18 @@ for 0, 1 and 2 worker processes, with and without ``data.cache_decoded`` and wit
 ``data.crops_per_image``. Throughput is measured after a warm-up (worker start, and for the
 cache two epochs so that every worker holds the frames it sees).
 
-  python benchmarks/input_pipeline.py            # full table (a few minutes on 2 cores)
-  python benchmarks/input_pipeline.py --quick    # smoke test: tiny set, few batches
+  python -m benchmarks.input_pipeline            # full table (a few minutes on 2 cores)
+  python -m benchmarks.input_pipeline --quick    # smoke test: tiny set, few batches
 """
 
 import os
 import platform
-import sys
 import tempfile
 import time
 
 import numpy as np
 from absl import app, flags, logging
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# pylint: disable=g-import-not-at-top,wrong-import-position
 from biskip_jax import blur, datasets, input_pipeline
 from biskip_jax.datasets import synthetic
 from configs import biskip

@@ -1,8 +1,8 @@
 """Train-step speed, JAX against PyTorch in the same run.
 
-  python benchmarks/train_step.py                  # the paper's step (SA1P-BS), batch 1 and 16
-  python benchmarks/train_step.py --breakdown      # also 1-BS and 1P-BS: where the time goes
-  python benchmarks/train_step.py --quick          # tiny model, seconds (what CI runs)
+  python -m benchmarks.train_step                  # the paper's step (SA1P-BS), batch 1 and 16
+  python -m benchmarks.train_step --breakdown      # also 1-BS and 1P-BS: where the time goes
+  python -m benchmarks.train_step --quick          # tiny model, seconds (what CI runs)
 
 The paper's step (§5, Algorithm 1): batch 1 of 256x256 crops, scheme SA1P-BS, i.e. one
 generator forward, ``n_critic`` = 2 WGAN-GP critic updates (gradient penalty: a double
@@ -20,20 +20,16 @@ VGG19 weights are random here (speed does not depend on them). Peak memory as in
 
 import os
 import statistics
-import sys
 import time
 
+import jax
+import torch
 from absl import app, flags
 from ml_collections import config_flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import jax  # noqa: E402
-import torch  # noqa: E402
-
-from benchmarks import common  # noqa: E402
-from benchmarks import torch_reference as tr  # noqa: E402
-from biskip_jax import notebook_utils, schemes, train_step  # noqa: E402
+from benchmarks import common
+from benchmarks import torch_reference as tr
+from biskip_jax import notebook_utils, schemes, train_step
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(common._ROOT, "configs", "biskip.py"),

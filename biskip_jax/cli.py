@@ -1,6 +1,7 @@
 """Shared start-up of the entry points: absl flag parsing with one-line error messages."""
 
 import logging as pylogging
+import os
 import re
 import sys
 from typing import Callable
@@ -51,8 +52,26 @@ def log_progress_to_stderr() -> None:
   log.propagate = False
 
 
+def prog() -> str:
+  """The program's name for messages: ``train.py`` for ``python train.py``, or ``biskip-train``."""
+  return os.path.basename(sys.argv[0])
+
+
 def run(main: Callable[[list[str]], None]) -> None:
-  """``absl.app.run`` with :func:`_parse_flags` (grain workers need absl's parsed flags)."""
+  """``absl.app.run`` with :func:`_parse_flags` (grain workers need absl's parsed flags).
+
+  ``main``'s module (e.g. ``biskip_jax.entry.train``) may be imported by the script that starts
+  the program (``train.py``, or the ``biskip-train`` console script): its flags are made the
+  program's key flags, which ``--helpshort`` lists, and its docstring the usage text when the
+  script has none.
+  """
+  module = sys.modules[main.__module__]
+  if main.__module__ != "__main__":
+    for flag in flags.FLAGS.get_key_flags_for_module(main.__module__):
+      flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+    script = sys.modules["__main__"]
+    if not getattr(script, "__doc__", None):
+      script.__doc__ = module.__doc__
   app.run(main, flags_parser=_parse_flags)
 
 

@@ -1,1 +1,2 @@
-"""Experiment scripts reproducing the paper's analyses (run them from the repository root)."""
+"""Experiment scripts reproducing the paper's analyses (run from the repository root:
+``python -m experiments.NAME``)."""

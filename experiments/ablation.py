@@ -1,7 +1,7 @@
 r"""Table 1 ablation: every training scheme with the same base config, budget, seed and data.
 
-  python experiments/ablation.py --budget=60 --epochs=4 --data=synthetic --workdir=runs/ablation
-  python experiments/ablation.py --budget=630900 --data=gopro --workdir=runs/table1 \
+  python -m experiments.ablation --budget=60 --epochs=4 --data=synthetic --workdir=runs/ablation
+  python -m experiments.ablation --budget=630900 --data=gopro --workdir=runs/table1 \
       --config=configs/biskip.py --config.train.batch_size=1 --data_path=/data/GOPRO_Large
 
 The second command is the paper's set-up (§5): ``configs/biskip.py``, batch 1, and the config's
@@ -40,8 +40,6 @@ import ml_collections
 import numpy as np
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# pylint: disable=g-import-not-at-top,wrong-import-position
 from biskip_jax import cli, schemes
 from biskip_jax.errors import UserError
 
@@ -378,7 +376,7 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   cli.log_progress_to_stderr()
-  command = "python experiments/ablation.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+  command = "python -m experiments.ablation " + " ".join(shlex.quote(a) for a in sys.argv[1:])
   try:
     run(cli.config_flag(), FLAGS.workdir, budget=FLAGS.budget, data=FLAGS.data,
         data_path=FLAGS.data_path, names=FLAGS.schemes, epochs=FLAGS.epochs,

@@ -10,8 +10,8 @@ Each task is run with the Skip (``S``) and Bi-Skip (``BS``) generators of
 :class:`biskip_jax.models.BiSkip`, from the same initialisation seed; the paper claims that
 Bi-Skip fits faster (Fig. 2). Run from the repository root::
 
-  python experiments/deep_prior.py --out=runs/deep_prior   # 64x64, width x0.25: ~5 CPU-minutes
-  python experiments/deep_prior.py --size=256 --width=1 --iters=2400  # closer to Fig. 2 (GPU)
+  python -m experiments.deep_prior --out=runs/deep_prior   # 64x64, width x0.25: ~5 CPU-minutes
+  python -m experiments.deep_prior --size=256 --width=1 --iters=2400  # closer to Fig. 2 (GPU)
 
 Writes into ``--out``: ``deep_prior.csv`` (iteration, task, variant, psnr), ``deep_prior.png``
 (PSNR curves), ``deep_prior_images.png`` (target, input and final outputs) and prints the
@@ -32,8 +32,6 @@ from typing import Any, Sequence
 import numpy as np
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# pylint: disable=g-import-not-at-top,wrong-import-position
 from biskip_jax import cli
 from biskip_jax.errors import UserError
 

@@ -1,6 +1,6 @@
 r"""Self-paced learning over a run: v_i, λ and q(t) per epoch (paper §4.3, eq. 9–11).
 
-  python experiments/plot_spl.py --workdir=runs/biskip --out=runs/biskip/spl.png
+  python -m experiments.plot_spl --workdir=runs/biskip --out=runs/biskip/spl.png
 
 Reads ``WORKDIR/metrics.jsonl`` written by training. Self-paced runs log, every
 ``train.log_every`` steps, a ``"split": "spl"`` row with that step's per-sample bi-level
@@ -23,8 +23,6 @@ from typing import Any
 import numpy as np
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# pylint: disable=g-import-not-at-top,wrong-import-position
 from biskip_jax import cli
 from biskip_jax.errors import UserError
 

@@ -1,7 +1,7 @@
 r"""Blurred | restored figures of real photos (no sharp reference needed).
 
-  python experiments/side_by_side.py --out=docs/unpaired.jpg PHOTO_OR_FOLDER...
-  python experiments/side_by_side.py --ckpt=runs/biskip --out=fig.jpg photos/
+  python -m experiments.side_by_side --out=docs/unpaired.jpg PHOTO_OR_FOLDER...
+  python -m experiments.side_by_side --ckpt=runs/biskip --out=fig.jpg photos/
 
 Each photo is restored whole by the model (``--ckpt``: a training run, or ``pretrained``, the
 shipped model), then one row of the figure shows the same window of the input and of the
@@ -16,8 +16,6 @@ import numpy as np
 from absl import flags
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# pylint: disable=g-import-not-at-top,wrong-import-position
 from biskip_jax import cli, deblur_lib, inference
 from biskip_jax.datasets import BadImageError, load_image
 from biskip_jax.errors import UserError

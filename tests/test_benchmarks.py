@@ -6,11 +6,15 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from benchmarks import common
 from tests.helpers import tiny_config
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# PyTorch next to JAX, and the scripts in subprocesses: all slow.
+pytestmark = pytest.mark.slow
 
 
 def test_torch_reference_matches_jax_step():
@@ -35,11 +39,11 @@ def test_torch_reference_other_options_forward():
     assert np.isfinite(err) and err < 1e-4, (name, err)
 
 
-def _run(script: str, *args: str) -> str:
+def _run(module: str, *args: str) -> str:
   # The figures of a --quick run are not looked at: compile with XLA's cheap settings.
   fast_compile = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1", XLA_FLAGS=fast_compile)
-  proc = subprocess.run([sys.executable, os.path.join(_ROOT, "benchmarks", script), *args],
+  proc = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", *args],
                         capture_output=True, text=True, env=env, timeout=600, cwd=_ROOT)
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
   return proc.stdout
@@ -55,7 +59,7 @@ def _table(out: str) -> list[list[str]]:
 
 
 def test_inference_quick_prints_a_table():
-  out = _run("inference.py", "--quick", "--nocheck")
+  out = _run("inference", "--quick", "--nocheck")
   assert re.search(r"^Device: CPU", out, re.M), out
   header, *rows = _table(out)
   assert header[:4] == ["size", "batch", "dtype", "impl"]
@@ -66,7 +70,7 @@ def test_inference_quick_prints_a_table():
 
 
 def test_train_step_quick_prints_a_table():
-  out = _run("train_step.py", "--quick", "--nocheck")
+  out = _run("train_step", "--quick", "--nocheck")
   header, *rows = _table(out)
   assert header[:3] == ["scheme", "batch", "impl"]
   assert [r[2] for r in rows] == ["JAX", "PyTorch eager"]
@@ -79,8 +83,7 @@ def test_train_step_quick_prints_a_table():
 
 def test_bad_flag_is_reported():
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  proc = subprocess.run([sys.executable, os.path.join(_ROOT, "benchmarks", "inference.py"),
-                         "--no_such_flag"], capture_output=True, text=True, env=env,
-                        timeout=300)
+  proc = subprocess.run([sys.executable, "-m", "benchmarks.inference", "--no_such_flag"],
+                        capture_output=True, text=True, env=env, timeout=300, cwd=_ROOT)
   assert proc.returncode != 0
   assert "no_such_flag" in proc.stderr

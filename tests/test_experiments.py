@@ -33,12 +33,13 @@ def _png_size(path):
 
 
 def _script(name, *args):
-  """Runs ``python experiments/NAME.py ARGS`` from the repository root."""
+  """Runs ``python -m experiments.NAME ARGS`` from the repository root."""
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  return subprocess.run([sys.executable, os.path.join("experiments", name), *args], cwd=ROOT,
-                        env=env, capture_output=True, text=True, timeout=120)
+  return subprocess.run([sys.executable, "-m", f"experiments.{name}", *args],
+                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_deep_prior_writes_curves_for_every_task_and_variant(tmp_path):
   # One variant keeps the test to one compiled step (BS differs only in its layers, see
   # test_deep_prior_builds_each_variant); rows are keyed by variant all the same.
@@ -91,6 +92,7 @@ def _ablation(workdir, names, **kw):
                       **kw)
 
 
+@pytest.mark.slow
 def test_ablation_table_resume_and_spl_logs(tmp_path, monkeypatch):
   rows = _ablation(tmp_path, ["S1-BS", "P-BS"], vgg_mode="skip")
   table = _csv(tmp_path / "ablation.csv")
@@ -273,39 +275,42 @@ def test_plot_spl_falls_back_to_batch_statistics(tmp_path):
   assert os.path.exists(tmp_path / "spl.png")
 
 
+@pytest.mark.slow
 def test_plot_spl_cli_and_errors(tmp_path):
   _write_metrics(tmp_path / "run")
-  ok = _script("plot_spl.py", f"--workdir={tmp_path / 'run'}")
+  ok = _script("plot_spl", f"--workdir={tmp_path / 'run'}")
   assert ok.returncode == 0, ok.stderr
   assert "wrote" in ok.stdout and os.path.exists(tmp_path / "run" / "spl.png")
-  missing = _script("plot_spl.py", f"--workdir={tmp_path / 'nothing'}")
+  missing = _script("plot_spl", f"--workdir={tmp_path / 'nothing'}")
   assert missing.returncode == 2
   assert missing.stderr.strip().splitlines() == [
       f"plot_spl.py: error: --workdir={tmp_path / 'nothing'}: no metrics.jsonl (not a "
       "training workdir, or training has not logged yet)"]
 
 
+@pytest.mark.slow
 def test_bad_flags_give_one_line_errors(tmp_path):
-  bad_scheme = _script("ablation.py", f"--workdir={tmp_path}", "--budget=5",
+  bad_scheme = _script("ablation", f"--workdir={tmp_path}", "--budget=5",
                        "--schemes=1-BS,2-XL")
   assert bad_scheme.returncode == 2
   lines = bad_scheme.stderr.strip().splitlines()
   assert len(lines) == 1 and "--schemes: unknown generator variant 'XL'" in lines[0]
-  bad_epochs = _script("ablation.py", f"--workdir={tmp_path}", "--budget=5", "--epochs=-2")
+  bad_epochs = _script("ablation", f"--workdir={tmp_path}", "--budget=5", "--epochs=-2")
   assert bad_epochs.returncode == 2
   assert bad_epochs.stderr.strip().splitlines() == [
       "ablation.py: error: --epochs=-2: expected a positive number of epochs, or 0 for the "
       "config's train.num_epochs"]
-  bad_size = _script("deep_prior.py", f"--out={tmp_path}", "--size=0")
+  bad_size = _script("deep_prior", f"--out={tmp_path}", "--size=0")
   assert bad_size.returncode == 2
   assert bad_size.stderr.strip().splitlines()[0].startswith("deep_prior.py: error: flag --size")
-  bad_variant = _script("deep_prior.py", f"--out={tmp_path}", "--variants=S,XL")
+  bad_variant = _script("deep_prior", f"--out={tmp_path}", "--variants=S,XL")
   assert bad_variant.returncode == 2
   assert bad_variant.stderr.strip().splitlines() == [
       "deep_prior.py: error: --variants: unknown variant 'XL'; expected one of S, BS-w/o-R, "
       "BS-cR, BS"]
 
 
+@pytest.mark.slow
 def test_side_by_side_windows_and_layout(workdir, tmp_path):
   img = np.arange(7 * 10 * 3, dtype=np.uint8).reshape(7, 10, 3)
   np.testing.assert_array_equal(side_by_side.centre_window(img, 4), img[1:5, 3:7])
@@ -320,9 +325,8 @@ def test_side_by_side_windows_and_layout(workdir, tmp_path):
   # The script end to end on a training run.
   save_image(tmp_path / "p.png", np.asarray(skimage.data.chelsea()[:40, :48]))
   out = tmp_path / "fig.png"
-  r = subprocess.run([sys.executable, "experiments/side_by_side.py", f"--ckpt={workdir[0]}",
+  r = subprocess.run([sys.executable, "-m", "experiments.side_by_side", f"--ckpt={workdir[0]}",
                       f"--out={out}", "--crop=32", str(tmp_path / "p.png")], cwd=ROOT,
-                     capture_output=True, text=True, timeout=300,
-                     env=dict(os.environ, PYTHONPATH=ROOT))
+                     capture_output=True, text=True, timeout=300)
   assert r.returncode == 0, r.stderr[-2000:]
   assert load_image(out).shape == (32, 32 + gap + 32, 3)

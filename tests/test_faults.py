@@ -117,6 +117,7 @@ def _nan_config(monkeypatch):
   return config
 
 
+@pytest.mark.slow
 def test_divergence_without_a_checkpoint_stops_with_advice(tmp_path, monkeypatch):
   with pytest.raises(UserError, match=r"training diverged") as e:
     train_lib.train_and_evaluate(_nan_config(monkeypatch), str(tmp_path))
@@ -128,6 +129,7 @@ def test_divergence_without_a_checkpoint_stops_with_advice(tmp_path, monkeypatch
   assert rows[1]["finite"] == 0.0 and rows[2]["skipped_steps"] == 2.0
 
 
+@pytest.mark.slow
 def test_divergence_restores_the_checkpoint_once_then_stops(good_run, tmp_path, caplog,
                                                             monkeypatch):
   workdir = str(tmp_path / "run")
@@ -206,6 +208,7 @@ def _leftovers(directory):
   return sorted(n for n in os.listdir(directory) if _TMP in n)
 
 
+@pytest.mark.slow
 def test_sigterm_then_sigkill_during_a_save_lose_nothing(good_run, compile_cache, tmp_path,
                                                          caplog):
   del good_run  # Only so that the train step is in the compilation cache.
@@ -328,6 +331,7 @@ def test_failed_best_metric_write_keeps_the_previous_one(small_state, tmp_path, 
   ckpt.close()
 
 
+@pytest.mark.slow
 def test_training_goes_on_when_a_checkpoint_cannot_be_written(good_run, tmp_path, monkeypatch,
                                                               caplog):
   save = ocp.CheckpointManager.save
@@ -356,6 +360,7 @@ def test_training_goes_on_when_a_checkpoint_cannot_be_written(good_run, tmp_path
 # Determinism -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_same_config_gives_identical_runs(good_run, tmp_path):
   workdir, state = good_run
   again = train_lib.train_and_evaluate(_config(), str(tmp_path), stop_at_step=4)
@@ -413,6 +418,7 @@ def test_unreadable_images_raise_bad_image_error_naming_the_file(tmp_path):
     assert path in str(e.value), (name, str(e.value))
 
 
+@pytest.mark.slow
 def test_extreme_sizes_load_and_restore(small_state, tmp_path):
   deblurrer = inference.Deblurrer(tiny_config("1-BS"), {
       "params": small_state.gen.params, "batch_stats": small_state.gen.batch_stats})

@@ -24,6 +24,7 @@ def _photo(h, w):
   return np.ascontiguousarray(skimage.data.astronaut()[100:100 + h, 120:120 + w])
 
 
+@pytest.mark.slow
 def test_from_checkpoint_restores_any_size(workdir):
   path, config, variables = workdir
   d = inference.Deblurrer.from_checkpoint(path)
@@ -59,6 +60,7 @@ def test_named_checkpoint_and_errors(workdir, tmp_path):
     inference.Deblurrer.from_checkpoint(str(empty))
 
 
+@pytest.mark.slow
 def test_tiled_matches_untiled_away_from_borders(workdir):
   path, _, _ = workdir
   d = inference.Deblurrer.from_checkpoint(path)
@@ -103,6 +105,7 @@ def _run(args):
                         timeout=600, env=dict(os.environ, PYTHONPATH=ROOT))
 
 
+@pytest.mark.slow
 def test_deblur_py_processes_good_files_and_names_bad_ones(workdir, tmp_path):
   path, _, _ = workdir
   _write_inputs(tmp_path / "in")
@@ -122,6 +125,7 @@ def test_deblur_py_processes_good_files_and_names_bad_ones(workdir, tmp_path):
     assert img.shape == (40, 50, 3) and img.dtype == np.uint8
 
 
+@pytest.mark.slow
 def test_deblur_py_bad_checkpoint_is_one_line(tmp_path):
   save_image(str(tmp_path / "a.png"), _photo(8, 8))
   r = _run(["deblur.py", f"--ckpt={tmp_path / 'nope'}", f"--out={tmp_path}",
@@ -129,6 +133,7 @@ def test_deblur_py_bad_checkpoint_is_one_line(tmp_path):
   assert r.returncode == 2 and "Traceback" not in r.stderr and "nope" in r.stderr
 
 
+@pytest.mark.slow
 def test_evaluate_py_on_a_folder(workdir, tmp_path):
   path, _, _ = workdir
   data = tmp_path / "pairs"
@@ -164,6 +169,7 @@ def test_evaluate_py_on_a_folder(workdir, tmp_path):
   assert fig.shape == (48, 64 * 3, 3)
 
 
+@pytest.mark.slow
 def test_evaluate_py_rejects_unknown_data(workdir):
   path, _, _ = workdir
   r = _run(["evaluate.py", f"--ckpt={path}", "--data=imagenet"])

@@ -110,6 +110,7 @@ def test_resume_state_round_trip(gopro_root):
   _assert_same(expected, _take(fresh, 2))
 
 
+@pytest.mark.slow
 def test_worker_processes_match_in_process_and_resume(gopro_root):
   flags.FLAGS.mark_as_parsed()  # What absl.app.run does for train.py.
   config = _config("gopro", gopro_root)

@@ -92,6 +92,7 @@ def test_global_residual_identity_when_last_conv_is_zero():
   np.testing.assert_array_equal(np.asarray(y), np.asarray(x))
 
 
+@pytest.mark.slow
 def test_train_updates_batch_stats_and_eval_does_not():
   model = models.BiSkip(**TINY)
   x = jax.random.normal(_key(3), (2, 32, 32, 3))
@@ -105,6 +106,7 @@ def test_train_updates_batch_stats_and_eval_does_not():
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_eval_uses_running_statistics():
   """In eval mode a sample's output does not depend on the rest of the batch."""
   model = models.BiSkip(**TINY)
@@ -122,6 +124,7 @@ def _module_names(variant):
   return set(_shapes(models.BiSkip(variant=variant))["params"])
 
 
+@pytest.mark.slow
 def test_variants_have_the_right_blocks():
   s, wor, cr, bs = (_module_names(v) for v in ("S", "BS-w/o-R", "BS-cR", "BS"))
   assert not any(n.startswith("deep") for n in s)
@@ -146,6 +149,7 @@ def test_skip_concat_widths():
   assert bs["dec0_a"]["conv"]["kernel"].shape == (3, 3, 32, 32)  # no skip at full scale
 
 
+@pytest.mark.slow
 def test_xavier_init_and_zero_bias():
   params = _init(models.BiSkip(), jnp.zeros((1, 32, 32, 3)))["params"]
   k = np.asarray(params["body2"]["conv"]["kernel"])  # 3x3x128x128
@@ -154,6 +158,7 @@ def test_xavier_init_and_zero_bias():
   assert np.all(np.asarray(params["body2"]["conv"]["bias"]) == 0)
 
 
+@pytest.mark.slow
 def test_max_pool_and_bfloat16():
   x = jax.random.uniform(_key(5), (1, 32, 32, 3), minval=-1, maxval=1)
   m32 = models.BiSkip(**TINY, norm="none")
@@ -174,6 +179,7 @@ def test_bad_settings_are_named(kwargs, match):
     _shapes(models.BiSkip(**kwargs))
 
 
+@pytest.mark.slow
 def test_critic_scores_one_per_sample_independently():
   critic = models.Critic(features=8)
   x = jax.random.uniform(_key(6), (3, 64, 64, 3), minval=-1, maxval=1)
@@ -188,6 +194,7 @@ def test_critic_scores_one_per_sample_independently():
   assert "batch_stats" not in v
 
 
+@pytest.mark.slow
 def test_critic_is_unbounded_no_sigmoid():
   critic = models.Critic(features=8, norm="none")
   x = jnp.ones((1, 64, 64, 3))
@@ -201,6 +208,7 @@ def test_critic_is_unbounded_no_sigmoid():
 PATCHGAN_LAYERS = [(64, 2), (128, 2), (256, 2), (512, 1), (1, 1)]
 
 
+@pytest.mark.slow
 def test_critic_is_deblurgans_70x70_patchgan():
   critic = models.Critic(norm="none")
   x = jax.random.uniform(_key(3), (1, 256, 256, 3), minval=-1, maxval=1)
@@ -237,6 +245,7 @@ def test_critic_instance_norm_is_deblurgans_without_affine():
   assert [params[f"norm{k}"]["in"]["scale"].shape for k in (1, 2, 3)] == [(128,), (256,), (512,)]
 
 
+@pytest.mark.slow
 def test_critic_conditioning_and_bad_settings():
   cond = models.Critic(features=8, conditional=True)
   x = jnp.zeros((2, 32, 32, 3))
@@ -251,6 +260,7 @@ def test_critic_conditioning_and_bad_settings():
     models.Critic(num_layers=0).init(_key(0), x)
 
 
+@pytest.mark.slow
 def test_zero_residual_option_starts_at_identity():
   model = models.BiSkip(**TINY, zero_residual=True)
   x = jax.random.uniform(_key(7), (1, 40, 48, 3), minval=-1, maxval=1)
@@ -259,6 +269,7 @@ def test_zero_residual_option_starts_at_identity():
 
 
 @pytest.mark.parametrize("shape", [(2, 7, 5, 6), (1, 4, 4, 3)])
+@pytest.mark.slow
 def test_upconv_equals_flax_conv_transpose(shape):
   """The sub-pixel UpConv is nn.ConvTranspose(5x5, stride 2, SAME): same init, output, grads."""
   x = jnp.asarray(np.random.default_rng(0).normal(size=shape), jnp.float32)
@@ -283,6 +294,7 @@ def test_upconv_equals_flax_conv_transpose(shape):
 @pytest.mark.parametrize("shape,kernel,stride", [
     ((2, 8, 6, 3), 4, 2), ((1, 7, 9, 2), 4, 2), ((1, 5, 5, 2), 4, 1), ((1, 9, 4, 2), 3, 2),
     ((1, 10, 7, 2), 5, 3)])
+@pytest.mark.slow
 def test_strided_conv_equals_flax_conv(shape, kernel, stride):
   """StridedConv is nn.Conv(k, stride s, SAME): same init, output, grads and GP double grads."""
   x = jnp.asarray(np.random.default_rng(0).normal(size=shape), jnp.float32)

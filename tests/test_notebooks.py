@@ -121,6 +121,7 @@ def test_setup_cell_installs_from_github_on_colab(monkeypatch, gpu):
     assert ("jax[cuda12]" in pip[-1]) == gpu
 
 
+@pytest.mark.slow
 def test_quickstart_notebook(run_dir):
   nb = _execute("quickstart.ipynb", run_dir)
   text = _stdout(nb)
@@ -137,6 +138,7 @@ def test_quickstart_notebook(run_dir):
   assert _num_pictures(nb) >= 3  # Loss curves and two blurred | restored | sharp figures.
 
 
+@pytest.mark.slow
 def test_deblur_your_photo_notebook(run_dir):
   nb = _execute("deblur_your_photo.ipynb", run_dir)
   text = _stdout(nb)

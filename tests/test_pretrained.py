@@ -86,6 +86,7 @@ SHIPPED = os.path.isfile(pretrained.paths()[0])
 
 
 @pytest.mark.skipif(not SHIPPED, reason="no shipped model in biskip_jax/pretrained/")
+@pytest.mark.slow
 def test_shipped_model_verifies_and_leaves_a_sharp_photo_alone():
   npz_path, _ = pretrained.paths()
   assert os.path.getsize(npz_path) <= 25 * 10**6  # Issue 16: at most 25 MB.
@@ -100,6 +101,7 @@ def test_shipped_model_verifies_and_leaves_a_sharp_photo_alone():
 
 
 @pytest.mark.skipif(not SHIPPED, reason="no shipped model in biskip_jax/pretrained/")
+@pytest.mark.slow
 def test_deblur_py_without_ckpt_uses_the_shipped_model(tmp_path):
   photo = tmp_path / "photo.png"
   save_image(photo, _photo())

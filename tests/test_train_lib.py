@@ -35,6 +35,7 @@ def _leaves(state):
       state.replace(rng=jax.random.key_data(state.rng))))]
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_bit_for_bit(tmp_path):
   straight = train_lib.train_and_evaluate(_config(), str(tmp_path / "a"))
   first = train_lib.train_and_evaluate(_config(), str(tmp_path / "b"), stop_at_step=3)
@@ -237,6 +238,7 @@ def test_resolve_schedule():
   assert train_lib.resolve_schedule(config) == (2, 10, 5)
 
 
+@pytest.mark.slow
 def test_train_py_reports_user_errors_without_traceback(tmp_path):
   r = subprocess.run([sys.executable, "train.py", "--config=configs/quickstart.py:Q9-BS",
                       f"--workdir={tmp_path}"], cwd=ROOT, capture_output=True, text=True,

@@ -42,6 +42,7 @@ def adversarial(_adversarial_setup):
   return config, mesh, jax.tree_util.tree_map(jnp.copy, state), step
 
 
+@pytest.mark.slow
 def test_step_compiles_once_and_updates_both_networks(adversarial):
   config, mesh, state, step = adversarial
   g0 = jax.device_get(state.gen.params)
@@ -66,6 +67,7 @@ def test_step_compiles_once_and_updates_both_networks(adversarial):
   assert np.isfinite(float(state.spl.running_max))
 
 
+@pytest.mark.slow
 def test_self_paced_weights_after_first_epoch(adversarial):
   _, mesh, state, step = adversarial
   state = state.replace(spl=state.spl.replace(
@@ -77,6 +79,7 @@ def test_self_paced_weights_after_first_epoch(adversarial):
   assert float(m["q"]) == pytest.approx(np.tan((1 - 5 / 22) * np.pi / 2), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_non_finite_step_is_not_applied():
   config = tiny_config("1-BS")
   config.loss.gamma1 = float("nan")
@@ -89,6 +92,7 @@ def test_non_finite_step_is_not_applied():
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_content_loss_falls_on_a_fixed_batch():
   config = tiny_config("1-BS")
   config.model.channels = (16, 32, 64, 64, 64)  # The quickstart model's width.
@@ -105,6 +109,7 @@ def test_content_loss_falls_on_a_fixed_batch():
   assert float(m["d_loss"]) == 0.0 and int(state.critic.opt_state[1].count) == 0
 
 
+@pytest.mark.slow
 def test_perceptual_term_uses_vgg_features():
   config = tiny_config("2P-BS")
   mesh, state, step = _setup(config)
@@ -148,6 +153,7 @@ def test_critic_learns_at_the_generators_pace_for_the_whole_run():
   assert expected > 0  # The last step still learns (its rate is lr / (T / 2)).
 
 
+@pytest.mark.slow
 def test_four_devices_match_one_device():
   """Data parallel over 4 forced CPU devices gives the 1-device metrics and parameters."""
   code = textwrap.dedent("""
@@ -181,6 +187,7 @@ def test_four_devices_match_one_device():
   assert r.returncode == 0 and "OK" in r.stdout, r.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_step_is_compiled_with_conv_compiler_options(monkeypatch):
   """jit_train_step hands conv.compiler_options to XLA: an option XLA refuses fails the step."""
   bad = {"xla_cpu_experimental_ynn_fusion_type": "NOT_A_FUSION_TYPE"}

@@ -1,0 +1,46 @@
+"""Deblurs photos of any size: ``biskip-deblur [--ckpt=RUN] [--out=DIR] INPUT...``.
+
+The same as ``python deblur.py ...`` from the repository root. Without ``--ckpt`` the shipped
+general-purpose model restores the photos (``biskip_jax/pretrained/``, see
+``docs/MODEL_CARD.md``); ``--ckpt=RUN`` takes a training run.
+
+INPUTs are files, folders (searched recursively) or glob patterns of anything Pillow reads.
+Outputs are RGB PNGs (``--format``) at the input's size with the same base name. Bad files
+are reported by name and skipped; the exit status is 1 if any input failed.
+"""
+
+import sys
+
+from absl import flags
+
+from biskip_jax import cli, deblur_lib
+from biskip_jax.errors import UserError
+
+_CKPT = flags.DEFINE_string("ckpt", "pretrained", "Training workdir, its best/ or "
+                            "checkpoints/N; 'pretrained' (default): the shipped model.")
+_OUT = flags.DEFINE_string("out", "deblurred", "Output folder.")
+_FORMAT = flags.DEFINE_enum("format", "png", ["png", "jpg", "tif", "bmp", "webp"],
+                            "Output image format.")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
+                           "Compute dtype (bfloat16 for GPUs).")
+_TILE = flags.DEFINE_integer("tile_size", None, "Tile size for large images (0: automatic).")
+_VIDEO = flags.DEFINE_bool("video", False, "Treat inputs as video files (needs imageio-ffmpeg).")
+
+
+def main(argv):
+  inputs = argv[1:]
+  cli.log_progress_to_stderr()  # Our warnings as lines; orbax's restore chatter off.
+  try:
+    if not inputs:
+      raise UserError("no INPUT given: pass image files, folders or glob patterns")
+    failures = deblur_lib.run(_CKPT.value, _OUT.value, inputs, fmt=_FORMAT.value,
+                              dtype=_DTYPE.value, tile_size=_TILE.value, video=_VIDEO.value)
+  except UserError as e:
+    print(f"{cli.prog()}: error: {e}", file=sys.stderr)
+    sys.exit(2)
+  sys.exit(1 if failures else 0)
+
+
+def run() -> None:
+  """Parses the flags and deblurs (the ``biskip-deblur`` console script)."""
+  cli.run(main)

@@ -32,11 +32,24 @@ def torch_device() -> torch.device:
   return torch.device("cpu")
 
 
+def _cpu_model() -> str:
+  """The CPU's model name from /proc/cpuinfo ("" where there is none): machines differ."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return ""
+
+
 def describe_device() -> str:
   """One line: hardware, software versions and thread counts."""
   dev = jax.devices()[0]
   if dev.platform == "cpu":
-    hw = f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    hw = f"CPU {_cpu_model() or platform.processor() or platform.machine()}, " \
+         f"{os.cpu_count()} cores"
   else:
     hw = f"{dev.device_kind}"
   return (f"{hw}; jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__} "

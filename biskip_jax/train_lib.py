@@ -28,13 +28,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from biskip_jax import (
   checkpointing,
   config_checks,
-  conv,
   input_pipeline,
   log_files,
   spl,
@@ -282,31 +279,6 @@ def evaluate_model(config: ml_collections.ConfigDict, state: train_step.TrainSta
   return {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims))}
 
 
-def make_spl_probe(config: ml_collections.ConfigDict, total_epochs: int,
-                   mesh: jax.sharding.Mesh) -> Any:
-  """Jitted ``(state, batch, vgg_params) -> (l_i [N], v_i [N], λ, q)`` for logging.
-
-  Recomputes, with the state the train step is about to receive, the per-sample bi-level
-  losses (eq. 4) and self-paced weights (eq. 11) that step uses (it reports only their mean
-  and minimum): one extra generator forward per log step, results replicated.
-  """
-  fns = train_step.StepFns(config, total_epochs)
-
-  def probe(state, batch, vgg_params):
-    b = train_step.to_model_range(batch["blur"])
-    x = train_step.to_model_range(batch["sharp"])
-    restored, _ = fns.generator.apply(
-        {"params": state.gen.params, "batch_stats": state.gen.batch_stats}, b, train=True,
-        mutable=["batch_stats"])
-    sharp_features = fns.features(vgg_params, x) if config.loss.perceptual else None
-    losses, _ = fns.content(restored, x, sharp_features, vgg_params)
-    q = spl.q_schedule(state.spl.epoch, total_epochs)
-    return losses, spl.spl_weights(losses, state.spl.lam, q), state.spl.lam, q
-
-  return jax.jit(probe, out_shardings=NamedSharding(mesh, P()),
-                 compiler_options=conv.compiler_options(mesh.devices.flat[0].platform))
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        stop_at_step: int | None = None) -> train_step.TrainState:
   """Trains (or resumes) the run in ``workdir`` and returns the final state.
@@ -358,7 +330,6 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
   state = train_step.replicate(state, mesh)
   p_step = train_step.jit_train_step(config, total_epochs, mesh, state)
   end_epoch = jax.jit(spl.end_epoch)
-  spl_probe = make_spl_probe(config, total_epochs, mesh) if config.loss.self_paced else None
   logger = _Logger(workdir, config, total_steps)
   logger.scalars(step, {"steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
                         "total_epochs": total_epochs}, prefix="run")
@@ -372,13 +343,11 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
       batch = next(train_iter)
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
         device_batch = train_step.shard_batch(batch, mesh)
-        probe = None
-        if spl_probe is not None and (step + 1) % t_cfg.log_every == 0:
-          probe = spl_probe(state, device_batch, vgg_params)  # Before the state is donated.
         state, m = p_step(state, device_batch, vgg_params)
       step += 1
-      if probe is not None:
-        losses_i, v_i, lam, q = jax.device_get(probe)
+      losses_i, v_i = (m.pop(k) for k in train_step.PER_SAMPLE_METRICS)
+      if config.loss.self_paced and step % t_cfg.log_every == 0:
+        losses_i, v_i, lam, q = jax.device_get((losses_i, v_i, m["lam"], m["q"]))
         logger.spl(step, (step - 1) // steps_per_epoch + 1, losses_i, v_i, float(lam), float(q))
       for k, v in m.items():
         accum.setdefault(k, []).append(v)

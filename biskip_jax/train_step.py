@@ -32,6 +32,11 @@ from biskip_jax import conv, losses, models, spl, vgg
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
 
+# Metrics that are [N] arrays (one value per sample of the global batch), not scalars.
+PER_SAMPLE_LOSS = "l_i"
+PER_SAMPLE_WEIGHT = "v_i"
+PER_SAMPLE_METRICS = (PER_SAMPLE_LOSS, PER_SAMPLE_WEIGHT)
+
 
 class GeneratorState(train_state.TrainState):
   """Generator parameters, optimizer state and batch-norm running statistics."""
@@ -282,6 +287,8 @@ def train_step(state: TrainState, batch: Batch, vgg_params: Any, *,
       pixel=jnp.mean(parts["pixel"]), feature=jnp.mean(parts["feature"]),
       v_mean=jnp.mean(weights), v_min=jnp.min(weights), lam=state.spl.lam, q=jnp.asarray(q),
       g_grad_norm=g_grad_norm, finite=finite.astype(jnp.float32), **d_metrics)
+  # Per sample, [N] over the global batch: l_i (eq. 4) and the v_i (eq. 11) this step used.
+  metrics.update({PER_SAMPLE_LOSS: content_l, PER_SAMPLE_WEIGHT: weights})
   return new_state, {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
 
 

@@ -59,7 +59,12 @@ def test_step_compiles_once_and_updates_both_networks(adversarial):
   expected = {"g_loss", "g_adv", "content", "pixel", "feature", "v_mean", "v_min", "lam", "q",
               "g_grad_norm", "finite", "d_loss", "gp", "wasserstein", "d_grad_norm"}
   assert expected <= set(m)
-  assert all(np.isfinite(float(v)) or k == "lam" for k, v in m.items())
+  per_sample = set(train_step.PER_SAMPLE_METRICS)
+  assert all(np.isfinite(float(v)) or k == "lam" for k, v in m.items() if k not in per_sample)
+  # Per-sample l_i and v_i of the global batch; their means are the scalar metrics.
+  l_i, v_i = np.asarray(m["l_i"]), np.asarray(m["v_i"])
+  assert l_i.shape == v_i.shape == (2,)
+  assert np.mean(l_i) == pytest.approx(float(m["content"]), rel=1e-6)
   # First epoch: λ = ∞, every v_i = 1 (Algorithm 1, line 1).
   assert float(m["lam"]) == np.inf and float(m["v_mean"]) == 1.0
   assert float(m["gp"]) > 0 and float(m["feature"]) == 0.0
@@ -76,7 +81,13 @@ def test_self_paced_weights_after_first_epoch(adversarial):
   _, m = step(state, train_step.shard_batch(_batch(7), mesh), {})
   # Content losses are ~ γ1 * 0.1-0.5 here, so some weights are below 1, none above.
   assert 0.0 <= float(m["v_min"]) <= float(m["v_mean"]) < 1.0
-  assert float(m["q"]) == pytest.approx(np.tan((1 - 5 / 22) * np.pi / 2), rel=1e-5)
+  q = np.tan((1 - 5 / 22) * np.pi / 2)  # Eq. 10, t = 5, T = 10.
+  assert float(m["q"]) == pytest.approx(q, rel=1e-5)
+  # The step reports the v_i it used: eq. 11 of its own l_i with λ = 50.
+  l_i = np.asarray(m["l_i"], np.float64)
+  expected = np.where(l_i < 50.0, np.clip(1 - l_i / 50.0, 0, None) ** (1 / (q - 1)), 0.0)
+  np.testing.assert_allclose(np.asarray(m["v_i"]), expected, rtol=1e-4, atol=1e-6)
+  assert np.mean(expected) == pytest.approx(float(m["v_mean"]), rel=1e-4)
 
 
 @pytest.mark.slow

@@ -16,13 +16,14 @@ batch statistics, both optimizer states, step, SPL state, PRNG key and the data 
 position are all restored, so an interrupted run continues exactly as if it had not stopped.
 """
 
+import itertools
 import json
 import logging
 import math
 import os
 import signal
 import time
-from typing import Any, Iterator
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -261,22 +262,38 @@ def _restore_image(restored: jax.Array) -> np.ndarray:
   return np.asarray(jnp.clip(jnp.round((restored + 1.0) * 127.5), 0, 255).astype(jnp.uint8))
 
 
-def evaluate_model(config: ml_collections.ConfigDict, state: train_step.TrainState,
-                   examples: Iterator[dict[str, Any]], max_images: int) -> dict[str, float]:
-  """PSNR/SSIM of the generator (running statistics) on up to ``max_images`` examples."""
-  from biskip_jax import inference, metrics  # pylint: disable=g-import-not-at-top
-  deblurrer = inference.Deblurrer(config, {"params": state.gen.params,
-                                           "batch_stats": state.gen.batch_stats})
-  psnrs, ssims = [], []
-  for i, ex in enumerate(examples):
-    if i >= max_images:
-      break
-    out = deblurrer(ex["blur"])
-    psnrs.append(metrics.psnr(out, ex["sharp"]))
-    ssims.append(metrics.ssim(out, ex["sharp"]))
-  if not psnrs:
-    return {}
-  return {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims))}
+class Validator:
+  """Validation during training: one compiled generator and one list of pairs per run.
+
+  The held-out pairs (the first ``train.eval_num_images`` of ``data.eval_split``) are read
+  once, and one :class:`inference.Deblurrer` serves every validation of the run with the
+  current variables (its jitted function takes them as an argument, so nothing recompiles).
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self._config = config
+    self._deblurrer = None
+    self._examples: list[dict[str, Any]] | None = None
+
+  def __call__(self, state: train_step.TrainState) -> dict[str, float]:
+    """PSNR/SSIM of the generator (running statistics) on the held-out pairs."""
+    from biskip_jax import inference, metrics  # pylint: disable=g-import-not-at-top
+    if self._examples is None:
+      self._examples = list(itertools.islice(
+          input_pipeline.create(self._config, self._config.data.eval_split),
+          self._config.train.eval_num_images))
+    variables = {"params": state.gen.params, "batch_stats": state.gen.batch_stats}
+    if self._deblurrer is None:
+      self._deblurrer = inference.Deblurrer(self._config, variables)
+    else:
+      self._deblurrer.variables = jax.device_put(variables)
+    if not self._examples:
+      return {}
+    outs = [self._deblurrer(ex["blur"]) for ex in self._examples]
+    return {"psnr": float(np.mean([metrics.psnr(o, ex["sharp"])
+                                   for o, ex in zip(outs, self._examples)])),
+            "ssim": float(np.mean([metrics.ssim(o, ex["sharp"])
+                                   for o, ex in zip(outs, self._examples)]))}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -335,7 +352,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
                         "total_epochs": total_epochs}, prefix="run")
   accum: dict[str, list[jax.Array]] = {}
   t_cfg = config.train
-  eval_split = config.data.eval_split
+  validate = Validator(config)
   best = ckpt.best_metric()
   problems: list[str] = []  # Work lost: the run ends with an error naming it.
   with _Preemption() as preempt:
@@ -369,8 +386,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
                                       train_step.to_model_range(jnp.asarray(batch["blur"])))
         logger.images(step, batch["blur"], _restore_image(restored), batch["sharp"])
       if t_cfg.eval_every > 0 and (step % t_cfg.eval_every == 0 or step == total_steps):
-        result = evaluate_model(config, state, input_pipeline.create(config, eval_split),
-                                t_cfg.eval_num_images)
+        result = validate(state)
         if result:
           logger.scalars(step, result, prefix="eval")
           log.info("step %d validation: PSNR %.2f dB, SSIM %.4f", step, result["psnr"],

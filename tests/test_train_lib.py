@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from biskip_jax import train_lib
+from biskip_jax import train_lib, train_step
 from biskip_jax.errors import UserError
 from tests.helpers import tiny_config
 
@@ -245,3 +245,20 @@ def test_train_py_reports_user_errors_without_traceback(tmp_path):
                      timeout=300, env=dict(os.environ, PYTHONPATH=ROOT))
   assert r.returncode != 0
   assert "Q9-BS" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+
+
+def test_validation_compiles_once_per_run_and_uses_the_current_weights():
+  """Issue 18 item 1: one Deblurrer per run; new weights do not recompile it."""
+  config = tiny_config("1-BS", crop=32)
+  config.data.synthetic.num_eval = 2
+  config.train.eval_num_images = 2
+  state = train_step.create_train_state(config, 10, 32)
+  validate = train_lib.Validator(config)
+  first = validate(state)
+  fn = validate._deblurrer._fn  # pylint: disable=protected-access
+  sizes = len({ex["blur"].shape for ex in validate._examples})  # pylint: disable=protected-access
+  params = jax.tree_util.tree_map(lambda p: p * 1.5, state.gen.params)
+  second = validate(state.replace(gen=state.gen.replace(params=params)))
+  assert set(first) == {"psnr", "ssim"} and first["psnr"] != second["psnr"]
+  # The same compiled function served both validations: one program per image size.
+  assert validate._deblurrer._fn is fn and fn._cache_size() == sizes  # pylint: disable=protected-access

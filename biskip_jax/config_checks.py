@@ -19,7 +19,7 @@ from typing import Any, Callable
 import jax
 import ml_collections
 
-from biskip_jax.errors import UserError
+from biskip_jax.errors import UserError, os_errors_as_user_errors
 
 log = logging.getLogger("biskip_jax")
 
@@ -170,14 +170,13 @@ def save_or_check_config(config: ml_collections.ConfigDict, workdir: str) -> Non
   hash_path = os.path.join(workdir, ".config.json.sha256")
   new = json.loads(config.to_json_best_effort())
   if os.path.exists(path):
-    try:
+    with os_errors_as_user_errors(f"cannot read {path}"):
       with open(path, "rb") as f:
         raw = f.read()
+    try:
       old = json.loads(raw)
       if not isinstance(old, dict):
         raise ValueError("not a JSON object")
-    except OSError as e:
-      raise UserError(f"cannot read {path} ({e.strerror or e})") from e
     except ValueError as e:
       raise UserError(f"{path} is not a valid config ({e}): undo the edit, or remove the file "
                       "to use the command line's config") from e
@@ -204,12 +203,10 @@ def save_or_check_config(config: ml_collections.ConfigDict, workdir: str) -> Non
       log.warning("%s: the command line changes %s", path, _describe(diff, flat_old, flat_new))
   if jax.process_index() == 0:
     data = config.to_json_best_effort(indent=2).encode("utf-8")
-    try:
+    with os_errors_as_user_errors(f"--workdir {workdir}: cannot write {path}"):
       os.makedirs(workdir, exist_ok=True)
       for target, content in ((path, data), (hash_path,
                                              hashlib.sha256(data).hexdigest().encode() + b"\n")):
         with open(target + ".tmp", "wb") as f:
           f.write(content)
         os.replace(target + ".tmp", target)
-    except OSError as e:
-      raise UserError(f"--workdir {workdir}: cannot write {path} ({e.strerror or e})") from e

@@ -17,7 +17,7 @@ import numpy as np
 
 from biskip_jax import inference
 from biskip_jax.datasets import BadImageError, load_image, save_image
-from biskip_jax.errors import UserError
+from biskip_jax.errors import UserError, os_errors_as_user_errors
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm",
                     ".pgm", ".pbm", ".tga")
@@ -134,12 +134,10 @@ def _record_outputs(out_dir: str, outs: list[str]) -> None:
   """
   path = os.path.join(out_dir, OUTPUT_MANIFEST)
   names = _earlier_outputs(out_dir, {}) | {os.path.basename(o) for o in outs}
-  try:
+  with os_errors_as_user_errors(f"--out {out_dir}: cannot write to the folder"):
     with open(path + ".tmp", "w") as f:
       json.dump({"outputs": sorted(names)}, f, indent=0)
     os.replace(path + ".tmp", path)
-  except OSError as e:
-    raise UserError(f"--out {out_dir}: cannot write to the folder ({e.strerror or e})") from e
 
 
 def _video(deblurrer: inference.Deblurrer, path: str, out: str) -> None:
@@ -170,10 +168,8 @@ def run(ckpt: str | None, out_dir: str, inputs: list[str], fmt: str = "png",
     raise UserError("nothing to deblur: " + "; ".join(failures))
   deblurrer = inference.Deblurrer.load(ckpt, dtype=dtype)
   outs = plan_outputs(files, out_dir, fmt, video=video)
-  try:
+  with os_errors_as_user_errors(f"--out {out_dir}: cannot create the folder"):
     os.makedirs(out_dir, exist_ok=True)
-  except OSError as e:
-    raise UserError(f"--out {out_dir}: cannot create the folder ({e.strerror or e})") from e
   # Listed before any is written: a run stopped half-way still marks its results.
   _record_outputs(out_dir, outs)
   written = 0
@@ -190,10 +186,8 @@ def run(ckpt: str | None, out_dir: str, inputs: list[str], fmt: str = "png",
         print(f"deblur.py: warning: {path} holds {frames} frames (an animation or a multi-page "
               "file); only the first is restored", file=sys.stderr)
       restored = deblurrer(image, tile_size=tile_size)
-      try:
+      with os_errors_as_user_errors(f"--out {out_dir}: cannot write {out}"):
         save_image(out, restored)
-      except OSError as e:
-        raise UserError(f"--out {out_dir}: cannot write {out} ({e.strerror or e})") from e
       written += 1
     except BadImageError as e:
       failures.append(str(e))

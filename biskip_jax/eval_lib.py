@@ -27,7 +27,7 @@ import numpy as np
 
 from biskip_jax import metrics
 from biskip_jax.datasets import load_image, save_image
-from biskip_jax.errors import UserError
+from biskip_jax.errors import UserError, os_errors_as_user_errors
 
 _COLUMNS = ("name", "psnr", "ssim", "blurred_psnr", "blurred_ssim", "seconds",
             "saliency_similarity", "kohler_psnr", "kohler_mssim")
@@ -39,19 +39,15 @@ def _safe_name(name: str) -> str:
 
 
 def _save(out_dir: str, path: str, image: np.ndarray) -> None:
-  try:
+  with os_errors_as_user_errors(f"--out {out_dir}: cannot write {path}"):
     save_image(path, image)
-  except OSError as e:
-    raise UserError(f"--out {out_dir}: cannot write {path} ({e.strerror or e})") from e
 
 
 def _write_json(out_dir: str, result: dict[str, Any]) -> None:
   path = os.path.join(out_dir, "metrics.json")
-  try:
+  with os_errors_as_user_errors(f"--out {out_dir}: cannot write {path}"):
     with open(path, "w") as f:
       json.dump(result, f, indent=2, default=float)
-  except OSError as e:
-    raise UserError(f"--out {out_dir}: cannot write {path} ({e.strerror or e})") from e
 
 
 def _timed(deblurrer: Any, image: np.ndarray, seen: set) -> tuple[np.ndarray, float]:
@@ -79,11 +75,9 @@ def evaluate(deblurrer: Any, examples: Iterable[dict[str, Any]], out_dir: str | 
   """
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   if out_dir:
-    try:
+    with os_errors_as_user_errors(f"--out {out_dir}: cannot create the folder"):
       for sub in ("restored", "figures") + (("saliency",) if saliency else ()):
         os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
-    except OSError as e:
-      raise UserError(f"--out {out_dir}: cannot create the folder ({e.strerror or e})") from e
   rows = []
   seen: set = set()
   for i, ex in enumerate(tqdm(examples, desc="evaluate", unit="img", disable=not progress)):
@@ -133,14 +127,12 @@ def summarize(rows: list[dict[str, Any]], out_dir: str | None) -> dict[str, Any]
   if out_dir:
     _write_json(out_dir, result)
     path = os.path.join(out_dir, "per_image.csv")
-    try:
+    with os_errors_as_user_errors(f"--out {out_dir}: cannot write {path}"):
       with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=[c for c in _COLUMNS if any(c in r for r in rows)])
         writer.writeheader()
         for r in rows:
           writer.writerow({k: r[k] for k in writer.fieldnames if k in r})
-    except OSError as e:
-      raise UserError(f"--out {out_dir}: cannot write {path} ({e.strerror or e})") from e
   return result
 
 

@@ -16,7 +16,7 @@ import ml_collections
 import numpy as np
 
 from biskip_jax import conv, models, pretrained
-from biskip_jax.errors import UserError
+from biskip_jax.errors import UserError, os_errors_as_user_errors
 
 PRETRAINED = "pretrained"  # --ckpt value naming the shipped model ("pretrained:NAME" too).
 
@@ -31,11 +31,11 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   if not os.path.exists(path):
     raise UserError(f"no config.json in {workdir}: --ckpt must be a training workdir "
                     "(or one of its checkpoints/N folders)")
+  with os_errors_as_user_errors(f"cannot read {path}"):
+    with open(path, "rb") as f:
+      raw = f.read()
   try:
-    with open(path) as f:
-      data = json.load(f)
-  except OSError as e:
-    raise UserError(f"cannot read {path} ({e.strerror or e})") from e
+    data = json.loads(raw)  # Bytes: a decoding error is a ValueError here too.
   except ValueError as e:
     raise UserError(f"{path} is not valid JSON ({e}): undo the edit") from e
   if not isinstance(data, dict):

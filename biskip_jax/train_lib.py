@@ -40,7 +40,7 @@ from biskip_jax import (
   vgg,
   workdir_lock,
 )
-from biskip_jax.errors import UserError
+from biskip_jax.errors import UserError, os_errors_as_user_errors
 
 log = logging.getLogger("biskip_jax")
 
@@ -193,14 +193,12 @@ class _Logger:
     if not self.enabled:
       return
     import tensorboardX  # pylint: disable=g-import-not-at-top
-    try:
+    with os_errors_as_user_errors(f"--workdir {workdir}: cannot write the logs"):
       self.writer = tensorboardX.SummaryWriter(workdir)
       log_files.guard_tensorboard(self.writer, self._failed("TensorBoard events"))
       self.writer.add_text("config", "```\n" + str(config) + "\n```", 0)
       self.jsonl = log_files.JsonLines(os.path.join(workdir, "metrics.jsonl"),
                                        self._failed("metrics.jsonl"))
-    except OSError as e:
-      raise UserError(f"--workdir {workdir}: cannot write the logs ({e.strerror or e})") from e
 
   def _failed(self, what: str):
     def on_error(e: OSError) -> None:
@@ -314,10 +312,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   maybe_initialize_distributed()
   check_settings(config)
   workdir = os.path.abspath(workdir)
-  try:
+  with os_errors_as_user_errors(f"--workdir {workdir}: cannot create the folder"):
     os.makedirs(workdir, exist_ok=True)
-  except OSError as e:
-    raise UserError(f"--workdir {workdir}: cannot create the folder ({e.strerror or e})") from e
   if jax.process_index() != 0:  # One lock per run, held by process 0 (a shared workdir).
     return _train(config, workdir, stop_at_step)
   with workdir_lock.WorkdirLock(workdir):

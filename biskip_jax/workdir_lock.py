@@ -12,7 +12,7 @@ import os
 import socket
 import time
 
-from biskip_jax.errors import UserError
+from biskip_jax.errors import UserError, os_errors_as_user_errors
 
 log = logging.getLogger("biskip_jax")
 
@@ -35,11 +35,8 @@ class WorkdirLock:
     self._fd: int | None = None
 
   def __enter__(self) -> "WorkdirLock":
-    try:
+    with os_errors_as_user_errors(f"--workdir {self.workdir}: cannot write to the folder"):
       fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as e:
-      raise UserError(f"--workdir {self.workdir}: cannot write to the folder "
-                      f"({e.strerror or e})") from e
     try:
       fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:

@@ -132,26 +132,21 @@ class Checkpointer:
     Raises:
       UserError: there are checkpoints, and none of them restores.
     """
-    steps = sorted(self.manager.all_steps(), reverse=True)
-    failures = []
-    for step in steps:
-      try:
-        state = self.restore(step, template, it)
-      except UserError as e:
-        failures.append((step, str(e)))
-        continue
-      for bad, why in failures:
-        kept = self._set_aside(bad)
-        log.warning("%s; resuming from the checkpoint of step %d instead%s", why, step,
-                    f" (the damaged one is kept as {kept})" if kept else "")
-      if failures and jax.process_count() > 1:  # Every host sees process 0's renames.
-        from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-        multihost_utils.sync_global_devices("biskip_jax.checkpointing.set_aside")
-        self.manager.reload()
-      return state, step
-    if failures:
-      raise UserError(_none_restores(self.directory, failures))
-    return template, None
+    state, step, failures = _newest_that_restores(
+        self.manager.all_steps(), lambda s: self.restore(s, template, it))
+    if step is None:
+      if failures:
+        raise UserError(_none_restores(self.directory, failures))
+      return template, None
+    for bad, why in failures:
+      kept = self._set_aside(bad)
+      log.warning("%s; resuming from the checkpoint of step %d instead%s", why, step,
+                  f" (the damaged one is kept as {kept})" if kept else "")
+    if failures and jax.process_count() > 1:  # Every host sees process 0's renames.
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices("biskip_jax.checkpointing.set_aside")
+      self.manager.reload()
+    return state, step
 
   def _set_aside(self, step: int) -> str | None:
     """Renames a damaged checkpoint ``N`` to ``N.damaged`` (orbax then ignores it)."""
@@ -214,6 +209,23 @@ def reason(e: BaseException) -> str:
   return line if len(line) <= 300 else line[:297] + "..."
 
 
+def _newest_that_restores(steps: Any, restore: Any) -> tuple[Any, int | None,
+                                                            list[tuple[int, str]]]:
+  """Tries ``restore(step)`` from the newest step down until one does not raise UserError.
+
+  Returns:
+    ``(result, step, failures)``: ``step`` is None when none restored; ``failures`` are the
+    ``(step, message)`` of the newer steps that did not, newest first.
+  """
+  failures = []
+  for step in sorted(steps, reverse=True):
+    try:
+      return restore(step), step, failures
+    except UserError as e:
+      failures.append((step, str(e)))
+  return None, None, failures
+
+
 def _none_restores(directory: str, failures: list[tuple[int, str]]) -> str:
   steps = ", ".join(str(s) for s, _ in failures)
   return (f"no checkpoint in {directory} can be restored (steps {steps}); the newest: "
@@ -249,28 +261,26 @@ def restore_generator(directory: str, config: ml_collections.ConfigDict,
       partial_restore=True))
   manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
       create=False, enable_async_checkpointing=False))
+
+  def restore(s: int) -> dict[str, Any]:
+    where = f"{directory}/{s}"
+    try:
+      gen = manager.restore(s, args=args).state["state"]["gen"]
+    except Exception as e:  # pylint: disable=broad-except  # tensorstore raises Exception.
+      raise UserError(f"the checkpoint {where} cannot be restored ({reason(e)})") from e
+    _check_shapes(gen, abstract["state"]["gen"], where)
+    return gen
+
   try:
-    steps = [step] if step is not None else sorted(manager.all_steps(), reverse=True)
-    if not steps:
-      raise UserError(f"no complete checkpoint in {directory}: train first, or pass "
+    if step is not None:  # A named checkpoint: its own error, no fallback.
+      return restore(step), step
+    gen, found, failures = _newest_that_restores(manager.all_steps(), restore)
+    if found is None:
+      raise UserError(_none_restores(directory, failures) if failures else
+                      f"no complete checkpoint in {directory}: train first, or pass "
                       "--ckpt=WORKDIR/checkpoints/N")
-    failures = []
-    for s in steps:
-      where = f"{directory}/{s}"
-      try:
-        try:
-          gen = manager.restore(s, args=args).state["state"]["gen"]
-        except Exception as e:  # pylint: disable=broad-except  # tensorstore raises Exception.
-          raise UserError(f"the checkpoint {where} cannot be restored ({reason(e)})") from e
-        _check_shapes(gen, abstract["state"]["gen"], where)
-      except UserError as e:
-        if step is not None:
-          raise
-        failures.append((s, str(e)))
-        continue
-      for _, why in failures:
-        log.warning("%s; using the checkpoint of step %d instead", why, s)
-      return gen, s
-    raise UserError(_none_restores(directory, failures))
+    for _, why in failures:
+      log.warning("%s; using the checkpoint of step %d instead", why, found)
+    return gen, found
   finally:
     manager.close()

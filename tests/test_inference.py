@@ -187,11 +187,17 @@ def _snapshot(folder):
   return files
 
 
-def test_deblur_py_never_overwrites_its_inputs(workdir, tmp_path):
-  path, _, _ = workdir
+def _two_photos(tmp_path):
+  """``tmp_path/photos`` with two small photos, ``a.png`` and ``b.png``."""
   photos = tmp_path / "photos"
   save_image(str(photos / "a.png"), _photo(24, 30))
   save_image(str(photos / "b.png"), _photo(20, 16))
+  return photos
+
+
+def test_deblur_py_never_overwrites_its_inputs(workdir, tmp_path):
+  path, _, _ = workdir
+  photos = _two_photos(tmp_path)
   before = _snapshot(photos)
   r = _run(["deblur.py", f"--ckpt={path}", f"--out={photos}", str(photos)])
   assert r.returncode == 2, r.stderr[-3000:]
@@ -203,9 +209,7 @@ def test_deblur_py_never_overwrites_its_inputs(workdir, tmp_path):
 
 def test_deblur_py_into_a_subfolder_of_its_input_is_idempotent(workdir, tmp_path):
   path, _, _ = workdir
-  photos = tmp_path / "photos"
-  save_image(str(photos / "a.png"), _photo(24, 30))
-  save_image(str(photos / "b.png"), _photo(20, 16))
+  photos = _two_photos(tmp_path)
   originals = _snapshot(photos)
   out = photos / "restored"
   cmd = ["deblur.py", f"--ckpt={path}", f"--out={out}", str(photos)]

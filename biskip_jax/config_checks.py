@@ -33,7 +33,7 @@ _RULES: dict[str, Callable[[float], bool]] = {
     "in [0, 1]": lambda x: 0 <= x <= 1,
     "in [0, 1)": lambda x: 0 <= x < 1,
     "in (0, 1]": lambda x: 0 < x <= 1,
-    "in [1, 100]": lambda x: 1 <= x <= 100,
+    "in [1, 95]": lambda x: 1 <= x <= 95,  # JPEG quality: Pillow advises against > 95.
     "-1 (automatic) or >= 1": lambda x: x == -1 or x >= 1,
 }
 
@@ -82,7 +82,7 @@ _FIELDS: dict[str, str] = {
     "data.synthetic.exposure_range": "in (0, 1]",
     "data.synthetic.noise_std_max": ">= 0",
     "data.synthetic.jpeg_prob": "in [0, 1]",
-    "data.synthetic.jpeg_quality": "in [1, 100]",
+    "data.synthetic.jpeg_quality": "in [1, 95]",
     "data.synthetic.sharp_prob": "in [0, 1]",
     "data.synthetic.scale_range": "in (0, 1]",
     "data.synthetic.eval_max_size": ">= 0",

@@ -101,6 +101,24 @@ def _tile_starts(size: int, tile: int, overlap: int) -> list[int]:
   return sorted(set(starts))
 
 
+def load_generator(ckpt: str | None) -> tuple[ml_collections.ConfigDict, dict[str, Any],
+                                               int | None]:
+  """``None`` or ``"pretrained[:NAME]"``: the shipped model; else a training run's path.
+
+  Returns:
+    ``(config, {"params", "batch_stats"}, step)`` (step ``None`` when a shipped model does
+    not record it).
+
+  Raises:
+    UserError: a missing or damaged model or checkpoint (one line naming it).
+  """
+  if ckpt is None or ckpt == PRETRAINED or ckpt.startswith(PRETRAINED + ":"):
+    name = ckpt.split(":", 1)[1] if ckpt and ":" in ckpt else pretrained.DEFAULT_NAME
+    config, variables, meta = pretrained.load(name)
+    return config, variables, meta.get("provenance", {}).get("step")
+  return restore_generator(ckpt)
+
+
 class Deblurrer:
   """Restores uint8 RGB images of any size with a trained generator.
 
@@ -128,27 +146,21 @@ class Deblurrer:
   @classmethod
   def from_checkpoint(cls, workdir_or_ckpt: str, dtype: str | None = None) -> "Deblurrer":
     """Loads the latest (or the named) checkpoint of a training run with its saved config."""
-    config, variables, step = restore_generator(workdir_or_ckpt)
-    d = cls(config, variables, dtype=dtype)
-    d.step = step
-    return d
+    return cls.load(workdir_or_ckpt, dtype=dtype)
 
   @classmethod
   def pretrained(cls, name: str = pretrained.DEFAULT_NAME,
                  dtype: str | None = None) -> "Deblurrer":
     """The shipped general-purpose model (``biskip_jax/pretrained/NAME.npz``), verified."""
-    config, variables, meta = pretrained.load(name)
-    d = cls(config, variables, dtype=dtype)
-    d.step = meta.get("provenance", {}).get("step")
-    return d
+    return cls.load(f"{PRETRAINED}:{name}", dtype=dtype)
 
   @classmethod
   def load(cls, ckpt: str | None, dtype: str | None = None) -> "Deblurrer":
     """``None`` or ``"pretrained[:NAME]"``: the shipped model; else a training run's path."""
-    if ckpt is None or ckpt == PRETRAINED or ckpt.startswith(PRETRAINED + ":"):
-      name = ckpt.split(":", 1)[1] if ckpt and ":" in ckpt else pretrained.DEFAULT_NAME
-      return cls.pretrained(name, dtype=dtype)
-    return cls.from_checkpoint(ckpt, dtype=dtype)
+    config, variables, step = load_generator(ckpt)
+    d = cls(config, variables, dtype=dtype)
+    d.step = step
+    return d
 
   def restore_float(self, image: np.ndarray) -> np.ndarray:
     """[H, W, 3] uint8 -> [H, W, 3] float32 in [-1, 1] (unclipped), whole image at once."""

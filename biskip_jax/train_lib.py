@@ -320,6 +320,42 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     return _train(config, workdir, stop_at_step)
 
 
+def warm_start(state: train_step.TrainState,
+               config: ml_collections.ConfigDict) -> train_step.TrainState:
+  """Replaces a new run's generator variables with those named by ``train.init_from``.
+
+  The source is a shipped model (``"pretrained[:NAME]"``) or a training run / checkpoint
+  path; only the generator is taken (the critic, both optimizers and the step start fresh).
+
+  Raises:
+    UserError: the source is missing or damaged, or its model differs from ``config.model``.
+  """
+  from biskip_jax import inference  # pylint: disable=g-import-not-at-top
+  source = config.train.init_from
+  flag = f"--config.train.init_from={source}"
+  try:
+    src_config, variables = inference.load_generator(source)[:2]
+  except UserError as e:
+    raise UserError(f"{flag}: {e}") from e
+  as_json = lambda v: json.loads(json.dumps(v))  # Tuples and lists compare equal.
+  diff = sorted(k for k in set(config.model) | set(src_config.model)
+                if k != "dtype" and as_json(config.model.get(k)) != as_json(
+                    src_config.model.get(k)))
+  if diff:
+    raise UserError(f"{flag}: its model differs from this run's in "
+                    f"{', '.join(f'model.{k}' for k in diff)}; use the same model settings")
+  new_stats = variables.get("batch_stats") or state.gen.batch_stats
+  shapes = lambda tree: jax.tree.map(jnp.shape, tree)
+  if (shapes(variables["params"]) != shapes(state.gen.params)
+      or shapes(new_stats) != shapes(state.gen.batch_stats)):
+    raise UserError(f"{flag}: its generator's arrays do not fit this run's model")
+  cast = lambda new, old: jax.tree.map(lambda n, o: jnp.asarray(n, o.dtype), new, old)
+  log.info("generator initialised from %s", source)
+  return state.replace(gen=state.gen.replace(
+      params=cast(variables["params"], state.gen.params),
+      batch_stats=cast(new_stats, state.gen.batch_stats)))
+
+
 def _train(config: ml_collections.ConfigDict, workdir: str,
            stop_at_step: int | None) -> train_step.TrainState:
   """:func:`train_and_evaluate` once the settings are checked and the workdir is locked."""
@@ -336,6 +372,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
   if restored_step is not None:
     log.info("resumed from %s at step %d", ckpt.directory, step)
   else:
+    if config.train.get("init_from", ""):
+      state = warm_start(state, config)
     from clu import parameter_overview  # pylint: disable=g-import-not-at-top
     log.info("generator:\n%s", parameter_overview.get_parameter_overview(state.gen.params))
     log.info("critic:\n%s", parameter_overview.get_parameter_overview(state.critic.params))

@@ -81,6 +81,10 @@ def get_config(scheme: str = "SA1P-BS") -> ml_collections.ConfigDict:
   t.eval_num_images = 16  # Validation images (from data.eval_split) per run.
   t.max_bad_steps = 10  # Consecutive non-finite steps tolerated before stopping.
   t.profile = False  # Capture a jax.profiler trace of a few steps in the workdir.
+  # Warm start of a new run's generator (ignored on resume): "" (random init, the paper),
+  # "pretrained[:NAME]" (a shipped model) or a training run / checkpoint path. The model
+  # section must match the source's; the critic and both optimizers start fresh.
+  t.init_from = ""
 
   # Data (DESIGN §7).
   config.data = d = ml_collections.ConfigDict()

@@ -262,3 +262,36 @@ def test_validation_compiles_once_per_run_and_uses_the_current_weights():
   assert set(first) == {"psnr", "ssim"} and first["psnr"] != second["psnr"]
   # The same compiled function served both validations: one program per image size.
   assert validate._deblurrer._fn is fn and fn._cache_size() == sizes  # pylint: disable=protected-access
+
+
+def test_warm_start_takes_the_generator_of_a_run_and_nothing_else(tmp_path):
+  source = _config()
+  source.train.num_steps = 2
+  trained = train_lib.train_and_evaluate(source, str(tmp_path / "source"))
+  config = _config()
+  config.train.seed = 1  # Another random init, so equality below means "copied".
+  config.train.init_from = str(tmp_path / "source")
+  fresh = train_step.create_train_state(config, 6, config.data.crop_size)
+  warm = train_lib.warm_start(fresh, config)
+  for a, b in zip(jax.tree_util.tree_leaves(warm.gen.params),
+                  jax.tree_util.tree_leaves(trained.gen.params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  for a, b in zip(jax.tree_util.tree_leaves(warm.critic.params),
+                  jax.tree_util.tree_leaves(fresh.critic.params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # The critic starts fresh.
+  assert int(warm.step) == 0
+
+
+def test_warm_start_from_another_model_or_a_missing_run_names_the_flag(tmp_path):
+  source = _config()
+  source.train.num_steps = 2
+  train_lib.train_and_evaluate(source, str(tmp_path / "source"))
+  config = _config()
+  config.model.num_res_blocks = 2
+  config.train.init_from = str(tmp_path / "source")
+  fresh = train_step.create_train_state(config, 6, config.data.crop_size)
+  with pytest.raises(UserError, match=r"init_from=.*model\.num_res_blocks"):
+    train_lib.warm_start(fresh, config)
+  config.train.init_from = str(tmp_path / "nowhere")
+  with pytest.raises(UserError, match=r"--config\.train\.init_from=.*does not exist"):
+    train_lib.warm_start(fresh, config)

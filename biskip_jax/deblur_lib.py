@@ -7,15 +7,14 @@ folder itself), so running the same command again restores the same originals, n
 previous run's results.
 """
 
+import functools
 import glob
 import json
 import os
 import sys
 from typing import Iterable
 
-import numpy as np
-
-from biskip_jax import inference
+from biskip_jax import inference, video
 from biskip_jax.datasets import BadImageError, load_image, save_image
 from biskip_jax.errors import UserError, os_errors_as_user_errors
 
@@ -42,33 +41,49 @@ def _is_earlier_output(path: str, cache: dict[str, set[str]]) -> bool:
   return os.path.basename(real) in _earlier_outputs(os.path.dirname(real), cache)
 
 
-def expand_inputs(inputs: Iterable[str], video: bool = False,
-                  out_dir: str | None = None) -> tuple[list[str], list[str]]:
-  """Files, folders (recursive, image extensions only) and globs -> (files, missing).
+def _walk(folder: str, out_dir: str | None, extensions: tuple[str, ...],
+          cache: dict[str, set[str]]) -> tuple[list[str], int]:
+  """Files of ``folder`` (recursive, by extension), less earlier outputs -> (files, skipped)."""
+  found, skipped = [], 0
+  for root, dirs, names in os.walk(folder):
+    # Prune --out when it is a subfolder of the input (its files are earlier results).
+    dirs[:] = sorted(d for d in dirs if os.path.realpath(os.path.join(root, d)) != out_dir)
+    for f in names:
+      if f.lower().endswith(extensions) and f != OUTPUT_MANIFEST:
+        if _is_earlier_output(os.path.join(root, f), cache):
+          skipped += 1
+        else:
+          found.append(os.path.join(root, f))
+  return sorted(found, key=video.natural_key), skipped
+
+
+def frame_files(folder: str) -> list[str]:
+  """The image files of a folder of frames, in playing order (natural sort: 2 before 10)."""
+  return _walk(folder, None, IMAGE_EXTENSIONS, {})[0]
+
+
+def expand_inputs(inputs: Iterable[str], out_dir: str | None = None, *, videos: bool = False,
+                  video_folders: bool = False) -> tuple[list[str], list[str]]:
+  """Files, folders (recursive, image extensions) and globs -> (files, missing).
 
   Folders and globs skip the outputs of earlier runs: files listed in their folder's
   ``OUTPUT_MANIFEST``, and a folder's walk skips ``out_dir`` when it is a subfolder. Files
-  named explicitly are kept.
+  named explicitly are kept. ``videos``: folders' video files too. ``video_folders``: a
+  folder is one item, a clip's frames.
   """
   out_dir = os.path.realpath(out_dir) if out_dir else None
   files, missing = [], []
   cache: dict[str, set[str]] = {}
   for item in inputs:
     if os.path.isdir(item):
-      found, skipped = [], 0
-      for root, dirs, names in os.walk(item):
-        # Prune --out when it is a subfolder of the input (its files are earlier results).
-        dirs[:] = sorted(d for d in dirs if os.path.realpath(os.path.join(root, d)) != out_dir)
-        for f in names:
-          if (video or f.lower().endswith(IMAGE_EXTENSIONS)) and f != OUTPUT_MANIFEST:
-            if _is_earlier_output(os.path.join(root, f), cache):
-              skipped += 1
-            else:
-              found.append(os.path.join(root, f))
-      found.sort()
-      files.extend(found)
-      if not found:
-        missing.append(f"{item}: folder holds no image files" + (
+      with_videos = videos and not video_folders
+      extensions = IMAGE_EXTENSIONS + (video.VIDEO_EXTENSIONS if with_videos else ())
+      found, skipped = _walk(item, out_dir, extensions, cache)
+      if found:
+        files.extend([item] if video_folders else found)
+      else:
+        kind = "image or video" if with_videos else "image"
+        missing.append(f"{item}: folder holds no {kind} files" + (
             f" other than {skipped} results of an earlier deblur.py (name them as files to "
             "restore them again)" if skipped else ""))
     elif os.path.isfile(item):
@@ -104,19 +119,23 @@ def _frame_count(path: str) -> int:
     return 1
 
 
-def _video_out_path(out_dir: str, path: str) -> str:
-  return os.path.join(out_dir, os.path.splitext(os.path.basename(path))[0] + "_deblurred.mp4")
+def _is_clip(path: str) -> bool:
+  """A video file, or a folder of frames (restored into one clip)."""
+  return os.path.isdir(path) or video.is_video(path)
 
 
-def plan_outputs(files: list[str], out_dir: str, fmt: str, video: bool = False) -> list[str]:
+def plan_outputs(files: list[str], out_dir: str, fmt: str) -> list[str]:
   """The output path of each input; refuses one that would overwrite an input file.
+
+  Images keep their base name with the extension of ``fmt``; videos and folders of frames
+  become ``NAME.mp4``.
 
   Raises:
     UserError: an output path is (or links to) one of the input files.
   """
   taken: set = set()
-  outs = [_video_out_path(out_dir, p) if video else _out_path(out_dir, p, fmt, taken)
-          for p in files]
+  outs = [_out_path(out_dir, p.rstrip(os.sep),
+                    video.OUTPUT_FORMAT if _is_clip(p) else fmt, taken) for p in files]
   inputs = {os.path.realpath(p): p for p in files}
   for out in outs:
     clash = inputs.get(os.path.realpath(out))
@@ -140,61 +159,58 @@ def _record_outputs(out_dir: str, outs: list[str]) -> None:
     os.replace(path + ".tmp", path)
 
 
-def _video(deblurrer: inference.Deblurrer, path: str, out: str) -> None:
-  try:
-    import imageio.v2 as iio  # pylint: disable=g-import-not-at-top
-    reader = iio.get_reader(path)
-  except Exception as e:  # imageio raises many types for missing ffmpeg / bad files.
-    raise BadImageError(f"{path}: cannot read as a video ({e}); --video needs the "
-                        "imageio-ffmpeg package") from e
-  fps = reader.get_meta_data().get("fps", 25)
-  with iio.get_writer(out, fps=fps) as writer:
-    for frame in reader:
-      frame = np.asarray(frame)[..., :3].astype(np.uint8)
-      writer.append_data(deblurrer(frame))
-
-
 def run(ckpt: str | None, out_dir: str, inputs: list[str], fmt: str = "png",
-        dtype: str = "float32", tile_size: int | None = None, video: bool = False) -> list[str]:
+        dtype: str = "float32", tile_size: int | None = None, video_folders: bool = False,
+        fps: str = "25") -> list[str]:
   """Deblurs all inputs into ``out_dir``; returns the failure messages (also printed).
 
   ``ckpt`` is a training run's path, or None / ``"pretrained[:NAME]"`` for the shipped model.
+  Video files become restored MP4 clips (see :mod:`biskip_jax.video`); with
+  ``video_folders`` each folder input is a clip's frames, written as one MP4 at ``fps``.
   """
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-  files, failures = expand_inputs(inputs, video=video, out_dir=out_dir)
+  rate = video.parse_rate(fps)
+  files, failures = expand_inputs(inputs, out_dir, videos=True, video_folders=video_folders)
   for msg in failures:
     print(f"deblur.py: {msg}", file=sys.stderr)
   if not files:
     raise UserError("nothing to deblur: " + "; ".join(failures))
+  if any(_is_clip(p) for p in files):
+    video.import_av()  # A missing extra stops the run before the model loads.
   deblurrer = inference.Deblurrer.load(ckpt, dtype=dtype)
-  outs = plan_outputs(files, out_dir, fmt, video=video)
+  restore = functools.partial(deblurrer, tile_size=tile_size)
+  outs = plan_outputs(files, out_dir, fmt)
   with os_errors_as_user_errors(f"--out {out_dir}: cannot create the folder"):
     os.makedirs(out_dir, exist_ok=True)
   # Listed before any is written: a run stopped half-way still marks its results.
   _record_outputs(out_dir, outs)
   written = 0
-  for path, out in tqdm(list(zip(files, outs)), desc="deblur", unit="img",
+  for path, out in tqdm(list(zip(files, outs)), desc="deblur", unit="file",
                         disable=len(files) < 2):
     try:
-      if video:
-        _video(deblurrer, path, out)
-        written += 1
-        continue
-      image = load_image(path)
-      frames = _frame_count(path)
-      if frames > 1:
-        print(f"deblur.py: warning: {path} holds {frames} frames (an animation or a multi-page "
-              "file); only the first is restored", file=sys.stderr)
-      restored = deblurrer(image, tile_size=tile_size)
-      with os_errors_as_user_errors(f"--out {out_dir}: cannot write {out}"):
-        save_image(out, restored)
+      if os.path.isdir(path):
+        video.frames_to_video(frame_files(path), out, restore, rate)
+      elif video.is_video(path):
+        video.restore_video(path, out, restore)
+      else:
+        _restore_image(path, out, restore)
       written += 1
     except BadImageError as e:
       failures.append(str(e))
       print(f"deblur.py: skipped {e}", file=sys.stderr)
-  # Counts images actually written (missing inputs are failures but not files).
+  # Counts outputs actually written (missing inputs are failures but not files).
   summary = f"deblur.py: {written} of {len(files)} written to {out_dir}"
   if failures:
     summary += f"; {len(failures)} input(s) failed"
   print(summary, file=sys.stderr)
   return failures
+
+
+def _restore_image(path: str, out: str, restore: video.Restore) -> None:
+  image = load_image(path)
+  frames = _frame_count(path)
+  if frames > 1:
+    print(f"deblur.py: warning: {path} holds {frames} frames (an animation or a multi-page "
+          "file); only the first is restored", file=sys.stderr)
+  with os_errors_as_user_errors(f"--out {os.path.dirname(out)}: cannot write {out}"):
+    save_image(out, restore(image))

@@ -7,6 +7,10 @@ general-purpose model restores the photos (``biskip_jax/pretrained/``, see
 INPUTs are files, folders (searched recursively) or glob patterns of anything Pillow reads.
 Outputs are RGB PNGs (``--format``) at the input's size with the same base name. Bad files
 are reported by name and skipped; the exit status is 1 if any input failed.
+
+Videos (``clip.mp4``, ``.mov``, ``.mkv``, ...; needs ``pip install -e ".[video]"``) become
+``OUT/clip.mp4``: H.264 with the input's size, frame count and frame rate, the audio copied
+(see ``biskip_jax/video.py``); ``--video`` makes each folder INPUT one clip of its frames.
 """
 
 import sys
@@ -24,7 +28,10 @@ _FORMAT = flags.DEFINE_enum("format", "png", ["png", "jpg", "tif", "bmp", "webp"
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
                            "Compute dtype (bfloat16 for GPUs).")
 _TILE = flags.DEFINE_integer("tile_size", None, "Tile size for large images (0: automatic).")
-_VIDEO = flags.DEFINE_bool("video", False, "Treat inputs as video files (needs imageio-ffmpeg).")
+_VIDEO = flags.DEFINE_bool("video", False, "Each folder INPUT is one clip's frames (its images "
+                           "in natural order): restored into one OUT/FOLDER.mp4 at --fps.")
+_FPS = flags.DEFINE_string("fps", "25", "Frame rate of the clips made by --video, e.g. 25, "
+                           "29.97 or 30000/1001 (video files keep their own).")
 
 
 def main(argv):
@@ -32,9 +39,10 @@ def main(argv):
   cli.log_progress_to_stderr()  # Our warnings as lines; orbax's restore chatter off.
   try:
     if not inputs:
-      raise UserError("no INPUT given: pass image files, folders or glob patterns")
+      raise UserError("no INPUT given: pass image or video files, folders or glob patterns")
     failures = deblur_lib.run(_CKPT.value, _OUT.value, inputs, fmt=_FORMAT.value,
-                              dtype=_DTYPE.value, tile_size=_TILE.value, video=_VIDEO.value)
+                              dtype=_DTYPE.value, tile_size=_TILE.value,
+                              video_folders=_VIDEO.value, fps=_FPS.value)
   except UserError as e:
     print(f"{cli.prog()}: error: {e}", file=sys.stderr)
     sys.exit(2)

@@ -1,0 +1,157 @@
+"""Tests for video in ``deblur.py``: clips made here with PyAV, read back with PyAV."""
+
+import fractions
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import skimage.data
+import skimage.transform
+
+from biskip_jax import deblur_lib, inference, video
+from biskip_jax.datasets import BadImageError, save_image
+from biskip_jax.errors import UserError
+
+av = pytest.importorskip("av", reason="the video extra (PyAV) is not installed")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PHOTOS = (skimage.data.astronaut, skimage.data.coffee, skimage.data.chelsea)
+
+
+def _frames(n: int, width: int, height: int) -> list[np.ndarray]:
+  """``n`` different photos at ``width`` x ``height``, uint8 RGB."""
+  out = []
+  for i in range(n):
+    photo = PHOTOS[i % len(PHOTOS)]()
+    small = skimage.transform.resize(photo, (height, width), anti_aliasing=True)
+    out.append(np.roll((small * 255).round().astype(np.uint8), 3 * i, axis=1))
+  return out
+
+
+def _make_clip(path, frames, rate, audio_seconds=0.0):
+  """Writes ``frames`` as an H.264 MP4 at ``rate`` (plus an AAC tone if ``audio_seconds``)."""
+  with av.open(str(path), mode="w") as c:
+    v = c.add_stream("libx264", rate=rate)
+    v.height, v.width = frames[0].shape[:2]
+    v.pix_fmt = "yuv444p" if v.width % 2 or v.height % 2 else "yuv420p"
+    v.options = {"crf": "10"}
+    a = c.add_stream("aac", rate=48000) if audio_seconds else None
+    if a is not None:
+      a.layout = "mono"
+      t = np.arange(int(48000 * audio_seconds)) / 48000
+      tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
+      frame = av.AudioFrame.from_ndarray(tone, format="fltp", layout="mono")
+      frame.sample_rate = 48000
+      c.mux(a.encode(frame))
+      c.mux(a.encode(None))
+    for i, img in enumerate(frames):
+      f = av.VideoFrame.from_ndarray(img, format="rgb24")
+      f.pts = i
+      f.time_base = 1 / fractions.Fraction(rate)
+      c.mux(v.encode(f))
+    c.mux(v.encode(None))
+
+
+def _read_clip(path):
+  """(frame rate, (width, height), RGB frames, audio codec or None) as PyAV decodes them."""
+  with av.open(str(path)) as c:
+    s = c.streams.video[0]
+    rate, size = s.average_rate, (s.codec_context.width, s.codec_context.height)  # Before decoding.
+    audio = c.streams.audio[0].codec_context.name if c.streams.audio else None
+    return rate, size, [f.to_ndarray(format="rgb24") for f in c.decode(s)], audio
+
+
+def _negative(image: np.ndarray, tile_size: int | None = None) -> np.ndarray:
+  """A stand-in for the model whose effect survives video compression (smooth, large)."""
+  del tile_size
+  return 255 - image
+
+
+@pytest.fixture(name="deblurrer")
+def _deblurrer(monkeypatch):
+  """``deblur_lib.run`` restores with :func:`_negative` (the model is tested elsewhere)."""
+  monkeypatch.setattr(inference.Deblurrer, "load", lambda ckpt, dtype=None: _negative)
+  return _negative
+
+
+@pytest.mark.parametrize("rate, width, height, audio", [
+    (fractions.Fraction(30000, 1001), 64, 48, 1.0),  # NTSC rate, AAC audio kept.
+    (fractions.Fraction(15), 33, 25, 0.0),  # Odd size: YUV 4:4:4.
+])
+def test_restore_video_keeps_rate_size_frames_and_audio(deblurrer, tmp_path, rate, width,
+                                                        height, audio):
+  clip, out = tmp_path / "clip.mp4", tmp_path / "out.mp4"
+  _make_clip(clip, _frames(6, width, height), rate, audio)
+  _, _, decoded, _ = _read_clip(clip)
+  assert video.restore_video(str(clip), str(out), deblurrer) == 6
+  got_rate, size, frames, codec = _read_clip(out)
+  assert got_rate == rate and size == (width, height) and len(frames) == 6
+  assert codec == ("aac" if audio else None)
+  # Each frame restored, in order, up to H.264's loss (these tiny detailed frames lose about
+  # 4 to 6 levels of 255 at CRF 17, mostly to 4:2:0 chroma; a wrong frame is 30 to 100 off).
+  errors = [np.abs(res - deblurrer(inp).astype(int)).mean() for inp, res in zip(decoded, frames)]
+  assert max(errors) < 8, errors
+  assert sorted(os.listdir(tmp_path)) == ["clip.mp4", "out.mp4"]  # No partial file left.
+
+
+def test_deblur_run_writes_clips_and_reports_bad_videos(deblurrer, tmp_path, capsys):
+  inputs = tmp_path / "in"
+  frames_dir = inputs / "shots"
+  frames = _frames(11, 40, 32)  # frame_2 before frame_10: natural order.
+  for i, img in enumerate(frames):
+    save_image(frames_dir / f"frame_{i}.png", img)
+  _make_clip(inputs / "clip.mov", frames[:4], 24)
+  (inputs / "bad.mp4").write_bytes(os.urandom(2000))
+  (inputs / "cut.mp4").write_bytes((inputs / "clip.mov").read_bytes()[:1500])
+  out = tmp_path / "out"
+  failures = deblur_lib.run(None, str(out), [str(frames_dir), str(inputs / "*.m*")],
+                            video_folders=True, fps="12")
+  assert sorted(os.listdir(out)) == [".deblur_outputs.json", "clip.mp4", "shots.mp4"]
+  rate, size, restored, _ = _read_clip(out / "shots.mp4")
+  assert (rate, size, len(restored)) == (12, (40, 32), 11)
+  order = [np.abs(restored[k].astype(int) - deblurrer(frames[i])).mean()
+           for k, i in ((2, 2), (2, 10), (10, 10))]
+  assert order[0] < 8 and order[1] > 20 and order[2] < 8, order
+  assert _read_clip(out / "clip.mp4")[:2] == (24, (40, 32))
+  assert len(failures) == 2 and all("not a readable video" in f for f in failures), failures
+  err = capsys.readouterr().err
+  assert "skipped" in err and "Traceback" not in err
+  # A frame of another size fails its clip, and leaves no partial file.
+  save_image(frames_dir / "frame_99.png", frames[0][:30])
+  with pytest.raises(BadImageError, match="frame_99.png: frame of 40x30 pixels"):
+    video.frames_to_video(deblur_lib.frame_files(str(frames_dir)), str(out / "x.mp4"),
+                          deblurrer)
+  assert not [n for n in os.listdir(out) if n.startswith((".x", "x"))]
+
+
+def test_missing_extra_and_bad_rate_are_one_line(monkeypatch, tmp_path):
+  with pytest.raises(UserError, match="--fps 0: expected a frame rate"):
+    video.parse_rate("0")
+  assert video.parse_rate("30000/1001") == fractions.Fraction(30000, 1001)
+  monkeypatch.setitem(sys.modules, "av", None)  # import av raises ImportError.
+  clip = tmp_path / "clip.mp4"
+  clip.write_bytes(b"x")
+  monkeypatch.setattr(inference.Deblurrer, "load", lambda *a, **k: pytest.fail("loaded"))
+  with pytest.raises(UserError, match=r'pip install -e "\.\[video\]"'):
+    deblur_lib.run(None, str(tmp_path / "out"), [str(clip)])
+
+
+@pytest.mark.slow
+def test_deblur_py_video_round_trip_and_corrupt_file(workdir, tmp_path):
+  path, _, _ = workdir
+  _make_clip(tmp_path / "clip.mp4", _frames(5, 48, 32), 25, audio_seconds=0.2)
+  (tmp_path / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(500))
+  out = tmp_path / "out"
+  proc = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "deblur.py"), f"--ckpt={path}", f"--out={out}",
+       str(tmp_path / "clip.mp4"), str(tmp_path / "broken.mp4")],
+      capture_output=True, text=True, cwd=ROOT, timeout=300,
+      env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert proc.returncode == 1, proc.stderr
+  assert "Traceback" not in proc.stderr
+  lines = [l for l in proc.stderr.splitlines() if "broken.mp4" in l]
+  assert len(lines) == 1 and "not a readable video" in lines[0], proc.stderr
+  rate, size, frames, audio = _read_clip(out / "clip.mp4")
+  assert (rate, size, len(frames), audio) == (25, (48, 32), 5, "aac")

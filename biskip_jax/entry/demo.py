@@ -1,0 +1,42 @@
+"""A local web page that deblurs a dropped photo: ``biskip-demo [--ckpt=RUN] [--port=8501]``.
+
+The same as ``python demo.py ...`` from the repository root. Needs the optional extra ``demo``
+(``pip install -e ".[demo]"``). Without ``--ckpt`` the page uses the shipped general-purpose
+model (``biskip_jax/pretrained/``); ``--ckpt=RUN`` takes a training run. Open the printed URL,
+drop a photo, and get the restored image, before | after, the time taken and a PNG download.
+The page is served on this machine only (``--host=127.0.0.1``) and sends nothing elsewhere.
+"""
+
+import sys
+
+from absl import flags
+
+from biskip_jax import cli, demo_lib, inference
+from biskip_jax.errors import UserError
+
+_CKPT = flags.DEFINE_string("ckpt", "pretrained", "Training workdir, its best/ or "
+                            "checkpoints/N; 'pretrained' (default): the shipped model.")
+_HOST = flags.DEFINE_string("host", "127.0.0.1", "Address to serve on; 0.0.0.0 makes the page "
+                            "reachable from other machines.")
+_PORT = flags.DEFINE_integer("port", 8501, "Port to serve on.")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
+                           "Compute dtype (bfloat16 for GPUs).")
+
+
+def main(argv):
+  cli.log_progress_to_stderr()
+  try:
+    if len(argv) > 1:
+      raise UserError(f"unexpected arguments {' '.join(argv[1:])}: demo.py takes only flags")
+    demo_lib.import_streamlit()  # A missing extra stops before the model loads.
+    deblurrer = inference.Deblurrer.load(_CKPT.value, dtype=_DTYPE.value)
+    name = _CKPT.value + ("" if deblurrer.step is None else f" (step {deblurrer.step})")
+    demo_lib.serve(deblurrer, name, host=_HOST.value, port=_PORT.value)
+  except UserError as e:
+    print(f"{cli.prog()}: error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+def run() -> None:
+  """Parses the flags and serves the page (the ``biskip-demo`` console script)."""
+  cli.run(main)

@@ -134,8 +134,9 @@ def plan_outputs(files: list[str], out_dir: str, fmt: str) -> list[str]:
     UserError: an output path is (or links to) one of the input files.
   """
   taken: set = set()
-  outs = [_out_path(out_dir, p.rstrip(os.sep),
-                    video.OUTPUT_FORMAT if _is_clip(p) else fmt, taken) for p in files]
+  # A folder of frames is named after the folder itself (also for "." or "frames/").
+  outs = [_out_path(out_dir, os.path.realpath(p), video.OUTPUT_FORMAT, taken) if _is_clip(p)
+          else _out_path(out_dir, p, fmt, taken) for p in files]
   inputs = {os.path.realpath(p): p for p in files}
   for out in outs:
     clash = inputs.get(os.path.realpath(out))

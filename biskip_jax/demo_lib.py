@@ -5,7 +5,7 @@ and shows the restored image, before | after side by side, the time the model to
 download. A file that is not a readable image gets a message on the page, never a traceback.
 
 Nothing leaves the machine: the server listens on ``--host`` (default 127.0.0.1), Streamlit's
-usage statistics are off, and with the address set it never looks up the machine's external IP.
+usage statistics are off, and its look-up of the machine's external IP is replaced by "none".
 The model is loaded once, before the server starts, and shared by every browser session.
 """
 
@@ -82,6 +82,8 @@ def server_options(host: str, port: int) -> dict[str, object]:
   return {
       "server.address": host,  # Set explicitly: Streamlit then skips its external-IP lookup.
       "server.port": port,
+      # The printed URL; set, it also spares Streamlit the lookups of the machine's addresses.
+      "browser.serverAddress": "localhost" if host in ("0.0.0.0", "::") else host,
       "server.headless": True,  # No browser opened, no e-mail prompt.
       "server.fileWatcherType": "none",
       "server.runOnSave": False,
@@ -103,7 +105,11 @@ def serve(deblurrer: Callable[[np.ndarray], np.ndarray], model_name: str, *,
   import_streamlit()
   if not 0 < port < 65536:
     raise UserError(f"--port {port}: expected 1 to 65535")
+  from streamlit import net_util  # pylint: disable=g-import-not-at-top
   from streamlit.web import bootstrap  # pylint: disable=g-import-not-at-top
+  # Streamlit asks a web service for the machine's external IP (to print a URL, and to vet
+  # browser origins it does not know, e.g. with --host=0.0.0.0): this page asks no one.
+  net_util.get_external_ip = lambda: None
   _deblurrer, _model_name = deblurrer, model_name
   bootstrap.load_config_options({k.replace(".", "_"): v
                                  for k, v in server_options(host, port).items()})

@@ -169,6 +169,10 @@ def restore_video(path: str, out: str, restore: Restore) -> int:
           continue
         for frame in _read(packet.decode(), path, av):
           image = frame.to_ndarray(format="rgb24")
+          if image.shape[:2] != (stream.height, stream.width):
+            raise BadImageError(f"{path}: frame {count} is {image.shape[1]}x{image.shape[0]} "
+                                f"pixels, the clip {stream.width}x{stream.height}: clips that "
+                                "change size are not supported")
           pts = count * step if frame.pts is None else frame.pts
           _encode(sink, stream, _check(image, restore(image)), pts)
           count += 1

@@ -155,3 +155,11 @@ def test_deblur_py_video_round_trip_and_corrupt_file(workdir, tmp_path):
   assert len(lines) == 1 and "not a readable video" in lines[0], proc.stderr
   rate, size, frames, audio = _read_clip(out / "clip.mp4")
   assert (rate, size, len(frames), audio) == (25, (48, 32), 5, "aac")
+
+
+def test_a_folder_of_frames_is_named_after_the_folder(tmp_path, monkeypatch):
+  (tmp_path / "shots").mkdir()
+  monkeypatch.chdir(tmp_path / "shots")
+  out = str(tmp_path / "out")
+  assert deblur_lib.plan_outputs([".", "../shots/", "clip.MOV", "a.jpg"], out, "png") == [
+      os.path.join(out, n) for n in ("shots.mp4", "shots_1.mp4", "clip.mp4", "a.png")]

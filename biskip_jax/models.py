@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from biskip_jax.conv import Conv, conv2d
 
@@ -32,6 +33,19 @@ def _dtype(name: Any) -> Any:
 def _conv(features: int, kernel: int, dtype: Any, name: str | None = None) -> Conv:
   return Conv(features, (kernel, kernel), padding="SAME", use_bias=True, dtype=dtype,
               kernel_init=_xavier, bias_init=_zeros, name=name)
+
+
+def _pool2x2(x: jax.Array, kind: str) -> jax.Array:
+  """2x2 stride-2 average or max pooling: [N, H, W, C] -> [N, H // 2, W // 2, C].
+
+  What ``nn.avg_pool(x, (2, 2), (2, 2))`` and ``nn.max_pool`` compute, in the same operations
+  (a ``reduce_window``, then / 4 for the average), written out so that ONNX export
+  (``export_lib``) converts the primitive: jax2onnx replaces Flax's pools with its own, whose
+  shape rule keeps a symbolic height or width unhalved.
+  """
+  if kind == "avg":
+    return lax.reduce_window(x, 0.0, lax.add, (1, 2, 2, 1), (1, 2, 2, 1), "VALID") / 4.0
+  return lax.reduce_window(x, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
 
 
 class _Norm(nn.Module):
@@ -245,10 +259,7 @@ class BiSkip(nn.Module):
     skips = []
     for i, c in enumerate(self.channels):
       h_ = _ConvNormAct(c, 5, name=f"down{i}", **cna)(h_, train)
-      if self.pool == "avg":
-        h_ = nn.avg_pool(h_, (2, 2), (2, 2))
-      else:
-        h_ = nn.max_pool(h_, (2, 2), (2, 2))
+      h_ = _pool2x2(h_, self.pool)
       if i == levels - 1:
         break
       s = _conv(self.skip_channels[i], 1, dt, name=f"shallow{i}")(h_)

@@ -22,6 +22,7 @@ the version this project needs, and it imports no orbax), opset 23, input ``x`` 
 
 import contextlib
 import datetime
+import importlib.metadata
 import json
 import logging
 import os
@@ -97,6 +98,12 @@ def require_onnx() -> None:
     raise UserError(f"--format=onnx needs {', '.join(missing)}, not installed: {INSTALL_HINT}")
 
 
+def onnx_versions() -> dict[str, Any]:
+  """Versions of the ONNX packages and the opset written (for metadata and benchmarks)."""
+  return {**{p: importlib.metadata.version(p) for p in ("onnx", "onnxruntime", "jax2onnx")},
+          "opset": ONNX_OPSET}
+
+
 def export_onnx(fn: Callable[[jax.Array], jax.Array], multiple: int) -> Any:
   """``fn`` as an ``onnx.ModelProto`` (opset 23) with input ``x`` and output ``y``, both
   [b, multiple*h, multiple*w, 3].
@@ -116,12 +123,7 @@ def export_onnx(fn: Callable[[jax.Array], jax.Array], multiple: int) -> Any:
 def metadata(config: ml_collections.ConfigDict, *, ckpt: str, step: int | None, fmt: str,
              multiple: int) -> dict[str, Any]:
   """What the exported file computes and how to feed it (written as ``OUT.json``)."""
-  versions = {"jax": jax.__version__}
-  if fmt == "onnx":
-    import jax2onnx  # pylint: disable=g-import-not-at-top
-    import onnx  # pylint: disable=g-import-not-at-top
-    versions.update(onnx=onnx.__version__, jax2onnx=getattr(jax2onnx, "__version__", "?"),
-                    opset=ONNX_OPSET)
+  versions = {"jax": jax.__version__, **(onnx_versions() if fmt == "onnx" else {})}
   return {
       "format": fmt,
       "model": "Bi-Skip generator (Zhang et al., 2019), inference mode",

@@ -87,3 +87,14 @@ def test_bad_flag_is_reported():
                         capture_output=True, text=True, env=env, timeout=300, cwd=_ROOT)
   assert proc.returncode != 0
   assert "no_such_flag" in proc.stderr
+
+
+def test_export_quick_prints_a_table():
+  out = _run("export", "--quick")
+  header, *rows = _table(out)
+  assert header[:3] == ["size", "padded", "impl"]
+  assert [r[2] for r in rows] == ["JAX", "StableHLO", "ONNX"]
+  for r in rows:
+    assert r[0] == "64x64" and float(r[header.index("median ms")]) > 0
+  for r in rows[1:]:
+    assert float(r[header.index("max |diff| vs JAX")]) < 1e-4

@@ -107,7 +107,7 @@ def main(argv):
   print("Export:", _versions())
   impls, multiple = _implementations(config, variables)
   header = ["size", "padded", "impl", "first call s", "median ms", "min ms", "max ms",
-            "max |diff| vs JAX", "time / JAX"]
+            "max abs diff vs JAX", "time / JAX"]
   rows = []
   for h, w in sizes:
     x = _pad(common.random_images(h * w, (1, h, w, 3)).astype(np.float32) / 127.5 - 1.0,

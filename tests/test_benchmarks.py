@@ -97,4 +97,4 @@ def test_export_quick_prints_a_table():
   for r in rows:
     assert r[0] == "64x64" and float(r[header.index("median ms")]) > 0
   for r in rows[1:]:
-    assert float(r[header.index("max |diff| vs JAX")]) < 1e-4
+    assert float(r[header.index("max abs diff vs JAX")]) < 1e-4

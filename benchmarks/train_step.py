@@ -43,7 +43,8 @@ _BREAKDOWN = flags.DEFINE_bool(
     "breakdown", False, "Also time schemes 1-BS (generator + L1) and 1P-BS (+ VGG19), "
     "at the first batch size, to show where the step's time goes.")
 _DTYPES = flags.DEFINE_string(
-    "dtypes", "float32", "Generator compute dtypes (params stay float32): float32, bfloat16.")
+    "dtypes", "float32", "Train-step compute dtypes (config.train.compute_dtype; params and "
+    "optimizer state stay float32): float32, bfloat16.")
 _STEPS = flags.DEFINE_integer("steps", None, "Steps per timed block. Default 20 GPU, 2 CPU.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed blocks (median).")
 _MAX_BATCH = flags.DEFINE_integer(
@@ -61,7 +62,7 @@ def _config_for(scheme: str, batch: int, crop: int, dtype: str):
   config.model.variant = s.variant
   config.loss.update(adversarial=s.adversarial, pixel=s.pixel, perceptual=s.perceptual,
                      self_paced=s.self_paced)
-  config.model.dtype = dtype
+  config.train.compute_dtype = dtype
   config.train.batch_size = batch
   config.data.crop_size = crop
   return config

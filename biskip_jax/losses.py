@@ -74,7 +74,10 @@ def feature_loss(fx: jax.Array, fy: jax.Array) -> jax.Array:
     ValueError: for mismatched shapes.
   """
   _check_same_shape(fx, fy, "feature_loss")
-  return _per_sample_mean(jnp.square(fx - fy))
+  # The difference in at least float32: bfloat16 features (mixed precision) would lose most
+  # of the small differences to rounding before the square.
+  wide = jnp.promote_types(jnp.result_type(fx, fy), jnp.float32)
+  return _per_sample_mean(jnp.square(fx.astype(wide) - fy.astype(wide)))
 
 
 def bilevel_loss(pixel: jax.Array, feature: jax.Array, gamma1: float | jax.Array,

@@ -102,6 +102,9 @@ def check_settings(config: ml_collections.ConfigDict) -> None:
   if config.loss.vgg_input not in ("imagenet", "raw"):
     raise UserError(f"--config.loss.vgg_input={config.loss.vgg_input!r}: expected imagenet "
                     "or raw")
+  if config.train.get("compute_dtype", "float32") not in train_step.COMPUTE_DTYPES:
+    raise UserError(f"--config.train.compute_dtype={config.train.compute_dtype!r}: expected "
+                    f"one of {', '.join(train_step.COMPUTE_DTYPES)}")
   if config.critic.norm not in ("instance", "none"):
     raise UserError(f"--config.critic.norm={config.critic.norm!r}: expected instance or none")
   from biskip_jax import models  # pylint: disable=g-import-not-at-top

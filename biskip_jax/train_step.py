@@ -149,23 +149,51 @@ def to_model_range(images: jax.Array) -> jax.Array:
   return images.astype(jnp.float32) / 127.5 - 1.0
 
 
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+def compute_dtype(config: ml_collections.ConfigDict) -> str:
+  """The train step's compute dtype, ``config.train.compute_dtype`` (``"float32"`` if absent).
+
+  Mixed precision (``"bfloat16"``): the generator, the critic and VGG19 run their convs and
+  activations in bfloat16, while parameters, optimizer state, batch-norm statistics, norm
+  reductions, losses, the gradient penalty's norms and the SPL weights stay float32.
+
+  Raises:
+    ValueError: for a dtype other than :data:`COMPUTE_DTYPES`.
+  """
+  name = config.train.get("compute_dtype", "float32")
+  if name not in COMPUTE_DTYPES:
+    raise ValueError(f"--config.train.compute_dtype={name!r}: expected one of "
+                     f"{', '.join(COMPUTE_DTYPES)}")
+  return name
+
+
 @dataclasses.dataclass(frozen=True)
 class StepFns:
-  """The pieces of the objective, built once from the config (pure functions)."""
+  """The pieces of the objective, built once from the config (pure functions).
+
+  The three networks compute in :func:`compute_dtype`; ``config.model.dtype`` is the dtype of
+  inference (validation, ``evaluate.py``, ``deblur.py``) and does not apply here.
+  """
   config: ml_collections.ConfigDict
   total_epochs: int
 
   @functools.cached_property
+  def dtype(self) -> str:
+    return compute_dtype(self.config)
+
+  @functools.cached_property
   def generator(self) -> models.BiSkip:
-    return models.generator_from_config(self.config.model)
+    return models.generator_from_config(self.config.model).clone(dtype=self.dtype)
 
   @functools.cached_property
   def critic(self) -> models.Critic:
-    return models.critic_from_config(self.config.critic)
+    return models.critic_from_config(self.config.critic).clone(dtype=self.dtype)
 
   @functools.cached_property
   def vgg(self) -> vgg.VGG19Features:
-    return vgg.VGG19Features(layer=self.config.loss.vgg_layer)
+    return vgg.VGG19Features(layer=self.config.loss.vgg_layer, dtype=jnp.dtype(self.dtype))
 
   def features(self, vgg_params: Any, images: jax.Array) -> jax.Array:
     """VGG19 features F (eq. 4) of [N, H, W, 3] images in [-1, 1]."""

@@ -34,7 +34,9 @@ def get_config(scheme: str = "SA1P-BS") -> ml_collections.ConfigDict:
   m.pool = "avg"  # "avg" | "max" down-sampling.
   m.bn_momentum = 0.9  # Batch-norm running-average momentum.
   m.zero_residual = False  # Zero-init the last conv (G starts as identity); paper: Xavier.
-  m.dtype = "float32"  # Compute dtype: "float32" | "bfloat16" (params stay float32).
+  # Inference compute dtype (validation, evaluate.py, deblur.py): "float32" | "bfloat16";
+  # params stay float32. Training uses train.compute_dtype instead.
+  m.dtype = "float32"
 
   # Critic (DESIGN §3): DeblurGAN's 70x70 PatchGAN, WGAN, no sigmoid.
   config.critic = c = ml_collections.ConfigDict()
@@ -73,6 +75,9 @@ def get_config(scheme: str = "SA1P-BS") -> ml_collections.ConfigDict:
   t.steps_per_epoch = -1  # -1: one pass over the training set per epoch.
   t.num_steps = -1  # > 0 overrides num_epochs * steps_per_epoch (short runs).
   t.n_critic = 2  # Critic updates per generator update (D:G = 2:1).
+  # Train-step compute dtype of generator, critic and VGG19: "float32" | "bfloat16" (mixed
+  # precision for GPUs: params, optimizer state, batch statistics and losses stay float32).
+  t.compute_dtype = "float32"
   t.log_every = 100  # Steps between progress lines / scalar logs.
   t.image_every = 2000  # Steps between image summaries in TensorBoard.
   t.checkpoint_every = 2000  # Steps between checkpoints.

@@ -133,7 +133,8 @@ def test_batch_must_divide_over_devices(monkeypatch):
     ("model.variant", "XL", "--config.model.variant='XL'"),
     ("loss.pixel", "l3", "--config.loss.pixel='l3'"),
     ("critic.norm", "batch", "--config.critic.norm='batch'"),
-    ("critic.num_layers", 0, "--config.critic.num_layers=0: must be an integer >= 1")])
+    ("critic.num_layers", 0, "--config.critic.num_layers=0: must be an integer >= 1"),
+    ("train.compute_dtype", "float16", "--config.train.compute_dtype='float16'")])
 def test_bad_settings_name_the_flag(field, value, match):
   config = _config()
   section, key = field.split(".")

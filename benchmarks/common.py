@@ -7,6 +7,7 @@ call, repeat and report the median.
 """
 
 import copy
+import json
 import os
 import platform
 import statistics
@@ -112,6 +113,28 @@ def torch_peak_bytes() -> int | None:
   return None
 
 
+def device_peak_bytes() -> int | None:
+  """XLA's high-water mark of device memory in this process (``memory_stats()``), or None.
+
+  The allocator keeps no per-call peak and cannot be reset: run the largest case last, or
+  read it as the peak of everything so far. CPU devices report nothing.
+  """
+  try:
+    stats = jax.devices()[0].memory_stats()
+  except Exception:  # Not every backend or version has memory_stats.
+    return None
+  if not stats or "peak_bytes_in_use" not in stats:
+    return None
+  return int(stats["peak_bytes_in_use"])
+
+
+def torch_peak_reserved_bytes() -> int | None:
+  """Peak memory PyTorch's caching allocator held on CUDA since the last reset, or None."""
+  if torch_device().type == "cuda":
+    return int(torch.cuda.max_memory_reserved())
+  return None
+
+
 def fmt_mb(nbytes: int | None) -> str:
   return "-" if nbytes is None else f"{nbytes / 2**20:.0f}"
 
@@ -123,6 +146,54 @@ def print_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
   for row in rows:
     print("| " + " | ".join(str(c) for c in row) + " |")
   sys.stdout.flush()
+
+
+class Table:
+  """A results table printed row by row and, with ``json_path``, kept as JSON after each row.
+
+  The JSON file (``{"title", "device", "check", "header", "rows", "notes"}``, rows as lists of
+  strings in header order) is rewritten after every row, so a run stopped by a timeout keeps
+  the rows measured so far.
+  """
+
+  def __init__(self, title: str, header: Sequence[str], json_path: str | None = None):
+    self.title = title
+    self.header = list(header)
+    self.rows: list[list[str]] = []
+    self.meta: dict[str, Any] = {"device": describe_device(), "check": None, "notes": []}
+    self.json_path = json_path
+    self._write()
+
+  def add(self, row: Sequence[Any]) -> None:
+    """Appends one row (printed at once, two spaces between cells)."""
+    self.rows.append([str(c) for c in row])
+    print(*self.rows[-1], sep="  ", flush=True)
+    self._write()
+
+  def note(self, text: str) -> None:
+    """A line printed now and kept with the table."""
+    print(text, flush=True)
+    self.meta["notes"].append(text)
+    self._write()
+
+  def set_check(self, errors: dict[str, float]) -> None:
+    """Records (and prints) the like-for-like check."""
+    print_equivalence(errors)
+    self.meta["check"] = {k: float(v) for k, v in errors.items()}
+    self._write()
+
+  def print(self) -> None:
+    print()
+    print_table(self.header, self.rows)
+
+  def _write(self) -> None:
+    if not self.json_path:
+      return
+    data = dict(title=self.title, header=self.header, rows=self.rows, **self.meta)
+    tmp = self.json_path + ".tmp"
+    with open(tmp, "w") as f:
+      json.dump(data, f, indent=1)
+    os.replace(tmp, self.json_path)
 
 
 def parse_sizes(text: str) -> list[tuple[int, int]]:

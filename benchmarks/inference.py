@@ -11,9 +11,13 @@ ported from the JAX model) on the same device, and the ratio JAX time / PyTorch 
 (below 1: JAX is faster). Before timing, the two implementations' outputs are compared
 on the same weights (``--check``).
 
-Peak memory: for JAX, the memory XLA plans for the call (arguments + outputs + temporaries);
-for PyTorch on CUDA, ``torch.cuda.max_memory_allocated``; neither is reported on CPU for
-PyTorch. Weights are random (speed does not depend on them); inputs are random images.
+Peak memory: "peak MB" is, for JAX, the memory XLA plans for the call (arguments + outputs +
+temporaries) and, for PyTorch on CUDA, ``torch.cuda.max_memory_allocated`` since the case
+began. "device peak MB" is the allocators' own high-water mark: for JAX, the device's
+``memory_stats()["peak_bytes_in_use"]`` of the whole process so far (it cannot be reset: put
+the largest case last); for PyTorch, ``torch.cuda.max_memory_reserved``. CPUs report neither
+for PyTorch, nor the device peak for JAX. Weights are random (speed does not depend on
+them); inputs are random images.
 """
 
 import functools
@@ -49,6 +53,12 @@ _MAX_PIXELS = flags.DEFINE_integer(
     "4 x 2160 x 3840 on GPU, 720 x 1280 on CPU.")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed calls before timing.")
 _ITERS = flags.DEFINE_integer("iters", None, "Timed calls (median). Default 20 GPU, 3 CPU.")
+_CASES = flags.DEFINE_string(
+    "cases", None, "Comma-separated HxW:batch:dtype cases, e.g. 720x1280:1:float32,"
+    "2160x3840:1:bfloat16; replaces --sizes, --batches and --dtypes. Run the largest last: "
+    "the device peak column is the process's high-water mark.")
+_JSON_OUT = flags.DEFINE_string(
+    "json_out", None, "Also write the table as JSON to this file (rewritten after each row).")
 _CHECK = flags.DEFINE_bool("check", True, "Compare JAX and PyTorch outputs first.")
 _QUICK = flags.DEFINE_bool(
     "quick", False, "Tiny model on 64x64 inputs, one timed call: checks that the script runs.")
@@ -73,10 +83,25 @@ def _settings() -> dict:
                   ("eager,compile" if gpu else "eager")),
       max_pixels=_MAX_PIXELS.value or (4 * 2160 * 3840 if gpu else 720 * 1280),
       iters=_ITERS.value or (20 if gpu else 3), warmup=_WARMUP.value)
+  s["cases"] = [(size, batch, dtype) for size in s["sizes"] for batch in s["batches"]
+                for dtype in s["dtypes"]]
+  if _CASES.value:
+    s["cases"] = [_parse_case(c) for c in _CASES.value.split(",") if c]
   if _QUICK.value:
-    s.update(sizes=[(64, 64)], batches=[1], iters=1, warmup=1,
-             torch=[m for m in s["torch"] if m == "eager"])
+    # Tiny model, 64x64; with --cases, each case's batch and dtype are kept.
+    cases = [((64, 64), b, d) for _, b, d in s["cases"]] if _CASES.value else [
+        ((64, 64), 1, d) for d in s["dtypes"][:1]]
+    s.update(cases=cases, iters=1, warmup=1, torch=[m for m in s["torch"] if m == "eager"]
+             if not _TORCH.value else s["torch"])
   return s
+
+
+def _parse_case(text: str) -> tuple[tuple[int, int], int, str]:
+  """"720x1280:1:bfloat16" -> ((720, 1280), 1, "bfloat16")."""
+  parts = text.split(":")
+  if len(parts) != 3 or parts[2] not in ("float32", "bfloat16"):
+    raise app.UsageError(f"--cases: {text!r} is not HxW:batch:float32|bfloat16")
+  return common.parse_sizes(parts[0])[0], int(parts[1]), parts[2]
 
 
 def _model_config():
@@ -117,7 +142,7 @@ def _bench_torch(module, images, dtype, mode, s):
   common.torch_sync(call())
   first_s = time.perf_counter() - t0
   sec = common.time_calls(call, common.torch_sync, s["warmup"], s["iters"])
-  return sec, first_s, common.torch_peak_bytes()
+  return sec, first_s, common.torch_peak_bytes(), common.torch_peak_reserved_bytes()
 
 
 def main(argv):
@@ -126,52 +151,48 @@ def main(argv):
   s = _settings()
   torch.backends.cudnn.benchmark = True
   config = _model_config()
-  print(f"# Bi-Skip inference benchmark ({config.model.variant}, channels "
-        f"{tuple(config.model.channels)})")
-  print("Device:", common.describe_device())
+  title = (f"Bi-Skip inference ({config.model.variant}, channels "
+           f"{tuple(config.model.channels)})")
+  print(f"# {title}")
+  header = ["size", "batch", "dtype", "impl", "compile s", "ms/image", "images/s",
+            "peak MB", "device peak MB", "GFLOP/image", "JAX/PyTorch time"]
+  table = common.Table(title, header, _JSON_OUT.value)
+  print("Device:", table.meta["device"])
   if _CHECK.value:
     check_config = config.copy_and_resolve_references()
-    common.print_equivalence(common.check_equivalence(check_config, crop=64, batch=2,
-                                                        include_step=False))
+    table.set_check(common.check_equivalence(check_config, crop=64, batch=2,
+                                             include_step=False))
 
   model = models.generator_from_config(config.model)
   variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, 64, 64, 3))))(jax.random.key(0))
   torch_model = tr.port_generator(tr.generator_from_config(config.model), variables)
   torch_model = torch_model.to(common.torch_device()).eval()
 
-  header = ["size", "batch", "dtype", "impl", "compile s", "ms/image", "images/s",
-            "peak MB", "GFLOP/image", "JAX/PyTorch time"]
-  rows = []
-  for (h, w) in s["sizes"]:
-    for batch in s["batches"]:
-      if h * w * batch > s["max_pixels"]:
-        print(f"skipping {h}x{w} batch {batch}: over --max_batch_pixels={s['max_pixels']}")
+  for (h, w), batch, dtype in s["cases"]:
+    if h * w * batch > s["max_pixels"] and not _CASES.value:
+      table.note(f"skipping {h}x{w} batch {batch}: over --max_batch_pixels={s['max_pixels']}")
+      continue
+    images = common.random_images(h * w + batch, (batch, h, w, 3))
+    size = f"{h}x{w}"
+    sec, compile_s, peak, gflop = _bench_jax(config.model, variables, images, dtype, s)
+    per_image = sec / batch
+    table.add([size, batch, dtype, "JAX", f"{compile_s:.1f}", f"{per_image * 1e3:.2f}",
+               f"{1 / per_image:.1f}", common.fmt_mb(peak),
+               common.fmt_mb(common.device_peak_bytes()),
+               "-" if gflop is None else f"{gflop / batch:.1f}", ""])
+    for mode in s["torch"]:
+      try:
+        t_sec, first_s, t_peak, t_reserved = _bench_torch(torch_model, images, dtype, mode, s)
+      except Exception as e:  # torch.compile can fail on some setups; report, go on.
+        table.add([size, batch, dtype, f"PyTorch {mode}", "-", "failed", "-", "-", "-", "-",
+                   f"{type(e).__name__}: {str(e).splitlines()[0][:60]}"])
         continue
-      images = common.random_images(h * w + batch, (batch, h, w, 3))
-      for dtype in s["dtypes"]:
-        size = f"{h}x{w}"
-        sec, compile_s, peak, gflop = _bench_jax(config.model, variables, images, dtype, s)
-        per_image = sec / batch
-        rows.append([size, batch, dtype, "JAX", f"{compile_s:.1f}", f"{per_image * 1e3:.2f}",
-                     f"{1 / per_image:.1f}", common.fmt_mb(peak),
-                     "-" if gflop is None else f"{gflop / batch:.1f}", ""])
-        print(*rows[-1], sep="  ", flush=True)
-        for mode in s["torch"]:
-          try:
-            t_sec, first_s, t_peak = _bench_torch(torch_model, images, dtype, mode, s)
-          except Exception as e:  # torch.compile can fail on some setups; report, go on.
-            rows.append([size, batch, dtype, f"PyTorch {mode}", "-", "failed", "-", "-", "-",
-                         f"{type(e).__name__}: {str(e).splitlines()[0][:60]}"])
-            print(*rows[-1], sep="  ", flush=True)
-            continue
-          t_per = t_sec / batch
-          rows.append([size, batch, dtype, f"PyTorch {mode}",
-                       f"{first_s:.1f}" if mode == "compile" else "-",
-                       f"{t_per * 1e3:.2f}", f"{1 / t_per:.1f}", common.fmt_mb(t_peak), "",
-                       f"{sec / t_sec:.3g}"])
-          print(*rows[-1], sep="  ", flush=True)
-  print()
-  common.print_table(header, rows)
+      t_per = t_sec / batch
+      table.add([size, batch, dtype, f"PyTorch {mode}",
+                 f"{first_s:.1f}" if mode == "compile" else "-", f"{t_per * 1e3:.2f}",
+                 f"{1 / t_per:.1f}", common.fmt_mb(t_peak), common.fmt_mb(t_reserved), "",
+                 f"{sec / t_sec:.3g}"])
+  table.print()
 
 
 if __name__ == "__main__":

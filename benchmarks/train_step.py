@@ -50,6 +50,12 @@ _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed blocks (median).")
 _MAX_BATCH = flags.DEFINE_integer(
     "max_cpu_batch", 4, "On CPU, skip batch sizes above this (a 16 x 256^2 step takes minutes).")
 _CHECK = flags.DEFINE_bool("check", True, "Compare JAX and PyTorch on one step first.")
+_JSON_OUT = flags.DEFINE_string(
+    "json_out", None, "Also write the table as JSON to this file (rewritten after each row).")
+_TRACE = flags.DEFINE_string(
+    "trace", None, "Keep a jax.profiler trace of --trace_steps JAX steps at the first batch "
+    "size and dtype in this folder (TensorBoard's profile plugin or Perfetto read it).")
+_TRACE_STEPS = flags.DEFINE_integer("trace_steps", 3, "Steps in the --trace trace.")
 _QUICK = flags.DEFINE_bool(
     "quick", False, "Tiny model on 32x32 crops, one short block: checks that the script runs.")
 
@@ -83,8 +89,18 @@ def _time_blocks(step, sync, warmup: int, steps: int, repeats: int) -> float:
   return statistics.median(per_step)
 
 
-def _bench(scheme: str, batch: int, dtype: str, modes: list[str], steps: int,
-           repeats: int) -> list[list]:
+def _trace(step, trace_dir: str, num_steps: int) -> None:
+  """A jax.profiler trace of ``num_steps`` back-to-back steps (already compiled and warm)."""
+  with jax.profiler.trace(trace_dir):
+    out = None
+    for i in range(num_steps):
+      with jax.profiler.StepTraceAnnotation("train_step", step_num=i):
+        out = step()
+    common.jax_sync(out)
+
+
+def _bench(table: common.Table, scheme: str, batch: int, dtype: str, modes: list[str],
+           steps: int, repeats: int, trace_dir: str | None = None) -> None:
   crop = 32 if _QUICK.value else _CROP.value
   config = _config_for(scheme, batch, crop, dtype)
   state, vgg_params, g, d, tv = common.build_pair(config, crop)
@@ -113,10 +129,13 @@ def _bench(scheme: str, batch: int, dtype: str, modes: list[str], steps: int,
   if not metrics["finite"]:
     raise RuntimeError(f"{scheme}: the JAX step was not finite: {metrics}")
   label = f"{scheme} {dtype}" if dtype != "float32" else scheme
-  rows = [[label, batch, "JAX", f"{compile_s:.1f}", f"{sec * 1e3:.1f}", f"{1 / sec:.2f}",
-           f"{batch / sec:.1f}", common.fmt_mb(peak),
-           "-" if gflop is None else f"{gflop:.0f}", ""]]
-  print(*rows[-1], sep="  ", flush=True)
+  table.add([label, batch, "JAX", f"{compile_s:.1f}", f"{sec * 1e3:.1f}", f"{1 / sec:.2f}",
+             f"{batch / sec:.1f}", common.fmt_mb(peak), "-" if gflop is None else f"{gflop:.0f}",
+             ""])
+  if trace_dir:
+    _trace(jax_step, trace_dir, _TRACE_STEPS.value)
+    table.note(f"jax.profiler trace of {_TRACE_STEPS.value} steps ({label}, batch {batch}) "
+               f"in {trace_dir}")
 
   device = common.torch_device()
   blur = torch.from_numpy(host["blur"].transpose(0, 3, 1, 2).copy()).to(device)
@@ -139,16 +158,12 @@ def _bench(scheme: str, batch: int, dtype: str, modes: list[str], steps: int,
       first_s = time.perf_counter() - t0
       t_sec = _time_blocks(torch_step, common.torch_sync, 1, steps, repeats)
     except Exception as e:  # torch.compile can fail on some setups; report and go on.
-      rows.append([label, batch, f"PyTorch {mode}", "-", "failed", "-", "-", "-", "",
-                   f"{type(e).__name__}: {str(e).splitlines()[0][:60]}"])
-      print(*rows[-1], sep="  ", flush=True)
+      table.add([label, batch, f"PyTorch {mode}", "-", "failed", "-", "-", "-", "",
+                 f"{type(e).__name__}: {str(e).splitlines()[0][:60]}"])
       continue
-    rows.append([label, batch, f"PyTorch {mode}",
-                 f"{first_s:.1f}" if mode == "compile" else "-", f"{t_sec * 1e3:.1f}",
-                 f"{1 / t_sec:.2f}", f"{batch / t_sec:.1f}",
-                 common.fmt_mb(common.torch_peak_bytes()), "", f"{sec / t_sec:.3g}"])
-    print(*rows[-1], sep="  ", flush=True)
-  return rows
+    table.add([label, batch, f"PyTorch {mode}", f"{first_s:.1f}" if mode == "compile" else "-",
+               f"{t_sec * 1e3:.1f}", f"{1 / t_sec:.2f}", f"{batch / t_sec:.1f}",
+               common.fmt_mb(common.torch_peak_bytes()), "", f"{sec / t_sec:.3g}"])
 
 
 def main(argv):
@@ -169,26 +184,28 @@ def main(argv):
       print(f"skipping batch sizes {skipped} on CPU (over --max_cpu_batch={_MAX_BATCH.value})")
     batches = [b for b in batches if b <= _MAX_BATCH.value]
   scheme = _CONFIG.value.scheme
-  print(f"# Bi-Skip train-step benchmark ({scheme}, crops "
-        f"{32 if _QUICK.value else _CROP.value}x{32 if _QUICK.value else _CROP.value}, "
-        f"n_critic {_CONFIG.value.train.n_critic})")
-  print("Device:", common.describe_device())
-  if _CHECK.value:
-    config = _config_for(scheme, 2, 32 if _QUICK.value else 64, "float32")
-    common.print_equivalence(common.check_equivalence(config, crop=config.data.crop_size))
-
+  crop = 32 if _QUICK.value else _CROP.value
+  title = (f"Bi-Skip train step ({scheme}, crops {crop}x{crop}, "
+           f"n_critic {_CONFIG.value.train.n_critic})")
+  print(f"# {title}")
   header = ["scheme", "batch", "impl", "compile s", "ms/step", "steps/s", "images/s",
             "peak MB", "GFLOP/step", "JAX/PyTorch time"]
-  rows = []
+  table = common.Table(title, header, _JSON_OUT.value)
+  print("Device:", table.meta["device"])
+  if _CHECK.value:
+    config = _config_for(scheme, 2, 32 if _QUICK.value else 64, "float32")
+    table.set_check(common.check_equivalence(config, crop=config.data.crop_size))
+
   dtypes = [t for t in _DTYPES.value.split(",") if t]
+  trace_dir = _TRACE.value
   for dtype in dtypes:
     for batch in batches:
-      rows += _bench(scheme, batch, dtype, modes, steps, repeats)
+      _bench(table, scheme, batch, dtype, modes, steps, repeats, trace_dir)
+      trace_dir = None
   if _BREAKDOWN.value:
     for part in ("1-BS", "1P-BS"):
-      rows += _bench(part, batches[0], dtypes[0], modes[:1], steps, repeats)
-  print()
-  common.print_table(header, rows)
+      _bench(table, part, batches[0], dtypes[0], modes[:1], steps, repeats)
+  table.print()
 
 
 if __name__ == "__main__":

@@ -1,9 +1,14 @@
 """The benchmark scripts: the PyTorch reference equals the JAX code, and --quick runs work."""
 
+import importlib
+import importlib.metadata
+import json
 import os
 import re
 import subprocess
 import sys
+import tarfile
+import zipfile
 
 import numpy as np
 import pytest
@@ -98,3 +103,87 @@ def test_export_quick_prints_a_table():
     assert r[0] == "64x64" and float(r[header.index("median ms")]) > 0
   for r in rows[1:]:
     assert float(r[header.index("max abs diff vs JAX")]) < 1e-4
+
+
+def _wheel_of_installed(package: str, dest: str) -> str:
+  """A pure-Python wheel of an installed package, made from its files (no network).
+
+  A stand-in for what ``benchmarks/wheelhouse.py`` downloads: gpu_run unpacks wheels onto
+  ``PYTHONPATH``, so the package's files (and a dist-info folder) are all a wheel needs here.
+  """
+  module = importlib.import_module(package)
+  pkg_dir = os.path.dirname(module.__file__)
+  version = importlib.metadata.version(package)
+  path = os.path.join(dest, f"{package}-{version}-py3-none-any.whl")
+  with zipfile.ZipFile(path, "w") as z:
+    for folder, _, files in os.walk(pkg_dir):
+      for name in files:
+        if not name.endswith(".pyc"):
+          full = os.path.join(folder, name)
+          z.write(full, os.path.relpath(full, os.path.dirname(pkg_dir)))
+    z.writestr(f"{package}-{version}.dist-info/METADATA",
+               f"Metadata-Version: 2.1\nName: {package}\nVersion: {version}\n")
+  return path
+
+
+def test_gpu_script_runs_end_to_end_tiny_with_a_missing_package(tmp_path):
+  """bash benchmarks/gpu.sh --tiny on CPU: ml_collections hidden, unpacked from a wheelhouse.
+
+  It runs every part the GPU run has (the torch.compile ones are skipped with --tiny), writes
+  the report a device call brings back (at most 8 files), and keeps the profiler trace.
+  """
+  shadow = tmp_path / "shadow" / "ml_collections"
+  shadow.mkdir(parents=True)
+  (shadow / "__init__.py").write_text("raise ImportError('hidden: a GPU machine lacks it')\n")
+  wheelhouse = tmp_path / "whl"
+  wheelhouse.mkdir()
+  _wheel_of_installed("ml_collections", str(wheelhouse))
+  out = tmp_path / "out"
+  fast_compile = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=fast_compile, PYTHON=sys.executable,
+             PYTHONPATH=str(tmp_path / "shadow"))
+  env.pop("OUT", None)
+  proc = subprocess.run(["bash", "benchmarks/gpu.sh", str(out), "--tiny",
+                         f"--wheelhouse={wheelhouse}"], capture_output=True, text=True,
+                        env=env, timeout=1200, cwd=_ROOT)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  assert "not importable: ml_collections" in proc.stdout
+  assert "unpacked from" in proc.stdout and "ml_collections-" in proc.stdout
+  files = sorted(os.listdir(out))
+  assert files == ["log.txt", "results.json", "results.md", "trace_train_step.tar.gz"]
+  with tarfile.open(out / "trace_train_step.tar.gz") as tar:
+    assert any(n.endswith(".xplane.pb") for n in tar.getnames())
+  summary = json.loads((out / "results.json").read_text())
+  assert summary["tiny"] and summary["env"]["missing"] == {}
+  statuses = {name: part["status"] for name, part in summary["parts"].items()}
+  assert statuses == {"inference": "ok", "train_step": "ok", "train_step_bf16": "ok",
+                      "mixed_precision": "ok", "inference_compile": "skipped (--tiny)",
+                      "train_step_compile": "skipped (--tiny)"}
+  parts = summary["parts"]
+  assert parts["inference"]["table"]["check"]["G eval"] < 1e-4
+  assert [r[2:4] for r in parts["inference"]["table"]["rows"]] == [
+      ["float32", "JAX"], ["float32", "PyTorch eager"], ["bfloat16", "JAX"],
+      ["bfloat16", "PyTorch eager"], ["bfloat16", "JAX"], ["bfloat16", "PyTorch eager"]]
+  assert [r[:3] for r in parts["train_step_bf16"]["table"]["rows"]] == [
+      ["SA1P-BS bfloat16", "1", "JAX"], ["SA1P-BS bfloat16", "1", "PyTorch eager"]]
+  mp = parts["mixed_precision"]["table"]
+  assert [r[0] for r in mp["rows"]] == ["float32", "bfloat16"]
+  assert all(np.isfinite(float(r[mp["header"].index("held-out PSNR")])) for r in mp["rows"])
+  md = (out / "results.md").read_text()
+  for name in statuses:
+    assert f"## {name}: " in md
+  assert "| SA1P-BS | 1 | JAX |" in md and "## Targets (issue 17)" in md
+
+
+def test_gpu_script_stops_on_a_missing_package_without_a_wheel(tmp_path):
+  shadow = tmp_path / "shadow" / "ml_collections"
+  shadow.mkdir(parents=True)
+  (shadow / "__init__.py").write_text("raise ImportError('hidden')\n")
+  env = dict(os.environ, PYTHONPATH=str(tmp_path / "shadow"), JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, "-m", "benchmarks.gpu_run", f"--out={tmp_path / 'o'}",
+                         f"--wheelhouse={tmp_path / 'none'}"], capture_output=True, text=True,
+                        env=env, timeout=300, cwd=_ROOT)
+  assert proc.returncode == 2, proc.stdout + proc.stderr
+  assert "error: still not importable: ml_collections" in proc.stdout
+  assert "benchmarks.wheelhouse" in proc.stdout
+  assert os.path.exists(tmp_path / "o" / "results.md")

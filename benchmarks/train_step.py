@@ -133,9 +133,12 @@ def _bench(table: common.Table, scheme: str, batch: int, dtype: str, modes: list
              f"{batch / sec:.1f}", common.fmt_mb(peak), "-" if gflop is None else f"{gflop:.0f}",
              ""])
   if trace_dir:
-    _trace(jax_step, trace_dir, _TRACE_STEPS.value)
-    table.note(f"jax.profiler trace of {_TRACE_STEPS.value} steps ({label}, batch {batch}) "
-               f"in {trace_dir}")
+    try:
+      _trace(jax_step, trace_dir, _TRACE_STEPS.value)
+      table.note(f"jax.profiler trace of {_TRACE_STEPS.value} steps ({label}, batch {batch}) "
+                 f"in {trace_dir}")
+    except Exception as e:  # A profiler that cannot start (e.g. no CUPTI) costs no figures.
+      table.note(f"no jax.profiler trace: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
 
   device = common.torch_device()
   blur = torch.from_numpy(host["blur"].transpose(0, 3, 1, 2).copy()).to(device)

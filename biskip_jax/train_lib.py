@@ -10,6 +10,10 @@ Workdir layout::
   WORKDIR/metrics.jsonl        one JSON object per log step / validation run; self-paced runs
                                add a ``"split": "spl"`` row per log step with the step's
                                per-sample l_i and v_i (eq. 4, 11), λ, q and the epoch
+  WORKDIR/profile/             a jax.profiler trace of ``train.profile_steps`` (train.profile)
+
+Logs go through :mod:`biskip_jax.writers` (TensorBoard, ``metrics.jsonl``, the terminal); the
+progress line and the profiler window are :mod:`biskip_jax.periodic_actions`.
 
 Running the same command again resumes from the latest complete checkpoint: network weights,
 batch statistics, both optimizer states, step, SPL state, PRNG key and the data iterator's
@@ -34,11 +38,12 @@ from biskip_jax import (
   checkpointing,
   config_checks,
   input_pipeline,
-  log_files,
+  periodic_actions,
   spl,
   train_step,
   vgg,
   workdir_lock,
+  writers,
 )
 from biskip_jax.errors import UserError, os_errors_as_user_errors
 
@@ -179,86 +184,6 @@ def _load_vgg(config: ml_collections.ConfigDict) -> Any:
   return vgg.load_vgg19_params(config.loss.vgg_weights, layer=config.loss.vgg_layer)
 
 
-class _Logger:
-  """Progress lines, metrics.jsonl and TensorBoard (process 0 only).
-
-  A write that fails (full or read-only disk) does not stop training: the first failure is
-  logged and kept in ``failures``, later writes to that file are dropped, and the run ends
-  with an error saying so (:func:`train_and_evaluate`).
-  """
-
-  def __init__(self, workdir: str, config: ml_collections.ConfigDict, total_steps: int):
-    self.enabled = jax.process_index() == 0
-    self.total_steps = total_steps
-    self.failures: list[log_files.FailedWrite] = []
-    self._step = 0
-    self._last = (time.time(), None)
-    if not self.enabled:
-      return
-    import tensorboardX  # pylint: disable=g-import-not-at-top
-    with os_errors_as_user_errors(f"--workdir {workdir}: cannot write the logs"):
-      self.writer = tensorboardX.SummaryWriter(workdir)
-      log_files.guard_tensorboard(self.writer, self._failed("TensorBoard events"))
-      self.writer.add_text("config", "```\n" + str(config) + "\n```", 0)
-      self.jsonl = log_files.JsonLines(os.path.join(workdir, "metrics.jsonl"),
-                                       self._failed("metrics.jsonl"))
-
-  def _failed(self, what: str):
-    def on_error(e: OSError) -> None:
-      failure = log_files.FailedWrite(what, self._step, e)
-      self.failures.append(failure)
-      log.error("cannot write %s; training goes on, and the run will end with an error",
-                failure)
-    return on_error
-
-  def scalars(self, step: int, values: dict[str, float], prefix: str = "train") -> None:
-    if not self.enabled:
-      return
-    self._step = step
-    for k, v in values.items():
-      if math.isfinite(v):  # λ is ∞ in the first epoch: metrics.jsonl keeps it, TB can't.
-        self.writer.add_scalar(f"{prefix}/{k}", v, step)
-    self.jsonl.write(json.dumps({"step": step, "split": prefix, **values}))
-
-  def spl(self, step: int, epoch: int, losses: np.ndarray, weights: np.ndarray, lam: float,
-          q: float) -> None:
-    """One ``"split": "spl"`` row: a step's per-sample l_i and v_i ([N] each), λ and q."""
-    if not self.enabled:
-      return
-    self._step = step
-    self.writer.add_histogram("spl/v", weights, step)
-    row = {"step": step, "split": "spl", "epoch": epoch, "lam": lam, "q": q,
-           "loss": [float(x) for x in losses], "v": [float(x) for x in weights]}
-    self.jsonl.write(json.dumps(row))
-
-  def progress(self, step: int, epoch: int, values: dict[str, float]) -> None:
-    now = time.time()
-    t0, s0 = self._last
-    rate = (step - s0) / max(now - t0, 1e-9) if s0 is not None else float("nan")
-    self._last = (now, step)
-    eta = (self.total_steps - step) / rate if rate == rate and rate > 0 else float("nan")
-    eta_s = time.strftime("%H:%M:%S", time.gmtime(eta)) if eta == eta else "?"
-    keys = ("g_loss", "content", "pixel", "feature", "g_adv", "d_loss", "gp", "wasserstein")
-    terms = " ".join(f"{k}={values[k]:.4g}" for k in keys if k in values)
-    log.info("step %d/%d epoch %d | %.2f steps/s ETA %s | %s | v=%.3f lam=%.4g q=%.3f%s",
-                 step, self.total_steps, epoch, rate, eta_s, terms, values.get("v_mean", 1),
-                 values.get("lam", float("inf")), values.get("q", float("nan")),
-                 f" skipped={values['skipped_steps']:.0f}" if values.get("skipped_steps")
-                 else "")
-
-  def images(self, step: int, blur: np.ndarray, restored: np.ndarray,
-             sharp: np.ndarray) -> None:
-    if not self.enabled:
-      return
-    grid = np.concatenate([blur, restored, sharp], axis=2)  # [N, H, 3W, 3]
-    self.writer.add_images("train/blur_restored_sharp", grid, step, dataformats="NHWC")
-
-  def close(self) -> None:
-    if self.enabled:
-      self.writer.close()
-      self.jsonl.close()
-
-
 def _restore_image(restored: jax.Array) -> np.ndarray:
   return np.asarray(jnp.clip(jnp.round((restored + 1.0) * 127.5), 0, 255).astype(jnp.uint8))
 
@@ -363,103 +288,170 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
            stop_at_step: int | None) -> train_step.TrainState:
   """:func:`train_and_evaluate` once the settings are checked and the workdir is locked."""
   save_or_check_config(config, workdir)
-  steps_per_epoch, total_steps, total_epochs = resolve_schedule(config)
-  vgg_params = _load_vgg(config)  # Fails fast (offline, no weights) before compiling.
+  run = _Loop(config, workdir)
+  stopped = False  # By a signal or at stop_at_step, with a checkpoint.
+  with _Preemption() as preempt:
+    while run.step < run.total_steps and not stopped:
+      run.train_and_log(next(run.train_iter))
+      stopped = preempt.requested or run.step == stop_at_step
+      run.checkpoint(final=stopped or run.step == run.total_steps)
+  run.close(stopped=stopped)
+  if preempt.requested and run.step < run.total_steps:
+    raise Interrupted(preempt.signum, run.step, run.state)
+  return run.state
 
-  mesh = train_step.make_mesh()
-  state = train_step.create_train_state(config, total_steps, config.data.crop_size)
-  train_iter = input_pipeline.create(config, config.data.train_split)
-  ckpt = checkpointing.Checkpointer(workdir, config)
-  state, restored_step = ckpt.restore_latest(state, train_iter)
-  step = int(state.step)
-  if restored_step is not None:
-    log.info("resumed from %s at step %d", ckpt.directory, step)
-  else:
-    if config.train.get("init_from", ""):
-      state = warm_start(state, config)
+
+class _Loop:
+  """One training run's state and its pieces: the body of :func:`_train`'s loop.
+
+  Built once the config is saved: restores the latest checkpoint (or initialises, and warm
+  starts from ``train.init_from``), compiles the step, opens the writers.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    self.config, self.workdir = config, workdir
+    self.steps_per_epoch, self.total_steps, total_epochs = resolve_schedule(config)
+    self.vgg_params = _load_vgg(config)  # Fails fast (offline, no weights) before compiling.
+    self.mesh = train_step.make_mesh()
+    state = train_step.create_train_state(config, self.total_steps, config.data.crop_size)
+    self.train_iter = input_pipeline.create(config, config.data.train_split)
+    self.ckpt = checkpointing.Checkpointer(workdir, config)
+    state = self._restore_or_start(state)
+    self.step = int(state.step)
+    self.state = train_step.replicate(state, self.mesh)
+    self.p_step = train_step.jit_train_step(config, total_epochs, self.mesh, self.state)
+    self.end_epoch = jax.jit(spl.end_epoch)
+    self.lr = train_step.learning_rates(config, self.total_steps)
+    main = jax.process_index() == 0
+    self.failures = writers.FailureLog()
+    self.writer = writers.create_default_writer(workdir, self.failures, just_logging=not main)
+    self.writer.write_hparams(config)
+    self.writer.write_scalars(self.step, {
+        "run/steps_per_epoch": self.steps_per_epoch, "run/total_steps": self.total_steps,
+        "run/total_epochs": total_epochs})
+    self.progress = periodic_actions.ReportProgress(self.total_steps)
+    self.profile = periodic_actions.Profile(
+        os.path.join(workdir, "profile"), config.train.get("profile_steps", (0, 0)),
+        enabled=main and config.train.get("profile", False))
+    self.validate = Validator(config)
+    self.best = self.ckpt.best_metric()
+    self.accum: dict[str, list[jax.Array]] = {}
+    self.problems: list[str] = []  # Work lost: the run ends with an error naming it.
+
+  def _restore_or_start(self, state: train_step.TrainState) -> train_step.TrainState:
+    state, restored_step = self.ckpt.restore_latest(state, self.train_iter)
+    if restored_step is not None:
+      log.info("resumed from %s at step %d", self.ckpt.directory, int(state.step))
+      return state
+    if self.config.train.get("init_from", ""):
+      state = warm_start(state, self.config)
     from clu import parameter_overview  # pylint: disable=g-import-not-at-top
     log.info("generator:\n%s", parameter_overview.get_parameter_overview(state.gen.params))
     log.info("critic:\n%s", parameter_overview.get_parameter_overview(state.critic.params))
+    return state
 
-  state = train_step.replicate(state, mesh)
-  p_step = train_step.jit_train_step(config, total_epochs, mesh, state)
-  end_epoch = jax.jit(spl.end_epoch)
-  logger = _Logger(workdir, config, total_steps)
-  logger.scalars(step, {"steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
-                        "total_epochs": total_epochs}, prefix="run")
-  accum: dict[str, list[jax.Array]] = {}
-  t_cfg = config.train
-  validate = Validator(config)
-  best = ckpt.best_metric()
-  problems: list[str] = []  # Work lost: the run ends with an error naming it.
-  with _Preemption() as preempt:
-    while step < total_steps:
-      batch = next(train_iter)
-      with jax.profiler.StepTraceAnnotation("train", step_num=step):
-        device_batch = train_step.shard_batch(batch, mesh)
-        state, m = p_step(state, device_batch, vgg_params)
-      step += 1
-      losses_i, v_i = (m.pop(k) for k in train_step.PER_SAMPLE_METRICS)
-      if config.loss.self_paced and step % t_cfg.log_every == 0:
-        losses_i, v_i, lam, q = jax.device_get((losses_i, v_i, m["lam"], m["q"]))
-        logger.spl(step, (step - 1) // steps_per_epoch + 1, losses_i, v_i, float(lam), float(q))
-      for k, v in m.items():
-        accum.setdefault(k, []).append(v)
-      if step % steps_per_epoch == 0:
-        state = state.replace(spl=end_epoch(state.spl))
-      if step % t_cfg.log_every == 0 or step == total_steps:
-        values = {k: float(np.mean(jax.device_get(v))) for k, v in accum.items()}
-        values["skipped_steps"] = float(state.skipped_steps)
-        accum = {}
-        logger.scalars(step, values)
-        logger.progress(step, (step - 1) // steps_per_epoch + 1, values)
-        if int(state.bad_steps) >= t_cfg.max_bad_steps:
-          state = train_step.replicate(
-              ckpt.recover_from_divergence(state, train_iter, step), mesh)
-          step = int(state.step)
-      if t_cfg.image_every > 0 and step % t_cfg.image_every == 0:
-        restored = state.gen.apply_fn({"params": state.gen.params,
-                                       "batch_stats": state.gen.batch_stats},
-                                      train_step.to_model_range(jnp.asarray(batch["blur"])))
-        logger.images(step, batch["blur"], _restore_image(restored), batch["sharp"])
-      if t_cfg.eval_every > 0 and (step % t_cfg.eval_every == 0 or step == total_steps):
-        result = validate(state)
-        if result:
-          logger.scalars(step, result, prefix="eval")
-          log.info("step %d validation: PSNR %.2f dB, SSIM %.4f", step, result["psnr"],
-                       result["ssim"])
-          if best is None or result["psnr"] > best:
-            best = result["psnr"]
-            ckpt.save_best(step, state, train_iter, best)
-      stopping = preempt.requested or step == stop_at_step
-      final = stopping or step == total_steps
-      if step % t_cfg.checkpoint_every == 0 or final:
-        saved = ckpt.save(step, state, train_iter)
-        for delay in FINAL_SAVE_RETRY_DELAYS if final else ():
-          if saved:
-            break
-          log.warning("retrying the checkpoint of step %d in %g s", step, delay)
-          time.sleep(delay)
-          saved = ckpt.save(step, state, train_iter)
-        if final and not saved:
-          latest = ckpt.manager.latest_step()
-          problems.append(
-              f"the final checkpoint of step {step} could not be written to {ckpt.directory} "
-              f"in {len(FINAL_SAVE_RETRY_DELAYS) + 1} tries ({ckpt.last_error}); the newest "
-              f"checkpoint is {'step ' + str(latest) if latest is not None else 'none'}: free "
-              "disk space or make the folder writable, then run the same command")
-      if stopping:
-        if not problems:
-          log.warning("stopped at step %d after a signal; run the same command to resume",
-                      step)
+  def epoch(self) -> int:
+    """The epoch t (1-based, eq. 10) of the latest step."""
+    return (self.step - 1) // self.steps_per_epoch + 1
+
+  def _every(self, period: int) -> bool:
+    return period > 0 and self.step % period == 0
+
+  def train_and_log(self, batch: dict[str, np.ndarray]) -> None:
+    """One train step (Algorithm 1), then its logs, images and validation when due."""
+    t = self.config.train
+    self.profile(self.step, self.state)
+    with jax.profiler.StepTraceAnnotation("train", step_num=self.step):
+      self.state, m = self.p_step(self.state, train_step.shard_batch(batch, self.mesh),
+                                  self.vgg_params)
+    self.step += 1
+    per_sample = [m.pop(k) for k in train_step.PER_SAMPLE_METRICS]
+    if self.config.loss.self_paced and self._every(t.log_every):
+      self._write_spl(*per_sample, m["lam"], m["q"])
+    for k, v in m.items():
+      self.accum.setdefault(k, []).append(v)
+    if self._every(self.steps_per_epoch):
+      self.state = self.state.replace(spl=self.end_epoch(self.state.spl))
+    if self._every(t.log_every) or self.step == self.total_steps:
+      self._write_train_scalars()
+    if self._every(t.image_every):
+      self._write_images(batch)
+    if self._every(t.eval_every) or (t.eval_every > 0 and self.step == self.total_steps):
+      self._validate()
+
+  def _write_spl(self, losses_i: jax.Array, v_i: jax.Array, lam: jax.Array,
+                 q: jax.Array) -> None:
+    """One ``"split": "spl"`` row: the step's per-sample l_i and v_i ([N], eq. 4, 11), λ, q."""
+    losses_i, v_i, lam, q = jax.device_get((losses_i, v_i, lam, q))
+    self.writer.write_scalars(self.step, {
+        "spl/epoch": self.epoch(), "spl/lam": float(lam), "spl/q": float(q),
+        "spl/loss": losses_i, "spl/v": v_i})
+
+  def _write_train_scalars(self) -> None:
+    """The means of the metrics since the last log step, the learning rates, the progress."""
+    values = {k: float(np.mean(jax.device_get(v))) for k, v in self.accum.items()}
+    self.accum = {}
+    values["skipped_steps"] = float(self.state.skipped_steps)
+    g_lr, d_lr = self.lr  # The rates the latest step used (step - 1, 0-based).
+    values["g_lr"] = float(g_lr(self.step - 1))
+    if self.config.loss.adversarial:
+      values["d_lr"] = float(d_lr(self.step - 1))
+    self.writer.write_scalars(self.step, {f"train/{k}": v for k, v in values.items()})
+    self.progress(self.step, epoch=self.epoch(), values=values)
+    if int(self.state.bad_steps) >= self.config.train.max_bad_steps:
+      self.state = train_step.replicate(
+          self.ckpt.recover_from_divergence(self.state, self.train_iter, self.step), self.mesh)
+      self.step = int(self.state.step)
+
+  def _write_images(self, batch: dict[str, np.ndarray]) -> None:
+    """Blurred | restored | sharp of the latest batch: ``[N, H, 3W, 3]`` uint8."""
+    gen = self.state.gen
+    restored = gen.apply_fn({"params": gen.params, "batch_stats": gen.batch_stats},
+                            train_step.to_model_range(jnp.asarray(batch["blur"])))
+    grid = np.concatenate([batch["blur"], _restore_image(restored), batch["sharp"]], axis=2)
+    self.writer.write_images(self.step, {"train/blur_restored_sharp": grid})
+
+  def _validate(self) -> None:
+    """PSNR/SSIM on the held-out pairs; the best checkpoint is kept by PSNR."""
+    result = self.validate(self.state)
+    if not result:
+      return
+    self.writer.write_scalars(self.step, {f"eval/{k}": v for k, v in result.items()})
+    if self.best is None or result["psnr"] > self.best:
+      self.best = result["psnr"]
+      self.ckpt.save_best(self.step, self.state, self.train_iter, self.best)
+
+  def checkpoint(self, final: bool) -> None:
+    """Saves every ``train.checkpoint_every`` steps; the final one is retried, then reported."""
+    if not (self._every(self.config.train.checkpoint_every) or final):
+      return
+    saved = self.ckpt.save(self.step, self.state, self.train_iter)
+    for delay in FINAL_SAVE_RETRY_DELAYS if final else ():
+      if saved:
         break
-  ckpt.close()
-  logger.close()
-  if logger.failures:
-    problems.append(f"the logs in {workdir} could not be written: "
-                    f"{', '.join(map(str, logger.failures))}; the metrics since are lost")
-  if problems:
-    raise UserError("; ".join(problems))
-  if preempt.requested and step < total_steps:
-    raise Interrupted(preempt.signum, step, state)
-  return state
+      log.warning("retrying the checkpoint of step %d in %g s", self.step, delay)
+      time.sleep(delay)
+      saved = self.ckpt.save(self.step, self.state, self.train_iter)
+    if final and not saved:
+      latest = self.ckpt.manager.latest_step()
+      self.problems.append(
+          f"the final checkpoint of step {self.step} could not be written to "
+          f"{self.ckpt.directory} in {len(FINAL_SAVE_RETRY_DELAYS) + 1} tries "
+          f"({self.ckpt.last_error}); the newest checkpoint is "
+          f"{'step ' + str(latest) if latest is not None else 'none'}: free disk space or make "
+          "the folder writable, then run the same command")
+
+  def close(self, stopped: bool) -> None:
+    """Closes checkpoints and logs; raises ``UserError`` if work was lost."""
+    if stopped and not self.problems:
+      log.warning("stopped at step %d after a signal; run the same command to resume",
+                  self.step)
+    self.profile.close(self.state)
+    self.ckpt.close()
+    self.writer.close()
+    if self.failures.failures:
+      self.problems.append(
+          f"the logs in {self.workdir} could not be written: "
+          f"{', '.join(map(str, self.failures.failures))}; the metrics since are lost")
+    if self.problems:
+      raise UserError("; ".join(self.problems))

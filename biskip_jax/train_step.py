@@ -74,6 +74,18 @@ def learning_rate_schedule(lr: float, total_steps: int, decay_start: float) -> o
        optax.linear_schedule(lr, 0.0, max(total_steps - hold, 1))], [hold])
 
 
+def learning_rates(config: ml_collections.ConfigDict,
+                   total_steps: int) -> tuple[optax.Schedule, optax.Schedule]:
+  """The generator's and the critic's learning rate as functions of the generator step.
+
+  ``(g, d)``: generator step ``s`` (0-based) updates G with rate ``g(s)``, and each of its
+  ``train.n_critic`` critic updates uses ``d(s)`` (§5; see :func:`make_optimizers`).
+  """
+  o = config.optim
+  return (learning_rate_schedule(o.g_lr, total_steps, o.decay_start),
+          learning_rate_schedule(o.d_lr, total_steps, o.decay_start))
+
+
 def make_optimizers(config: ml_collections.ConfigDict,
                     total_steps: int) -> tuple[optax.GradientTransformation,
                                                optax.GradientTransformation]:
@@ -94,8 +106,7 @@ def make_optimizers(config: ml_collections.ConfigDict,
   """
   o = config.optim
   n_critic = max(int(config.train.n_critic), 1)
-  g_schedule = learning_rate_schedule(o.g_lr, total_steps, o.decay_start)
-  d_per_g_step = learning_rate_schedule(o.d_lr, total_steps, o.decay_start)
+  g_schedule, d_per_g_step = learning_rates(config, total_steps)
   d_schedule = lambda count: d_per_g_step(count // n_critic)
   g = optax.adam(g_schedule, b1=o.b1, b2=o.b2)
   d = optax.adam(d_schedule, b1=o.b1, b2=o.b2)

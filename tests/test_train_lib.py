@@ -37,7 +37,9 @@ def _leaves(state):
 
 @pytest.mark.slow
 def test_interrupted_run_resumes_bit_for_bit(tmp_path):
-  straight = train_lib.train_and_evaluate(_config(), str(tmp_path / "a"))
+  profiled = _config()  # Tracing steps 1 and 2 changes nothing but the profile folder.
+  profiled.train.profile, profiled.train.profile_steps = True, (1, 3)
+  straight = train_lib.train_and_evaluate(profiled, str(tmp_path / "a"))
   first = train_lib.train_and_evaluate(_config(), str(tmp_path / "b"), stop_at_step=3)
   assert int(first.step) == 3
   assert sorted(os.listdir(tmp_path / "b" / "checkpoints")) == ["3"]
@@ -50,6 +52,13 @@ def test_interrupted_run_resumes_bit_for_bit(tmp_path):
   with open(tmp_path / "b" / "config.json") as f:
     assert json.load(f)["model"]["channels"] == [4, 8, 8, 8, 8]
   assert any(n.startswith("events.out.tfevents") for n in os.listdir(tmp_path / "a"))
+  assert any(".xplane.pb" in f for _, _, files in os.walk(tmp_path / "a" / "profile")
+             for f in files)
+  assert not (tmp_path / "b" / "profile").exists()
+  # The learning rates of both networks, as the optax schedules give them (the last step's).
+  g_lr, d_lr = train_step.learning_rates(_config(), 6)
+  assert ma[6]["g_lr"] == float(g_lr(5)) and ma[6]["d_lr"] == float(d_lr(5))
+  assert ma[2]["g_lr"] == pytest.approx(_config().optim.g_lr) and ma[6]["g_lr"] < ma[2]["g_lr"]
 
 
 def test_resume_with_another_model_is_refused(tmp_path):

@@ -33,7 +33,8 @@ from ml_collections import config_flags
 
 from benchmarks import common
 from benchmarks import torch_reference as tr
-from biskip_jax import conv, models, notebook_utils
+from biskip_jax import conv, models
+from configs import tiny
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(common._ROOT, "configs", "biskip.py"),
@@ -106,7 +107,7 @@ def _parse_case(text: str) -> tuple[tuple[int, int], int, str]:
 
 def _model_config():
   config = _CONFIG.value
-  return notebook_utils.tiny_config(config) if _QUICK.value else config
+  return tiny.shrink(config) if _QUICK.value else config
 
 
 def _bench_jax(model_config, variables, images, dtype, s):

@@ -29,7 +29,8 @@ from ml_collections import config_flags
 
 from benchmarks import common
 from benchmarks import torch_reference as tr
-from biskip_jax import notebook_utils, schemes, train_step
+from biskip_jax import schemes, train_step
+from configs import tiny
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(common._ROOT, "configs", "biskip.py"),
@@ -63,7 +64,7 @@ _QUICK = flags.DEFINE_bool(
 def _config_for(scheme: str, batch: int, crop: int, dtype: str):
   config = _CONFIG.value.copy_and_resolve_references()
   if _QUICK.value:
-    config = notebook_utils.tiny_config(config)
+    config = tiny.shrink(config)
   s = schemes.parse_scheme(scheme)
   config.model.variant = s.variant
   config.loss.update(adversarial=s.adversarial, pixel=s.pixel, perceptual=s.perceptual,

@@ -11,14 +11,14 @@ import jax.numpy as jnp  # noqa: E402
 import pytest  # noqa: E402
 
 from biskip_jax import checkpointing, train_lib, train_step  # noqa: E402
-from tests.helpers import tiny_config  # noqa: E402
+from configs import tiny  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
   """A training workdir holding one checkpoint of a tiny model (step 5)."""
   path = str(tmp_path_factory.mktemp("run"))
-  config = tiny_config("1-BS")
+  config = tiny.get_config("1-BS")
   state = train_step.create_train_state(config, 10, 32)
   # Give batch norm non-trivial running statistics and the residual a real magnitude.
   params = flax.core.unfreeze(state.gen.params)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from benchmarks import common
-from tests.helpers import tiny_config
+from configs import tiny
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 def test_torch_reference_matches_jax_step():
   """Same weights, same batch, same α_i: outputs, losses and the update agree."""
-  config = tiny_config("SA1P-BS")
+  config = tiny.get_config("SA1P-BS")
   config.train.n_critic = 2
   errors = common.check_equivalence(config, crop=32, batch=2)
   assert set(errors) == {"G eval", "G train", "D", "VGG", "step g_loss", "step d_loss",
@@ -35,7 +35,7 @@ def test_torch_reference_matches_jax_step():
 
 def test_torch_reference_other_options_forward():
   """Skip-Net (no deep skips), max pooling, instance norm, a conditional critic."""
-  config = tiny_config("A2-S")
+  config = tiny.get_config("A2-S")
   config.model.update(pool="max", norm="instance")
   config.critic.conditional = True
   # 40 x 40 is not a multiple of 32: exercises the reflect padding and the crop back.

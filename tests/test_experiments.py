@@ -15,9 +15,8 @@ from PIL import Image
 from biskip_jax import eval_lib, spl, train_lib, vgg
 from biskip_jax.datasets import load_image, save_image
 from biskip_jax.errors import UserError
-from configs import biskip
+from configs import biskip, tiny
 from experiments import ablation, deep_prior, plot_spl, side_by_side
-from tests.helpers import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -87,7 +86,7 @@ def test_target_is_a_square_crop_of_the_requested_size():
 
 
 def _ablation(workdir, names, **kw):
-  config = tiny_config("1-BS")
+  config = tiny.get_config("1-BS")
   return ablation.run(config, str(workdir), budget=2, names=names, epochs=2, max_images=1,
                       **kw)
 
@@ -130,14 +129,14 @@ def test_ablation_table_resume_and_spl_logs(tmp_path, monkeypatch):
   assert again[0]["resumed"] and again[0]["psnr"] == rows[0]["psnr"]
   assert [r["scheme"] for r in _csv(tmp_path / "ablation.csv")] == ["S1-BS"]
   with pytest.raises(UserError, match=r"--budget=2 .* new --workdir"):
-    ablation.run(tiny_config("1-BS"), str(tmp_path), budget=3, epochs=3, names=["S1-BS"])
+    ablation.run(tiny.get_config("1-BS"), str(tmp_path), budget=3, epochs=3, names=["S1-BS"])
   with pytest.raises(UserError, match=r"a run of 1 steps per epoch, not 2: pass the --epochs "
                      r"it used \(2\) or use a new --workdir"):
-    ablation.run(tiny_config("1-BS"), str(tmp_path), budget=2, epochs=1, names=["S1-BS"])
+    ablation.run(tiny.get_config("1-BS"), str(tmp_path), budget=2, epochs=1, names=["S1-BS"])
 
 
 def test_ablation_random_vgg_is_loadable_and_labelled(tmp_path):
-  config = tiny_config("1-BS")
+  config = tiny.get_config("1-BS")
   weights, note = ablation.resolve_vgg("random", config, str(tmp_path), ["A1P-BS"])
   assert note == ablation.RANDOM_VGG_NOTE and "not ImageNet" in note
   params = vgg.load_vgg19_params(weights, layer=config.loss.vgg_layer)
@@ -164,7 +163,7 @@ def _schedule(config, **kw):
 
 
 def test_ablation_epochs_default_to_the_config_and_flag_overrides():
-  config = tiny_config("1-BS")
+  config = tiny.get_config("1-BS")
   config.train.num_epochs = 7
   spe, total, big_t = _schedule(config, budget=70, epochs=0)
   assert (spe, total, big_t) == (10, 70, 7)
@@ -180,7 +179,7 @@ def test_ablation_epochs_default_to_the_config_and_flag_overrides():
 
 
 def test_ablation_run_passes_the_config_epochs_to_training(tmp_path, monkeypatch):
-  config = tiny_config("1-BS")
+  config = tiny.get_config("1-BS")
   config.train.num_epochs = 7
   seen = []
 
@@ -199,7 +198,7 @@ def test_ablation_run_passes_the_config_epochs_to_training(tmp_path, monkeypatch
 
 def test_ablation_refuses_to_resume_with_other_epochs(tmp_path):
   """An interrupted scheme (config.json, no result) made with the old default of 4 epochs."""
-  config = tiny_config("1-BS")  # num_epochs 8 (the quickstart's): 2 steps per epoch.
+  config = tiny.get_config("1-BS")  # num_epochs 8 (the quickstart's): 2 steps per epoch.
   old = ablation.scheme_config(config, "1-BS", budget=16, epochs=4, data="synthetic",
                                data_path=None, vgg_weights=None)
   os.makedirs(tmp_path / "1-BS")
@@ -211,7 +210,7 @@ def test_ablation_refuses_to_resume_with_other_epochs(tmp_path):
 
 
 def test_ablation_rejects_bad_epochs(tmp_path):
-  config = tiny_config("1-BS")
+  config = tiny.get_config("1-BS")
   config.train.num_epochs = 7
   with pytest.raises(UserError, match=r"^--epochs=-1: expected a positive number"):
     ablation.run(config, str(tmp_path), budget=14, names=["1-BS"], epochs=-1)

@@ -4,8 +4,9 @@ Every test injects the fault and checks that the run ends well: it recovers and 
 stops with a message saying what to do, and never loses its last complete checkpoint.
 
 All training runs share one tiny configuration (``_config()``, which ``train.py`` receives as
-``_FLAGS``), and the module turns on JAX's persistent compilation cache, so the train step is
-compiled once for the in-process runs and the ``train.py`` subprocesses together.
+``--config=configs/tiny.py:1-BS`` and ``_FLAGS``), and the module turns on JAX's persistent
+compilation cache, so the train step is compiled once for the in-process runs and the
+``train.py`` subprocesses together.
 """
 
 import errno
@@ -34,29 +35,22 @@ from PIL import Image
 from biskip_jax import checkpointing, config_checks, inference, train_lib, train_step, workdir_lock
 from biskip_jax.datasets import BadImageError, load_image, save_image
 from biskip_jax.errors import UserError
-from tests.helpers import tiny_config
+from configs import tiny
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TMP = ".orbax-checkpoint-tmp"
 def _no_space():
   return OSError(errno.ENOSPC, "No space left on device")
 
-# ``train.py`` flags giving the same model, data and compiled train step as ``_config()``.
-_FLAGS = {
-    "model.channels": "(4,8,8,8,8)", "model.skip_channels": "(2,4,4,4)",
-    "model.num_res_blocks": 1, "model.zero_residual": False, "model.norm": "batch",
-    "critic.features": 8,
-    "critic.num_layers": 1,
-    "loss.vgg_layer": "conv1_2", "train.batch_size": 2, "data.crop_size": 32,
-    "data.num_workers": 0, "train.num_steps": 100000, "train.steps_per_epoch": 2,
-    "train.log_every": 1, "train.eval_every": 0, "train.image_every": 0,
-    "train.checkpoint_every": 100000,
-}
+# ``train.py --config=configs/tiny.py:1-BS`` with these flags trains the model, data and
+# compiled train step of ``_config()`` (its checkpoints every 100000 steps unless a test says).
+_FLAGS = {"train.num_steps": 100000, "train.steps_per_epoch": 2, "train.log_every": 1,
+          "train.checkpoint_every": 100000}
 
 
 def _config(**train):
   """Tiny 1-BS run; a long schedule that tests end with ``stop_at_step``."""
-  config = tiny_config("1-BS")
+  config = tiny.get_config("1-BS")
   config.train.num_steps = 100000
   config.train.steps_per_epoch = 2
   config.train.log_every = 1
@@ -159,7 +153,7 @@ class _TrainPy:
   """``python train.py`` on the tiny config in a subprocess, its stderr collected by a thread."""
 
   def __init__(self, workdir, cache_dir, **flags):
-    args = [sys.executable, "train.py", "--config=configs/quickstart.py:1-BS",
+    args = [sys.executable, "train.py", "--config=configs/tiny.py:1-BS",
             f"--workdir={workdir}"]
     args += [f"--config.{k}={v}" for k, v in {**_FLAGS, **flags}.items()]
     env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu",
@@ -270,7 +264,7 @@ def test_sigterm_then_sigkill_during_a_save_lose_nothing(good_run, compile_cache
 
 @pytest.fixture(scope="module")
 def small_state():
-  return train_step.create_train_state(tiny_config("1-BS"), 10, 32)
+  return train_step.create_train_state(tiny.get_config("1-BS"), 10, 32)
 
 
 def _leaves(state):
@@ -279,7 +273,7 @@ def _leaves(state):
 
 
 def test_failed_save_keeps_the_previous_checkpoint(small_state, tmp_path, monkeypatch, caplog):
-  ckpt = checkpointing.Checkpointer(str(tmp_path), tiny_config("1-BS"))
+  ckpt = checkpointing.Checkpointer(str(tmp_path), tiny.get_config("1-BS"))
   assert ckpt.save(1, small_state, None)
 
   # The disk fills up as the checkpoint of step 2 is committed (its files are written).
@@ -298,7 +292,7 @@ def test_failed_save_keeps_the_previous_checkpoint(small_state, tmp_path, monkey
              for r in caplog.records if r.levelno == logging.ERROR), caplog.text
   assert ckpt.manager.latest_step() == 1 and _leftovers(ckpt.directory)
   assert _steps(str(tmp_path)) == [1]
-  fresh = checkpointing.Checkpointer(str(tmp_path), tiny_config("1-BS"))  # As on resume.
+  fresh = checkpointing.Checkpointer(str(tmp_path), tiny.get_config("1-BS"))  # As on resume.
   restored, step = fresh.restore_latest(small_state, None)
   fresh.close()
   assert step == 1
@@ -314,7 +308,7 @@ def test_failed_save_keeps_the_previous_checkpoint(small_state, tmp_path, monkey
 
 def test_failed_best_metric_write_keeps_the_previous_one(small_state, tmp_path, monkeypatch,
                                                          caplog):
-  ckpt = checkpointing.Checkpointer(str(tmp_path), tiny_config("1-BS"))
+  ckpt = checkpointing.Checkpointer(str(tmp_path), tiny.get_config("1-BS"))
   ckpt.save_best(1, small_state, None, 20.0)
   assert ckpt.best_metric() == 20.0
 
@@ -420,7 +414,7 @@ def test_unreadable_images_raise_bad_image_error_naming_the_file(tmp_path):
 
 @pytest.mark.slow
 def test_extreme_sizes_load_and_restore(small_state, tmp_path):
-  deblurrer = inference.Deblurrer(tiny_config("1-BS"), {
+  deblurrer = inference.Deblurrer(tiny.get_config("1-BS"), {
       "params": small_state.gen.params, "batch_stats": small_state.gen.batch_stats})
   for h, w in ((1, 1), (1, 5000)):
     img = np.random.default_rng(h * w).integers(0, 256, (h, w, 3), np.uint8)

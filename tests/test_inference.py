@@ -15,7 +15,7 @@ from PIL import Image
 from biskip_jax import inference, metrics, train_lib
 from biskip_jax.datasets import load_image, save_image
 from biskip_jax.errors import UserError
-from tests.helpers import tiny_config
+from configs import tiny
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -55,7 +55,7 @@ def test_named_checkpoint_and_errors(workdir, tmp_path):
   with pytest.raises(UserError, match="no config.json"):
     inference.Deblurrer.from_checkpoint(str(tmp_path))
   empty = tmp_path / "empty"
-  train_lib.save_or_check_config(tiny_config(), str(empty))
+  train_lib.save_or_check_config(tiny.get_config("SA1-BS"), str(empty))
   with pytest.raises(UserError, match="no complete checkpoint"):
     inference.Deblurrer.from_checkpoint(str(empty))
 

@@ -20,8 +20,7 @@ import types
 import numpy as np
 import pytest
 
-from biskip_jax import notebook_utils
-from biskip_jax.datasets import load_image
+from biskip_jax.datasets import load_image, synthetic
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -145,7 +144,7 @@ def test_deblur_your_photo_notebook(run_dir):
   found = re.search(r"restored \((\d+), (\d+), 3\) from input \((\d+), (\d+), 3\)", text)
   assert found, text[-2000:]
   assert found.group(1, 2) == found.group(3, 4)
-  path, photo = notebook_utils.example_photo()
+  path, photo = synthetic.example_photo()
   name = os.path.splitext(os.path.basename(path))[0] if path else "camera_blurred"
   restored = load_image(run_dir / "runs" / "deblurred" / f"{name}.png")
   assert restored.shape == photo.shape and tuple(map(int, found.group(1, 2))) == photo.shape[:2]

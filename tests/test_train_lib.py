@@ -12,13 +12,13 @@ import pytest
 
 from biskip_jax import train_lib, train_step
 from biskip_jax.errors import UserError
-from tests.helpers import tiny_config
+from configs import tiny
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config():
-  config = tiny_config("SA1-BS")
+  config = tiny.get_config("SA1-BS")
   config.train.num_steps = 6
   config.train.steps_per_epoch = 2  # λ and q change across the restart.
   config.train.checkpoint_every = 100
@@ -259,7 +259,7 @@ def test_train_py_reports_user_errors_without_traceback(tmp_path):
 
 def test_validation_compiles_once_per_run_and_uses_the_current_weights():
   """Issue 18 item 1: one Deblurrer per run; new weights do not recompile it."""
-  config = tiny_config("1-BS", crop=32)
+  config = tiny.get_config("1-BS")
   config.data.synthetic.num_eval = 2
   config.train.eval_num_images = 2
   state = train_step.create_train_state(config, 10, 32)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from biskip_jax import conv, train_step, vgg
-from tests.helpers import tiny_config
+from configs import tiny
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -32,7 +32,7 @@ def _setup(config, total_steps=100, total_epochs=10):
 
 @pytest.fixture(scope="module")
 def _adversarial_setup():
-  return (tiny_config("SA1-BS"),) + _setup(tiny_config("SA1-BS"))
+  return (tiny.get_config("SA1-BS"),) + _setup(tiny.get_config("SA1-BS"))
 
 
 @pytest.fixture
@@ -92,7 +92,7 @@ def test_self_paced_weights_after_first_epoch(adversarial):
 
 @pytest.mark.slow
 def test_non_finite_step_is_not_applied():
-  config = tiny_config("1-BS")
+  config = tiny.get_config("1-BS")
   config.loss.gamma1 = float("nan")
   mesh, state, step = _setup(config)
   before = jax.device_get(state.gen)
@@ -105,7 +105,7 @@ def test_non_finite_step_is_not_applied():
 
 @pytest.mark.slow
 def test_content_loss_falls_on_a_fixed_batch():
-  config = tiny_config("1-BS")
+  config = tiny.get_config("1-BS")
   config.model.channels = (16, 32, 64, 64, 64)  # The quickstart model's width.
   config.model.skip_channels = (8, 16, 32, 32)
   config.optim.g_lr = 1e-3
@@ -122,7 +122,7 @@ def test_content_loss_falls_on_a_fixed_batch():
 
 @pytest.mark.slow
 def test_perceptual_term_uses_vgg_features():
-  config = tiny_config("2P-BS")
+  config = tiny.get_config("2P-BS")
   mesh, state, step = _setup(config)
   net = vgg.VGG19Features(layer=config.loss.vgg_layer)
   vgg_params = net.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
@@ -212,7 +212,7 @@ def test_critic_learns_at_the_generators_pace_for_the_whole_run():
   read off the parameters is the learning rate of that update. The critic is stepped
   ``n_critic`` times per generator step, as in the train step.
   """
-  config = tiny_config("SA1-BS")
+  config = tiny.get_config("SA1-BS")
   config.train.n_critic = 2  # The paper's D:G = 2:1 (the quickstart uses 1).
   config.optim.g_lr = config.optim.d_lr = 1e-4
   config.optim.decay_start = 0.5
@@ -237,10 +237,11 @@ def test_four_devices_match_one_device():
   code = textwrap.dedent("""
       import jax, numpy as np
       from biskip_jax import train_step
-      from tests.helpers import tiny_config
+      from configs import tiny
       from tests.test_train_step import _batch
       assert jax.device_count() == 4
-      config = tiny_config("SA1-BS", batch=4)
+      config = tiny.get_config("SA1-BS")
+      config.train.batch_size = 4
       results = []
       for devices in (jax.devices()[:1], jax.devices()):
         mesh = train_step.make_mesh(devices)
@@ -270,6 +271,6 @@ def test_step_is_compiled_with_conv_compiler_options(monkeypatch):
   """jit_train_step hands conv.compiler_options to XLA: an option XLA refuses fails the step."""
   bad = {"xla_cpu_experimental_ynn_fusion_type": "NOT_A_FUSION_TYPE"}
   monkeypatch.setattr(conv, "compiler_options", lambda platform: bad)
-  mesh, state, step = _setup(tiny_config("1-BS"))
+  mesh, state, step = _setup(tiny.get_config("1-BS"))
   with pytest.raises(Exception, match="NOT_A_FUSION_TYPE"):
     step(state, train_step.shard_batch(_batch(0), mesh), {})

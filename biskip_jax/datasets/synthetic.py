@@ -46,6 +46,23 @@ def load_skimage_photo(name: str) -> np.ndarray:
   return np.repeat(img[:, :, None], 3, axis=2) if img.ndim == 2 else img[:, :, :3].copy()
 
 
+def example_photo() -> tuple[str | None, np.ndarray]:
+  """scikit-image's real camera-shake photo ``clock_motion.png``: ``(path, uint8 HxWx3)``.
+
+  (The notebooks' default photo to deblur.) Falls back to ``(None, image)`` with the
+  ``camera`` photo blurred by a random camera-shake kernel when the installed scikit-image
+  lacks the file.
+  """
+  import skimage.data  # pylint: disable=g-import-not-at-top  # Slow import, rarely needed.
+  for folder in (os.path.dirname(skimage.data.__file__), getattr(skimage.data, "data_dir", "")):
+    path = os.path.join(folder, "clock_motion.png")
+    if folder and os.path.isfile(path):
+      return path, datasets.load_image(path)
+  sharp = load_skimage_photo("camera")
+  rng = np.random.default_rng(0)
+  return None, blur_lib.blur_image(sharp, blur_lib.random_kernel(rng, 31), rng)
+
+
 def _stem(spec: str) -> str:
   return spec.split(":", 1)[1] if spec.startswith("skimage:") else os.path.splitext(
       os.path.basename(spec))[0]

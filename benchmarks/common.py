@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from benchmarks import torch_reference as tr
-from biskip_jax import models, train_step, vgg
+from biskip_jax import image_io, models, train_step, vgg
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -270,8 +270,8 @@ def check_equivalence(config: Any, crop: int = 64, batch: int = 2, seed: int = 0
   state, vgg_params, g, d, tv = build_pair(config, crop, seed=seed)
   blur = random_images(seed + 1, (batch, crop, crop, 3))
   sharp = random_images(seed + 2, (batch, crop, crop, 3))
-  b = np.asarray(train_step.to_model_range(jnp.asarray(blur)))
-  x = np.asarray(train_step.to_model_range(jnp.asarray(sharp)))
+  b = np.asarray(image_io.to_model_range(jnp.asarray(blur)))
+  x = np.asarray(image_io.to_model_range(jnp.asarray(sharp)))
   gen = models.generator_from_config(config.model)
   crit = models.critic_from_config(config.critic)
   g_vars = {"params": state.gen.params, "batch_stats": state.gen.batch_stats}

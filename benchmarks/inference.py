@@ -33,7 +33,7 @@ from ml_collections import config_flags
 
 from benchmarks import common
 from benchmarks import torch_reference as tr
-from biskip_jax import conv, models
+from biskip_jax import conv, image_io, models
 from configs import tiny
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -115,7 +115,7 @@ def _bench_jax(model_config, variables, images, dtype, s):
   # The options users' programs get (inference.Deblurrer, train_step.jit_train_step).
   fn = jax.jit(functools.partial(model.apply, train=False),
                compiler_options=conv.compiler_options(jax.default_backend()))
-  x = jnp.asarray(images, jnp.float32) / 127.5 - 1.0
+  x = image_io.to_model_range(jnp.asarray(images))
   lowered = fn.lower(variables, x)
   t0 = time.perf_counter()
   compiled = lowered.compile()

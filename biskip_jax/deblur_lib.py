@@ -15,12 +15,8 @@ import sys
 from typing import Iterable
 
 from biskip_jax import inference, video
-from biskip_jax.datasets import BadImageError, load_image, save_image
 from biskip_jax.errors import UserError, os_errors_as_user_errors
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm",
-                    ".pgm", ".pbm", ".tga")
-
+from biskip_jax.image_io import IMAGE_EXTENSIONS, BadImageError, load_image, save_image
 
 OUTPUT_MANIFEST = ".deblur_outputs.json"
 

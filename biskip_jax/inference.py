@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from biskip_jax import conv, models, pretrained
+from biskip_jax import conv, image_io, models, pretrained
 from biskip_jax.errors import UserError, os_errors_as_user_errors
 
 PRETRAINED = "pretrained"  # --ckpt value naming the shipped model ("pretrained:NAME" too).
@@ -164,7 +164,7 @@ class Deblurrer:
 
   def restore_float(self, image: np.ndarray) -> np.ndarray:
     """[H, W, 3] uint8 -> [H, W, 3] float32 in [-1, 1] (unclipped), whole image at once."""
-    x = jnp.asarray(image, jnp.float32)[None] / 127.5 - 1.0
+    x = image_io.to_model_range(jnp.asarray(image)[None])
     return np.asarray(self._fn(self.variables, x)[0])
 
   def _tiled(self, image: np.ndarray, tile: int) -> np.ndarray:
@@ -204,4 +204,4 @@ class Deblurrer:
       out = self._tiled(image, tile)
     else:
       out = self.restore_float(image)
-    return np.clip(np.round((out + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    return image_io.from_model_range(out)

@@ -37,6 +37,7 @@ import numpy as np
 from biskip_jax import (
   checkpointing,
   config_checks,
+  image_io,
   input_pipeline,
   periodic_actions,
   spl,
@@ -182,10 +183,6 @@ def _load_vgg(config: ml_collections.ConfigDict) -> Any:
   if not config.loss.perceptual:
     return {}
   return vgg.load_vgg19_params(config.loss.vgg_weights, layer=config.loss.vgg_layer)
-
-
-def _restore_image(restored: jax.Array) -> np.ndarray:
-  return np.asarray(jnp.clip(jnp.round((restored + 1.0) * 127.5), 0, 255).astype(jnp.uint8))
 
 
 class Validator:
@@ -407,8 +404,9 @@ class _Loop:
     """Blurred | restored | sharp of the latest batch: ``[N, H, 3W, 3]`` uint8."""
     gen = self.state.gen
     restored = gen.apply_fn({"params": gen.params, "batch_stats": gen.batch_stats},
-                            train_step.to_model_range(jnp.asarray(batch["blur"])))
-    grid = np.concatenate([batch["blur"], _restore_image(restored), batch["sharp"]], axis=2)
+                            image_io.to_model_range(jnp.asarray(batch["blur"])))
+    restored = np.asarray(image_io.from_model_range(restored))
+    grid = np.concatenate([batch["blur"], restored, batch["sharp"]], axis=2)
     self.writer.write_images(self.step, {"train/blur_restored_sharp": grid})
 
   def _validate(self) -> None:

@@ -27,7 +27,7 @@ from flax.training import train_state
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from biskip_jax import conv, losses, models, spl, vgg
+from biskip_jax import conv, image_io, losses, models, spl, vgg
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -155,11 +155,6 @@ def create_train_state(config: ml_collections.ConfigDict, total_steps: int,
                     bad_steps=zero(), skipped_steps=zero())
 
 
-def to_model_range(images: jax.Array) -> jax.Array:
-  """uint8 [N, H, W, 3] in [0, 255] -> float32 in [-1, 1]."""
-  return images.astype(jnp.float32) / 127.5 - 1.0
-
-
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
@@ -244,8 +239,8 @@ def train_step(state: TrainState, batch: Batch, vgg_params: Any, *,
   """
   config = fns.config
   lc = config.loss
-  b = to_model_range(batch["blur"])
-  x = to_model_range(batch["sharp"])
+  b = image_io.to_model_range(batch["blur"])
+  x = image_io.to_model_range(batch["sharp"])
   n = x.shape[0]
   key = jax.random.fold_in(state.rng, state.step)
 

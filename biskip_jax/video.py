@@ -20,7 +20,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from biskip_jax.datasets import BadImageError, load_image
+from biskip_jax.image_io import BadImageError, load_image
 from biskip_jax.errors import UserError, os_errors_as_user_errors
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".wmv",

@@ -32,7 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 from absl import app, flags
 
-from biskip_jax import cli
+from biskip_jax import cli, image_io
 from biskip_jax.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -110,7 +110,7 @@ def make_inputs(target: np.ndarray, tasks: Sequence[str], *, seed: int, noise_sc
     elif task == "blur":
       kernel = blur.random_kernel(rng, kernel_size, max_anxiety=max_shake)
       b = blur.blur_image(target, kernel, rng, noise_std=blur_noise)
-      out[task] = (b.astype(np.float32) / 127.5 - 1.0)[None]
+      out[task] = image_io.to_model_range(b)[None]
     else:
       raise UserError(f"--tasks: unknown task {task!r}; expected {', '.join(TASKS)}")
   return out
@@ -155,7 +155,7 @@ def fit(model: Any, inputs: dict[str, np.ndarray], target: np.ndarray, *, iters:
   import jax.numpy as jnp
   import optax
 
-  x0 = jnp.asarray(target, jnp.float32)[None] / 127.5 - 1.0
+  x0 = image_io.to_model_range(jnp.asarray(target)[None])
   x0_u8 = jnp.asarray(target, jnp.float32)[None]
   tx = optax.adam(lr)
 
@@ -168,7 +168,7 @@ def fit(model: Any, inputs: dict[str, np.ndarray], target: np.ndarray, *, iters:
 
     (_, (out, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
-    image = jnp.clip(jnp.round((out + 1.0) * 127.5), 0.0, 255.0)
+    image = image_io.from_model_range(out).astype(jnp.float32)
     mse = jnp.mean(jnp.square(image - x0_u8))
     psnr = 10.0 * jnp.log10(255.0 ** 2 / jnp.maximum(mse, 1e-10))
     return optax.apply_updates(params, updates), new_stats, opt_state, psnr, image[0]
@@ -242,7 +242,7 @@ def plot_images(path: str, target: np.ndarray, inputs: dict[str, np.ndarray],
   fig, axes = plt.subplots(len(tasks), cols, figsize=(2.6 * cols, 2.8 * len(tasks)),
                            squeeze=False)
   for row, task in zip(axes, tasks):
-    shown = np.clip(np.round((inputs[task][0] + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    shown = image_io.from_model_range(inputs[task][0])
     panels = [("target x0", target), (f"input ({task})", shown)]
     for variant, by_task in results.items():
       r = by_task[task]

@@ -17,8 +17,8 @@ from absl import flags
 from PIL import Image
 
 from biskip_jax import cli, deblur_lib, inference
-from biskip_jax.datasets import BadImageError, load_image
 from biskip_jax.errors import UserError
+from biskip_jax.image_io import BadImageError, load_image
 
 FLAGS = flags.FLAGS
 _GAP = 6  # Pixels between panels and rows.

@@ -5,13 +5,15 @@ import os
 import re
 import warnings
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.ndimage
 from PIL import Image
 
 from biskip_jax import blur as blur_lib
-from biskip_jax import datasets
+from biskip_jax import datasets, image_io
 from biskip_jax.datasets import folder, gopro, kohler, synthetic
 from biskip_jax.errors import UserError
 
@@ -404,3 +406,20 @@ def test_synthetic_noise_range_exposure_scale_and_eval_bound():
   np.testing.assert_array_equal(ev["sharp"], _source("eval").sharp(0)[156:356, 156:356])
   with pytest.raises(UserError, match="jpeg_prob"):
     _source(jpeg_prob=2.0)
+
+
+def test_image_io_lists_images_and_converts_to_the_model_range(tmp_path):
+  for name in ("b.png", "a.JPG", ".hidden.png", "notes.txt", "sub/c.tga"):
+    (tmp_path / name).parent.mkdir(exist_ok=True)
+    (tmp_path / name).write_bytes(b"")
+  assert image_io.list_images(str(tmp_path)) == ["a.JPG", "b.png"]
+  assert image_io.list_images(str(tmp_path), recursive=True) == ["a.JPG", "b.png", "sub/c.tga"]
+  u8 = np.array([0, 1, 127, 128, 254, 255], np.uint8)
+  x = image_io.to_model_range(u8)
+  assert x.dtype == np.float32 and x[0] == -1.0 and x[-1] == 1.0
+  np.testing.assert_array_equal(image_io.from_model_range(x), u8)
+  np.testing.assert_array_equal(image_io.from_model_range(np.array([-2.0, 3.0])), [0, 255])
+  xj = image_io.to_model_range(jnp.asarray(u8))  # JAX arrays stay JAX arrays.
+  assert isinstance(xj, jax.Array)
+  np.testing.assert_array_equal(np.asarray(image_io.from_model_range(xj)), u8)
+  assert datasets.load_image is image_io.load_image  # The old import path still works.

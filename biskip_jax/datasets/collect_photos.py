@@ -65,7 +65,9 @@ ALLOW_LIST: dict[str, dict[str, str]] = {
 }
 # Where wallpaper packages keep their images (only used to count what was rejected).
 IMAGE_DIRS = ("usr/share/backgrounds", "usr/share/wallpapers")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
+# Wallpaper files counted as images of a package (not image_io.IMAGE_EXTENSIONS: what
+# wallpaper packages ship).
+WALLPAPER_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 CSV_COLUMNS = ("file", "package", "package_version", "path_in_package", "license")
 
 _OUT = flags.DEFINE_string("out", None, "Folder for the PNGs and SOURCES.csv (created).")
@@ -107,7 +109,7 @@ def select_photos(root: str, package: str, allow: Mapping[str, str]) -> tuple[li
   for d in IMAGE_DIRS:
     for dirpath, _, files in os.walk(os.path.join(root, d)):
       images.update(os.path.relpath(os.path.join(dirpath, f), root) for f in files
-                    if f.lower().endswith(IMAGE_EXTENSIONS))
+                    if f.lower().endswith(WALLPAPER_EXTENSIONS))
   photos = [Photo(package, p, allow[p]) for p in sorted(allow)]
   return photos, len({_wallpaper(p) for p in images} - {_wallpaper(p) for p in allow})
 

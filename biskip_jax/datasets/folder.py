@@ -12,23 +12,12 @@ import collections
 import os
 import warnings
 
-from biskip_jax import datasets
+from biskip_jax import datasets, image_io
 from biskip_jax.errors import UserError
 
 
 class UnpairedWarning(UserWarning):
   """Some images in a folder dataset have no partner and are ignored."""
-
-
-def _images(folder: str) -> list[str]:
-  """Image paths under ``folder``, relative to it, sorted ("/" separated)."""
-  out = []
-  for dirpath, dirnames, filenames in os.walk(folder):
-    dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-    rel = os.path.relpath(dirpath, folder)
-    out += [f if rel == "." else f"{rel}/{f}".replace(os.sep, "/")
-            for f in filenames if datasets.is_image_file(f)]
-  return sorted(out)
 
 
 def split_root(path: str, split: str | None) -> str:
@@ -60,7 +49,8 @@ def list_pairs(path: str, split: str | None = None) -> list[datasets.Pair]:
                       " subfolder. Expected PATH/blur/NAME and PATH/sharp/NAME with matching "
                       "names (the extension may differ), optionally under PATH/train and "
                       "PATH/test.")
-  blurs, sharps = _images(blur_dir), _images(sharp_dir)
+  blurs, sharps = image_io.list_images(blur_dir, recursive=True), image_io.list_images(
+      sharp_dir, recursive=True)
   sharp_set = set(sharps)
   by_stem = collections.defaultdict(list)
   for s in sharps:

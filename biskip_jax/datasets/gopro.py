@@ -28,7 +28,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 from etils import epath
 
-from biskip_jax import datasets
+from biskip_jax import datasets, image_io
 from biskip_jax.errors import UserError
 
 URL = "https://seungjunnah.github.io/Datasets/gopro"
@@ -81,8 +81,8 @@ def list_pairs(root: str, split: str, blur_kind: str = "blur") -> list[datasets.
       if not os.path.isdir(d):
         raise _missing(root, f"sequence folder {os.path.join(split_dir, seq)} has no "
                        f"{os.path.basename(d)}/ subfolder")
-    blur_files = sorted(f for f in os.listdir(blur_dir) if datasets.is_image_file(f))
-    sharp_files = {f for f in os.listdir(sharp_dir) if datasets.is_image_file(f)}
+    blur_files = image_io.list_images(blur_dir)
+    sharp_files = set(image_io.list_images(sharp_dir))
     for f in blur_files:
       if f not in sharp_files:
         raise UserError(f"GoPro blurred frame {os.path.join(blur_dir, f)} has no sharp frame "
@@ -207,6 +207,6 @@ class TfdsPairSource:
     rec = self._record(index)
     name = rec["name"].decode() if isinstance(rec["name"], bytes) else str(rec["name"])
     where = f"{name} in {self._where}"
-    blur = datasets.decode_image(rec["blur"], f"{where} (blur)")
-    sharp = datasets.decode_image(rec["sharp"], f"{where} (sharp)")
+    blur = image_io.decode_image(rec["blur"], f"{where} (blur)")
+    sharp = image_io.decode_image(rec["sharp"], f"{where} (sharp)")
     return {"name": name, "blur": blur, "sharp": sharp}

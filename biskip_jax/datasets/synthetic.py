@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from biskip_jax import blur as blur_lib
-from biskip_jax import datasets
+from biskip_jax import image_io
 from biskip_jax.errors import UserError
 
 # scikit-image photos that load offline (checked with scikit-image 0.26, no pooch installed).
@@ -57,7 +57,7 @@ def example_photo() -> tuple[str | None, np.ndarray]:
   for folder in (os.path.dirname(skimage.data.__file__), getattr(skimage.data, "data_dir", "")):
     path = os.path.join(folder, "clock_motion.png")
     if folder and os.path.isfile(path):
-      return path, datasets.load_image(path)
+      return path, image_io.load_image(path)
   sharp = load_skimage_photo("camera")
   rng = np.random.default_rng(0)
   return None, blur_lib.blur_image(sharp, blur_lib.random_kernel(rng, 31), rng)
@@ -89,8 +89,7 @@ def image_specs(images: str, holdout: Sequence[str], split: str) -> list[str]:
     if not os.path.isdir(images):
       raise UserError(f"--config.data.synthetic.images={images!r} is neither 'skimage' nor a "
                       "folder of sharp images.")
-    specs = [os.path.join(images, f) for f in sorted(os.listdir(images))
-             if datasets.is_image_file(f)]
+    specs = [os.path.join(images, f) for f in image_io.list_images(images)]
     if not specs:
       raise UserError(f"--config.data.synthetic.images={images}: no images in the folder.")
 
@@ -177,7 +176,7 @@ class SyntheticSource:
     if j not in self._cache:
       spec = self.specs[j]
       img = (load_skimage_photo(spec[8:]) if spec.startswith("skimage:")
-             else datasets.load_image(spec))
+             else image_io.load_image(spec))
       if len(self._cache) >= _MAX_CACHED:
         self._cache.pop(next(iter(self._cache)))
       self._cache[j] = img

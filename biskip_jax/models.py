@@ -17,8 +17,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from biskip_jax.conv import Conv, conv2d
+from biskip_jax.schemes import VARIANTS  # Table 1's generator bodies.
 
-VARIANTS = ("S", "BS-w/o-R", "BS-cR", "BS")
 NORMS = ("batch", "instance", "none")
 POOLS = ("avg", "max")
 

@@ -61,8 +61,8 @@ def _timed(deblurrer: Any, image: np.ndarray, seen: set) -> tuple[np.ndarray, fl
 
 
 def evaluate(deblurrer: Any, examples: Iterable[dict[str, Any]], out_dir: str | None,
-             num_figures: int = 4, saliency: bool = True,
-             progress: bool = True) -> dict[str, Any]:
+             num_figures: int = 4, saliency: bool = True, progress: bool = True,
+             info: dict[str, Any] | None = None) -> dict[str, Any]:
   """Runs the evaluation protocol over ``examples``; returns the ``metrics.json`` content.
 
   Args:
@@ -72,6 +72,7 @@ def evaluate(deblurrer: Any, examples: Iterable[dict[str, Any]], out_dir: str | 
     num_figures: side-by-side figures to write.
     saliency: compute the §6.2 saliency indicator.
     progress: show a progress bar.
+    info: added to the result (e.g. the checkpoint and the data evaluated).
   """
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   if out_dir:
@@ -107,11 +108,15 @@ def evaluate(deblurrer: Any, examples: Iterable[dict[str, Any]], out_dir: str | 
       _save(out_dir, os.path.join(out_dir, "figures", name + ".png"),
             np.concatenate([blur, restored, sharp], axis=1))
     rows.append(row)
-  return summarize(rows, out_dir)
+  return summarize(rows, out_dir, info)
 
 
-def summarize(rows: list[dict[str, Any]], out_dir: str | None) -> dict[str, Any]:
-  """Averages per-image rows into the DESIGN §9 schema and writes JSON and CSV."""
+def summarize(rows: list[dict[str, Any]], out_dir: str | None,
+              info: dict[str, Any] | None = None) -> dict[str, Any]:
+  """Averages per-image rows into the DESIGN §9 schema, adds ``info``, writes JSON and CSV.
+
+  The one writer of ``metrics.json``.
+  """
   def mean(key):
     vals = [r[key] for r in rows if key in r and np.isfinite(r[key])]
     return float(np.mean(vals)) if vals else None
@@ -124,6 +129,7 @@ def summarize(rows: list[dict[str, Any]], out_dir: str | None) -> dict[str, Any]
                                       "excluding compilation and disk I/O")
   result["num_images"] = len(rows)
   result["per_image"] = rows
+  result.update(info or {})
   if out_dir:
     _write_json(out_dir, result)
     path = os.path.join(out_dir, "per_image.csv")
@@ -198,11 +204,8 @@ def run(ckpt: str, data: str, out_dir: str | None, data_path: str | None = None,
   if max_images > 0:
     examples = itertools.islice(examples, max_images)
   result = evaluate(deblurrer, examples, out_dir, num_figures=config.eval.num_figures,
-                    saliency=saliency)
+                    saliency=saliency, info=dict(checkpoint=ckpt, step=getattr(
+                        deblurrer, "step", None), data=data, dtype=dtype))
   if not result["per_image"]:
     raise UserError(f"--data={data}: no evaluation images found")
-  result.update(checkpoint=ckpt, step=getattr(deblurrer, "step", None), data=data,
-                dtype=dtype)
-  if out_dir:
-    _write_json(out_dir, result)
   return result

@@ -1,8 +1,12 @@
-"""Checks of a training config before anything is built: ranges, and the run's config.json.
+"""Every check of a config's settings, and the run's config.json: the one home of both.
 
-``check_ranges(config)`` raises :class:`~biskip_jax.errors.UserError` naming the first field
-out of range as its flag, with the allowed range: ``--config.optim.g_lr=-1.0: must be > 0``.
-Fields a config does not have are skipped (older or hand-made configs).
+``check_settings(config)`` (training, before anything is built) raises
+:class:`~biskip_jax.errors.UserError` naming the first bad field as its flag: a number out of
+range (``check_ranges``: ``--config.optim.g_lr=-1.0: must be a number > 0``), a range whose
+low end is above its high end, a name that is not one of the allowed ones
+(``--config.loss.pixel='l3': expected one of l1, l2, none``), a batch that does not split over
+the devices. ``check_data(config)`` checks the ``data`` section alone (the input pipeline,
+also for evaluation). Fields a config does not have are skipped (older or hand-made configs).
 
 ``save_or_check_config(config, workdir)`` keeps ``WORKDIR/config.json`` and, beside it,
 ``.config.json.sha256`` (the hash of the file as training wrote it), which tells a hand edit
@@ -14,7 +18,7 @@ import json
 import logging
 import math
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import ml_collections
@@ -79,7 +83,7 @@ _FIELDS: dict[str, str] = {
     "data.synthetic.gamma": "> 0",
     "data.synthetic.num_eval": ">= 0",
     "data.synthetic.num_train": ">= 1",
-    "data.synthetic.length_range": ">= 0",
+    "data.synthetic.length_range": "> 0",
     "data.synthetic.exposure_range": "in (0, 1]",
     "data.synthetic.noise_std_max": ">= 0",
     "data.synthetic.jpeg_prob": "in [0, 1]",
@@ -119,17 +123,48 @@ def _bad(value: Any, rule: str, integer: bool) -> bool:
   return not _RULES[rule](value)
 
 
-def check_ranges(config: ml_collections.ConfigDict) -> None:
+# (lo, hi) fields whose low end must not exceed the high end.
+_ORDERED = ("data.synthetic.length_range", "data.synthetic.exposure_range",
+            "data.synthetic.jpeg_quality", "data.synthetic.scale_range")
+
+# Names a field may take, beyond those owned by a module (see _choices).
+_CRITIC_NORMS = ("instance", "none")  # Never batch norm under a gradient penalty (DESIGN §3).
+_VGG_INPUTS = ("imagenet", "raw")
+_SMALL_IMAGES = ("error", "pad")
+_GOPRO_FORMATS = ("folder", "tfds")
+
+
+def _choices() -> dict[str, Sequence[str]]:
+  """Field -> allowed names, from the modules that own them (imported when checking)."""
+  # pylint: disable=g-import-not-at-top  # Flax loads only when checking. (data.blur_kind
+  # is checked by datasets.gopro, whose import loads TensorFlow Datasets.)
+  from biskip_jax import input_pipeline, losses, models, schemes, train_step
+  return {"model.variant": schemes.VARIANTS, "model.norm": models.NORMS,
+          "model.pool": models.POOLS, "critic.norm": _CRITIC_NORMS,
+          "loss.pixel": losses.PIXEL_KINDS, "loss.vgg_input": _VGG_INPUTS,
+          "train.compute_dtype": train_step.COMPUTE_DTYPES,
+          "data.source": input_pipeline.SOURCES, "data.small_images": _SMALL_IMAGES,
+          "data.gopro_format": _GOPRO_FORMATS}
+
+
+def _in_sections(field: str, sections: Sequence[str] | None) -> bool:
+  return sections is None or field.split(".", 1)[0] in sections
+
+
+def check_ranges(config: ml_collections.ConfigDict,
+                 sections: Sequence[str] | None = None) -> None:
   """Raises ``UserError`` for the first numeric field outside its allowed range.
 
   Args:
     config: a training config (``configs/biskip.py`` layout).
+    sections: only the fields of these top-level sections (e.g. ``("data",)``); None: all.
 
   Raises:
-    UserError: ``--config.FIELD=VALUE: must be RULE`` (e.g. ``> 0``, ``in [0, 1]``).
+    UserError: ``--config.FIELD=VALUE: must be RULE`` (e.g. ``> 0``, ``in [0, 1]``), or
+      ``... must be (lo, hi) with lo <= hi``.
   """
   for field, rule in _FIELDS.items():
-    value = _get(config, field)
+    value = _get(config, field) if _in_sections(field, sections) else None
     if value is None:
       continue
     integer = field in _INTEGERS
@@ -138,6 +173,48 @@ def check_ranges(config: ml_collections.ConfigDict) -> None:
       kind = "an integer " if integer else "a number "
       each = "each " if isinstance(value, (tuple, list)) else ""
       raise UserError(f"--config.{field}={value!r}: {each}must be {kind}{rule}")
+  for field in _ORDERED:
+    value = _get(config, field) if _in_sections(field, sections) else None
+    if value is not None and (len(value) != 2 or value[0] > value[1]):
+      raise UserError(f"--config.{field}={tuple(value)!r}: must be (lo, hi) with lo <= hi")
+
+
+def check_choices(config: ml_collections.ConfigDict,
+                  sections: Sequence[str] | None = None) -> None:
+  """Raises ``UserError`` for the first field whose name is not one of those allowed.
+
+  Raises:
+    UserError: ``--config.FIELD='VALUE': expected one of A, B, C``.
+  """
+  for field, allowed in _choices().items():
+    value = _get(config, field) if _in_sections(field, sections) else None
+    if value is not None and value not in allowed:
+      raise UserError(f"--config.{field}={value!r}: expected one of {', '.join(allowed)}")
+
+
+def check_data(config: ml_collections.ConfigDict) -> None:
+  """The checks of :func:`check_settings` on the ``data`` section alone."""
+  check_choices(config, ("data",))
+  check_ranges(config, ("data",))
+
+
+def check_settings(config: ml_collections.ConfigDict) -> None:
+  """Stops before any compute on training settings that cannot work, naming the flag.
+
+  Raises:
+    UserError: a field out of range or not one of its names (see the module docstring), a
+      batch that is not a positive multiple of the devices, or an adversarial scheme without
+      critic updates.
+  """
+  check_choices(config)
+  check_ranges(config)
+  n_dev = jax.device_count()
+  b = config.train.batch_size
+  if b < 1 or b % n_dev:
+    raise UserError(f"--config.train.batch_size={b} must be a positive multiple of the "
+                    f"{n_dev} devices the batch is split over")
+  if config.train.n_critic < 1 and config.loss.adversarial:
+    raise UserError("--config.train.n_critic must be >= 1 for adversarial schemes")
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

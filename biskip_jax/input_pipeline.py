@@ -45,7 +45,7 @@ import ml_collections
 import numpy as np
 from absl import flags, logging
 
-from biskip_jax import datasets
+from biskip_jax import config_checks, datasets
 from biskip_jax.errors import UserError
 
 SOURCES = ("gopro", "folder", "synthetic", "kohler")
@@ -71,26 +71,6 @@ def data_seed(config: ml_collections.ConfigDict) -> int:
   return int(train.get("seed", config.get("seed", 0))) % 2**32
 
 
-def _validate(d: ml_collections.ConfigDict) -> None:
-  checks = [
-      (d.source in SOURCES, f"--config.data.source={d.source!r} is not one of {SOURCES}."),
-      (d.small_images in ("pad", "error"),
-       f"--config.data.small_images={d.small_images!r} must be 'pad' or 'error'."),
-      (d.crop_size >= 1, f"--config.data.crop_size={d.crop_size} must be >= 1."),
-      (d.num_workers >= 0, f"--config.data.num_workers={d.num_workers} must be >= 0."),
-      (d.prefetch >= 1, f"--config.data.prefetch={d.prefetch} must be >= 1."),
-      (0.0 <= d.max_bad_fraction <= 1.0,
-       f"--config.data.max_bad_fraction={d.max_bad_fraction} must be in [0, 1]."),
-      (d.get("crops_per_image", 1) >= 1,
-       f"--config.data.crops_per_image={d.get('crops_per_image')} must be >= 1."),
-      (d.get("gopro_format", "folder") in ("folder", "tfds"),
-       f"--config.data.gopro_format={d.get('gopro_format')!r} must be 'folder' or 'tfds'."),
-  ]
-  for ok, message in checks:
-    if not ok:
-      raise UserError(message)
-
-
 def get_source(config: ml_collections.ConfigDict, split: str, *, training: bool = False,
                check_sizes: bool = True) -> Any:
   """The examples of ``split`` for ``config.data.source``.
@@ -107,7 +87,7 @@ def get_source(config: ml_collections.ConfigDict, split: str, *, training: bool 
     A source with ``len()``, ``name(i)`` and ``load(i)`` (see :mod:`biskip_jax.datasets`).
   """
   d = config.data
-  _validate(d)
+  config_checks.check_data(config)
   # pylint: disable=g-import-not-at-top  # Each dataset module is imported only when used.
   if d.source == "synthetic":
     from biskip_jax.datasets import synthetic

@@ -17,7 +17,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-_PIXEL_KINDS = ("l1", "l2", "none")
+PIXEL_KINDS = ("l1", "l2", "none")
 
 # Added under the square root of the gradient norm so the penalty's own gradient (taken
 # w.r.t. the critic's parameters) stays finite where ∇D(x̂) = 0.
@@ -50,8 +50,8 @@ def pixel_loss(x: jax.Array, y: jax.Array, kind: str) -> jax.Array:
   Raises:
     ValueError: for an unknown ``kind`` or mismatched shapes.
   """
-  if kind not in _PIXEL_KINDS:
-    raise ValueError(f"unknown pixel loss {kind!r}: expected one of {_PIXEL_KINDS}")
+  if kind not in PIXEL_KINDS:
+    raise ValueError(f"unknown pixel loss {kind!r}: expected one of {PIXEL_KINDS}")
   _check_same_shape(x, y, "pixel_loss")
   n = x.shape[0]
   if kind == "none":

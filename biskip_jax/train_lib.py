@@ -93,34 +93,6 @@ def resolve_schedule(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
   return steps_per_epoch, total_steps, total_epochs
 
 
-def check_settings(config: ml_collections.ConfigDict) -> None:
-  """Stops before any compute on settings that cannot work, naming the flag."""
-  config_checks.check_ranges(config)
-  n_dev = jax.device_count()
-  b = config.train.batch_size
-  if b < 1 or b % n_dev:
-    raise UserError(f"--config.train.batch_size={b} must be a positive multiple of the "
-                    f"{n_dev} devices the batch is split over")
-  if config.train.n_critic < 1 and config.loss.adversarial:
-    raise UserError("--config.train.n_critic must be >= 1 for adversarial schemes")
-  if config.loss.pixel not in ("l1", "l2", "none"):
-    raise UserError(f"--config.loss.pixel={config.loss.pixel!r}: expected l1, l2 or none")
-  if config.loss.vgg_input not in ("imagenet", "raw"):
-    raise UserError(f"--config.loss.vgg_input={config.loss.vgg_input!r}: expected imagenet "
-                    "or raw")
-  if config.train.get("compute_dtype", "float32") not in train_step.COMPUTE_DTYPES:
-    raise UserError(f"--config.train.compute_dtype={config.train.compute_dtype!r}: expected "
-                    f"one of {', '.join(train_step.COMPUTE_DTYPES)}")
-  if config.critic.norm not in ("instance", "none"):
-    raise UserError(f"--config.critic.norm={config.critic.norm!r}: expected instance or none")
-  from biskip_jax import models  # pylint: disable=g-import-not-at-top
-  for field, value, allowed in (("model.variant", config.model.variant, models.VARIANTS),
-                                ("model.norm", config.model.norm, models.NORMS),
-                                ("model.pool", config.model.pool, models.POOLS)):
-    if value not in allowed:
-      raise UserError(f"--config.{field}={value!r}: expected one of {', '.join(allowed)}")
-
-
 def save_or_check_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Writes ``WORKDIR/config.json``, or checks the one there first.
 
@@ -235,7 +207,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     Interrupted: SIGTERM/SIGINT stopped the run before its last step (a checkpoint is saved).
   """
   maybe_initialize_distributed()
-  check_settings(config)
+  config_checks.check_settings(config)
   workdir = os.path.abspath(workdir)
   with os_errors_as_user_errors(f"--workdir {workdir}: cannot create the folder"):
     os.makedirs(workdir, exist_ok=True)

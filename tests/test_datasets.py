@@ -13,9 +13,10 @@ import scipy.ndimage
 from PIL import Image
 
 from biskip_jax import blur as blur_lib
-from biskip_jax import datasets, image_io
+from biskip_jax import datasets, image_io, input_pipeline
 from biskip_jax.datasets import folder, gopro, kohler, synthetic
 from biskip_jax.errors import UserError
+from configs import tiny
 
 H, W = 48, 64
 
@@ -404,8 +405,10 @@ def test_synthetic_noise_range_exposure_scale_and_eval_bound():
   ev = _source("eval", eval_max_size=200).load(0)
   assert ev["blur"].shape == ev["sharp"].shape == (200, 200, 3)
   np.testing.assert_array_equal(ev["sharp"], _source("eval").sharp(0)[156:356, 156:356])
-  with pytest.raises(UserError, match="jpeg_prob"):
-    _source(jpeg_prob=2.0)
+  config = tiny.get_config()  # The source's settings are checked where it is made.
+  config.data.synthetic.jpeg_prob = 2.0
+  with pytest.raises(UserError, match=r"--config.data.synthetic.jpeg_prob=2.0: must be"):
+    input_pipeline.get_source(config, config.data.train_split)
 
 
 def test_image_io_lists_images_and_converts_to_the_model_range(tmp_path):

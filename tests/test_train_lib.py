@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from biskip_jax import train_lib, train_step
+from biskip_jax import config_checks, train_lib, train_step
 from biskip_jax.errors import UserError
 from configs import tiny
 
@@ -135,7 +135,7 @@ def test_batch_must_divide_over_devices(monkeypatch):
   config = _config()
   config.train.batch_size = 6
   with pytest.raises(UserError, match=r"--config.train.batch_size=6 .* 4 devices"):
-    train_lib.check_settings(config)
+    config_checks.check_settings(config)
 
 
 @pytest.mark.parametrize("field,value,match", [
@@ -149,7 +149,7 @@ def test_bad_settings_name_the_flag(field, value, match):
   section, key = field.split(".")
   config[section][key] = value
   with pytest.raises(UserError, match=match.replace("(", r"\(").replace("[", r"\[")):
-    train_lib.check_settings(config)
+    config_checks.check_settings(config)
 
 
 @pytest.mark.parametrize("field,value,message", [
@@ -167,7 +167,11 @@ def test_bad_settings_name_the_flag(field, value, match):
      "--config.model.channels=(4, 0, 8, 8, 8): each must be an integer >= 1"),
     ("train.batch_size", 2.5, "--config.train.batch_size=2.5: must be an integer >= 1"),
     ("data.synthetic.kernel_size", -3,
-     "--config.data.synthetic.kernel_size=-3: must be an integer >= 1")])
+     "--config.data.synthetic.kernel_size=-3: must be an integer >= 1"),
+    ("data.synthetic.jpeg_quality", (90, 60),
+     "--config.data.synthetic.jpeg_quality=(90, 60): must be (lo, hi) with lo <= hi"),
+    ("data.small_images", "crop",
+     "--config.data.small_images='crop': expected one of error, pad")])
 def test_numbers_out_of_range_name_the_flag_and_the_range(field, value, message):
   config = _config()
   *sections, key = field.split(".")
@@ -177,12 +181,11 @@ def test_numbers_out_of_range_name_the_flag_and_the_range(field, value, message)
   with node.ignore_type():
     node[key] = value
   with pytest.raises(UserError) as e:
-    train_lib.check_settings(config)
+    config_checks.check_settings(config)
   assert str(e.value) == message
 
 
 def test_every_range_checked_field_exists_in_the_paper_config():
-  from biskip_jax import config_checks  # pylint: disable=g-import-not-at-top
   from configs import biskip  # pylint: disable=g-import-not-at-top
   config = biskip.get_config()
   missing = [f for f in config_checks._FIELDS  # pylint: disable=protected-access

@@ -172,7 +172,7 @@ def test_bfloat16_mixed_precision_trains_with_float32_state(adversarial):
 
 def test_bfloat16_perceptual_loss_is_close_to_float32():
   """VGG19 in bf16: the feature term is differenced in float32 and stays close."""
-  config = tiny_config("1P-BS")
+  config = tiny.get_config("1P-BS")
   net = vgg.VGG19Features(layer=config.loss.vgg_layer)
   vgg_params = net.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
   rng = np.random.default_rng(0)
@@ -193,7 +193,7 @@ def test_bfloat16_perceptual_loss_is_close_to_float32():
 
 
 def test_unknown_compute_dtype_names_the_flag():
-  config = tiny_config()
+  config = tiny.get_config("SA1-BS")
   config.train.compute_dtype = "float16"
   with pytest.raises(ValueError, match=r"--config.train.compute_dtype='float16'"):
     train_step.compute_dtype(config)

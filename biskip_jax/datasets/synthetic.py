@@ -114,7 +114,8 @@ class SyntheticSource:
   from ``jpeg_quality``) and, for training only, a share ``sharp_prob`` of records whose
   input is the sharp crop itself (noise and JPEG still apply) so that the model learns to
   leave sharp images alone. Features left at their defaults draw no random numbers: pairs
-  stay those of earlier versions.
+  stay those of earlier versions. The arguments come from ``config.data.synthetic``, checked
+  by :func:`biskip_jax.config_checks.check_data` (``input_pipeline.get_source``).
   """
 
   def __init__(self, specs: Sequence[str], *, num_examples: int, seed: int, split: str,
@@ -127,23 +128,6 @@ class SyntheticSource:
     if num_examples < 1:
       raise UserError(f"Synthetic {split} split needs >= 1 examples, got {num_examples} "
                       "(--config.data.synthetic.num_train / num_eval).")
-    checks = (
-        (kernel_size >= 1, f"kernel_size must be >= 1, got {kernel_size}"),
-        (0 < length_range[0] <= length_range[1], f"length_range={tuple(length_range)} must "
-         "satisfy 0 < lo <= hi"),
-        (0 < exposure_range[0] <= exposure_range[1] <= 1, f"exposure_range="
-         f"{tuple(exposure_range)} must satisfy 0 < lo <= hi <= 1"),
-        (0 <= jpeg_prob <= 1, f"jpeg_prob={jpeg_prob} must be in [0, 1]"),
-        (1 <= jpeg_quality[0] <= jpeg_quality[1] <= 95, f"jpeg_quality={tuple(jpeg_quality)} "
-         "must satisfy 1 <= lo <= hi <= 95"),
-        (0 <= sharp_prob <= 1, f"sharp_prob={sharp_prob} must be in [0, 1]"),
-        (0 < scale_range[0] <= scale_range[1] <= 1, f"scale_range={tuple(scale_range)} must "
-         "satisfy 0 < lo <= hi <= 1 (downscales only)"),
-        (eval_max_size >= 0, f"eval_max_size={eval_max_size} must be >= 0"),
-    )
-    for ok, message in checks:
-      if not ok:
-        raise UserError(f"--config.data.synthetic.{message}.")
     self.specs = list(specs)
     self.num_examples = num_examples
     self.split = split

@@ -20,8 +20,8 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from biskip_jax.image_io import BadImageError, load_image
 from biskip_jax.errors import UserError, os_errors_as_user_errors
+from biskip_jax.image_io import BadImageError, load_image
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".wmv",
                     ".flv", ".ts", ".mts", ".m2ts", ".3gp", ".ogv")

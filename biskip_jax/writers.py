@@ -23,12 +23,12 @@ import json
 import logging
 import math
 import os
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from biskip_jax import log_files
-from biskip_jax.errors import os_errors_as_user_errors
+from biskip_jax.errors import UserError, os_errors_as_user_errors
 
 log = logging.getLogger("biskip_jax")
 
@@ -218,6 +218,26 @@ def create_default_writer(workdir: str, on_failure: OnFailure, *,
 Series = dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]
 
 
+def read_rows(workdir: str) -> Iterator[dict[str, Any]]:
+  """The rows of ``WORKDIR/metrics.jsonl`` in file order (each has ``step`` and ``split``).
+
+  Raises:
+    OSError: the file cannot be read.
+    UserError: a line that is not a metrics row, named ``PATH:LINE``.
+  """
+  path = os.path.join(workdir, METRICS_FILE)
+  with open(path) as f:
+    for lineno, line in enumerate(f, start=1):
+      if not line.strip():
+        continue
+      try:
+        row = json.loads(line)
+        row["step"], row["split"] = int(row["step"]), row["split"]
+      except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{path}:{lineno}: not a metrics row ({e})") from e
+      yield row
+
+
 def read_metrics(workdir: str) -> Series:
   """Reads ``WORKDIR/metrics.jsonl`` into ``{split: {name: (steps, values)}}``, ready to plot.
 
@@ -228,16 +248,11 @@ def read_metrics(workdir: str) -> Series:
   """
   series: dict[str, dict[str, list[tuple[int, float]]]] = collections.defaultdict(
       lambda: collections.defaultdict(list))
-  with open(os.path.join(workdir, METRICS_FILE)) as f:
-    for line in f:
-      line = line.strip()
-      if not line:
-        continue
-      record = json.loads(line)
-      step, split = record.pop("step"), record.pop("split", "train")
-      for k, v in record.items():
-        if isinstance(v, (int, float)):
-          series[split][k].append((int(step), float(v)))
+  for record in read_rows(workdir):
+    step, split = record.pop("step"), record.pop("split")
+    for k, v in record.items():
+      if isinstance(v, (int, float)):
+        series[split][k].append((step, float(v)))
   out: Series = {}
   for split, by_name in series.items():
     out[split] = {}

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from absl import app, flags
 
-from biskip_jax import cli
+from biskip_jax import cli, writers
 from biskip_jax.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -50,24 +50,16 @@ def read_metrics(workdir: str) -> dict[str, Any]:
   Raises:
     UserError: no metrics.jsonl, unreadable lines, or no training rows.
   """
-  path = os.path.join(workdir, "metrics.jsonl")
+  path = os.path.join(workdir, writers.METRICS_FILE)
   if not os.path.isfile(path):
     raise UserError(f"--workdir={workdir}: no metrics.jsonl (not a training workdir, or "
                     "training has not logged yet)")
   out: dict[str, Any] = {"train": {}, "spl": {}, "run": {}}
-  with open(path) as f:
-    for lineno, line in enumerate(f, start=1):
-      if not line.strip():
-        continue
-      try:
-        row = json.loads(line)
-        split, step = row["split"], int(row["step"])
-      except (ValueError, KeyError, TypeError) as e:
-        raise UserError(f"{path}:{lineno}: not a metrics row ({e})") from e
-      if split == "run":
-        out["run"] = row
-      elif split in ("train", "spl"):
-        out[split][step] = row
+  for row in writers.read_rows(workdir):
+    if row["split"] == "run":
+      out["run"] = row
+    elif row["split"] in ("train", "spl"):
+      out[row["split"]][row["step"]] = row
   if not out["train"] and not out["spl"]:
     raise UserError(f"{path}: no training rows yet")
   return out

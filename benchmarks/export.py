@@ -29,7 +29,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from benchmarks import common
-from biskip_jax import conv, export_lib, inference, models, notebook_utils
+from biskip_jax import conv, export_lib, image_io, inference, models
 
 _CKPT = flags.DEFINE_string("ckpt", "pretrained", "Model to export (as export.py --ckpt).")
 _SIZES = flags.DEFINE_string("sizes", "256x256,720x1280", "Comma-separated HxW input sizes.")
@@ -40,8 +40,8 @@ _QUICK = flags.DEFINE_bool("quick", False, "Tiny random model, 64x64, one round.
 def _model() -> tuple[object, dict, str]:
   """``(config, variables, description)`` of the model to benchmark."""
   if _QUICK.value:
-    from configs import quickstart  # pylint: disable=g-import-not-at-top
-    config = notebook_utils.tiny_config(quickstart.get_config())
+    from configs import quickstart, tiny  # pylint: disable=g-import-not-at-top
+    config = tiny.shrink(quickstart.get_config())
     config.model.zero_residual = False  # Not the identity: the outputs differ from the input.
     model = models.generator_from_config(config.model)
     variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
@@ -110,8 +110,7 @@ def main(argv):
             "max abs diff vs JAX", "time / JAX"]
   rows = []
   for h, w in sizes:
-    x = _pad(common.random_images(h * w, (1, h, w, 3)).astype(np.float32) / 127.5 - 1.0,
-             multiple)
+    x = _pad(image_io.to_model_range(common.random_images(h * w, (1, h, w, 3))), multiple)
     first, outputs = {}, {}
     for name, f in impls.items():  # Warm-up: compilation (JAX) or allocation (onnxruntime).
       t0 = time.perf_counter()

@@ -14,7 +14,7 @@ import pytest
 
 from biskip_jax import export_lib, models
 from biskip_jax.errors import UserError
-from tests.helpers import tiny_config
+from configs import tiny
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Two batches and two sizes (multiples of 32) through one exported artifact.
@@ -89,7 +89,7 @@ def test_onnx_in_onnxruntime_equals_the_jax_model(workdir, tmp_path):
 
 def test_onnx_with_instance_norm_equals_the_jax_model():
   """The shipped model's norm. onnxruntime computes the statistics in another order."""
-  config = tiny_config()
+  config = tiny.get_config("SA1-BS")
   config.model.norm = "instance"
   model = models.generator_from_config(config.model)
   # Random weights of the right shapes (compiling model.init took a minute on a busy CPU).

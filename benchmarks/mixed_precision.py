@@ -26,8 +26,9 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from benchmarks import common
-from biskip_jax import inference, metrics, notebook_utils, spl, train_step
+from biskip_jax import inference, metrics, spl, train_step
 from biskip_jax.datasets import synthetic
+from configs import tiny
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(common._ROOT, "configs", "quickstart.py"),
@@ -132,7 +133,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   config = _CONFIG.value.copy_and_resolve_references()
   if _QUICK.value:
-    config = notebook_utils.tiny_config(config)
+    config = tiny.shrink(config)
     config.data.synthetic.num_eval = 2
     config.data.synthetic.eval_max_size = 64
   t = config.train

@@ -95,6 +95,7 @@ _FIELDS: dict[str, str] = {
     "eval.max_pixels": ">= 1",
     "eval.tile_overlap": ">= 0",
     "eval.num_figures": ">= 0",
+    "eval.size_bucket": ">= 0",
 }
 
 _INTEGERS = {"model.channels", "model.skip_channels", "model.num_res_blocks", "critic.features",
@@ -102,7 +103,7 @@ _INTEGERS = {"model.channels", "model.skip_channels", "model.num_res_blocks", "c
              "data.cache_max_mb", "data.crops_per_image", "data.synthetic.kernel_size",
              "data.synthetic.num_eval", "data.synthetic.num_train",
              "data.synthetic.jpeg_quality", "data.synthetic.eval_max_size", "eval.tile_size",
-             "eval.max_pixels", "eval.tile_overlap", "eval.num_figures"} | {
+             "eval.max_pixels", "eval.tile_overlap", "eval.num_figures", "eval.size_bucket"} | {
                  f for f in _FIELDS if f.startswith("train.")}
 
 

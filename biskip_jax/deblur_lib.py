@@ -158,12 +158,13 @@ def _record_outputs(out_dir: str, outs: list[str]) -> None:
 
 def run(ckpt: str | None, out_dir: str, inputs: list[str], fmt: str = "png",
         dtype: str = "float32", tile_size: int | None = None, video_folders: bool = False,
-        fps: str = "25") -> list[str]:
+        fps: str = "25", ensemble: bool = False) -> list[str]:
   """Deblurs all inputs into ``out_dir``; returns the failure messages (also printed).
 
   ``ckpt`` is a training run's path, or None / ``"pretrained[:NAME]"`` for the shipped model.
   Video files become restored MP4 clips (see :mod:`biskip_jax.video`); with
   ``video_folders`` each folder input is a clip's frames, written as one MP4 at ``fps``.
+  ``ensemble`` averages the restorations of the 8 flips/transposes (8x the compute).
   """
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   rate = video.parse_rate(fps)
@@ -174,7 +175,7 @@ def run(ckpt: str | None, out_dir: str, inputs: list[str], fmt: str = "png",
     raise UserError("nothing to deblur: " + "; ".join(failures))
   if any(_is_clip(p) for p in files):
     video.import_av()  # A missing extra stops the run before the model loads.
-  deblurrer = inference.Deblurrer.load(ckpt, dtype=dtype)
+  deblurrer = inference.Deblurrer.load(ckpt, dtype=dtype, ensemble=ensemble)
   restore = functools.partial(deblurrer, tile_size=tile_size)
   outs = plan_outputs(files, out_dir, fmt)
   with os_errors_as_user_errors(f"--out {out_dir}: cannot create the folder"):

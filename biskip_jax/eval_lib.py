@@ -1,5 +1,10 @@
 """Evaluation protocols (paper §6, DESIGN §8): PSNR/SSIM, Köhler, timing, saliency.
 
+The one evaluation path: ``evaluate.py`` (:func:`run`), validation during training
+(``train_lib.Validator``) and the experiments all restore with a :func:`deblurrer_for` (no
+size buckets: every image is restored at its own size, so the metrics are the model's and not
+the padding's) and score with :func:`evaluate`.
+
 ``evaluate(deblurrer, examples, out_dir)`` restores every example at full resolution, writes
 the restored PNGs, then computes the metrics on those uint8 images exactly as written:
 
@@ -50,9 +55,10 @@ def _write_json(out_dir: str, result: dict[str, Any]) -> None:
       json.dump(result, f, indent=2, default=float)
 
 
-def _timed(deblurrer: Any, image: np.ndarray, seen: set) -> tuple[np.ndarray, float]:
+def _timed(deblurrer: Any, image: np.ndarray, seen: set | None) -> tuple[np.ndarray, float]:
+  """Restores ``image``; ``seen`` (shapes already run) warms up each new shape untimed."""
   key = image.shape
-  if key not in seen:  # Compile (and warm up) outside the timing.
+  if seen is not None and key not in seen:  # Compile (and warm up) outside the timing.
     deblurrer(image)
     seen.add(key)
   t0 = time.perf_counter()
@@ -60,19 +66,37 @@ def _timed(deblurrer: Any, image: np.ndarray, seen: set) -> tuple[np.ndarray, fl
   return out, time.perf_counter() - t0
 
 
+def deblurrer_for(config: Any, variables: dict[str, Any], *, dtype: str | None = None,
+                  ensemble: bool = False) -> Any:
+  """The :class:`inference.Deblurrer` of evaluation: images at their own size (no buckets).
+
+  Build one per run and replace its ``variables`` to evaluate new weights: its jitted
+  generator compiles once per image shape for the life of the Deblurrer.
+  """
+  from biskip_jax import inference  # pylint: disable=g-import-not-at-top
+  return inference.Deblurrer(config, variables, dtype=dtype, ensemble=ensemble, size_bucket=0)
+
+
 def evaluate(deblurrer: Any, examples: Iterable[dict[str, Any]], out_dir: str | None,
              num_figures: int = 4, saliency: bool = True, progress: bool = True,
-             info: dict[str, Any] | None = None) -> dict[str, Any]:
+             info: dict[str, Any] | None = None, *, timing: bool = True,
+             baseline: bool = True) -> dict[str, Any]:
   """Runs the evaluation protocol over ``examples``; returns the ``metrics.json`` content.
 
   Args:
-    deblurrer: callable uint8 [H, W, 3] -> uint8 [H, W, 3] (``inference.Deblurrer``).
+    deblurrer: callable uint8 [H, W, 3] -> uint8 [H, W, 3] (:func:`deblurrer_for`).
     examples: dicts with ``name``, ``blur`` and ``sharp`` uint8 [H, W, 3] (+ ``sharp_frames``).
     out_dir: where to write images, figures and metric files (None: nothing written).
     num_figures: side-by-side figures to write.
     saliency: compute the §6.2 saliency indicator.
     progress: show a progress bar.
     info: added to the result (e.g. the checkpoint and the data evaluated).
+    timing: time each restoration after an untimed warm-up per new shape (False: restore
+      each image once, no ``seconds``).
+    baseline: also score the blurred inputs (``blurred_psnr``, ``blurred_ssim``).
+
+  Returns:
+    The summary (means, ``num_images``) with the rows under ``per_image``.
   """
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   if out_dir:
@@ -80,7 +104,7 @@ def evaluate(deblurrer: Any, examples: Iterable[dict[str, Any]], out_dir: str | 
       for sub in ("restored", "figures") + (("saliency",) if saliency else ()):
         os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
   rows = []
-  seen: set = set()
+  seen: set | None = set() if timing else None
   for i, ex in enumerate(tqdm(examples, desc="evaluate", unit="img", disable=not progress)):
     blur, sharp = ex["blur"], ex["sharp"]
     restored, seconds = _timed(deblurrer, blur, seen)
@@ -90,8 +114,11 @@ def evaluate(deblurrer: Any, examples: Iterable[dict[str, Any]], out_dir: str | 
       _save(out_dir, path, restored)
       restored = load_image(path)  # Metrics on the image exactly as written.
     row = dict(name=ex["name"], psnr=metrics.psnr(restored, sharp),
-               ssim=metrics.ssim(restored, sharp), blurred_psnr=metrics.psnr(blur, sharp),
-               blurred_ssim=metrics.ssim(blur, sharp), seconds=seconds)
+               ssim=metrics.ssim(restored, sharp))
+    if baseline:
+      row.update(blurred_psnr=metrics.psnr(blur, sharp), blurred_ssim=metrics.ssim(blur, sharp))
+    if timing:
+      row["seconds"] = seconds
     if saliency:
       s_sharp = metrics.image_signature_saliency(sharp)
       s_rest = metrics.image_signature_saliency(restored)
@@ -124,9 +151,10 @@ def summarize(rows: list[dict[str, Any]], out_dir: str | None,
   result = {k: mean(k) for k in ("psnr", "ssim", "blurred_psnr", "blurred_ssim",
                                  "saliency_similarity", "kohler_psnr", "kohler_mssim")}
   result = {k: v for k, v in result.items() if v is not None}
-  result["seconds_per_image"] = mean("seconds")
-  result["seconds_per_image_note"] = ("device time of the restoration at full resolution, "
-                                      "excluding compilation and disk I/O")
+  if any("seconds" in r for r in rows):
+    result["seconds_per_image"] = mean("seconds")
+    result["seconds_per_image_note"] = ("device time of the restoration at full resolution, "
+                                        "excluding compilation and disk I/O")
   result["num_images"] = len(rows)
   result["per_image"] = rows
   result.update(info or {})
@@ -187,25 +215,47 @@ def dataset_config(config: Any, data: str, data_path: str | None,
   return config
 
 
-def run(ckpt: str, data: str, out_dir: str | None, data_path: str | None = None,
-        max_images: int = 0, dtype: str = "float32", saliency: bool = True,
-        data_config: Any = None) -> dict[str, Any]:
-  """The work behind ``evaluate.py``: load the checkpoint, evaluate, write the outputs.
+def examples_of(config: Any, max_images: int = 0, what: str = "") -> Iterable[dict[str, Any]]:
+  """The evaluation pairs of ``config.data.eval_split``, listed and checked once.
 
-  ``ckpt`` is a training run's path or ``"pretrained[:NAME]"`` (the shipped model);
-  ``data_config`` optionally replaces the run's ``config.data`` (see :func:`dataset_config`).
+  Args:
+    config: a config whose ``data`` section names the dataset.
+    max_images: only the first N (0: all).
+    what: the flag that named the dataset, for the error message.
+
+  Returns:
+    An iterable of examples (decoded lazily, one at a time).
+
+  Raises:
+    UserError: the split holds no pairs (or its files do not pair up).
   """
   import itertools  # pylint: disable=g-import-not-at-top
 
-  from biskip_jax import inference, input_pipeline  # pylint: disable=g-import-not-at-top
-  deblurrer = inference.Deblurrer.load(ckpt, dtype=dtype)
-  config = dataset_config(deblurrer.config, data, data_path, data_config)
-  examples = input_pipeline.create(config, config.data.eval_split)
-  if max_images > 0:
-    examples = itertools.islice(examples, max_images)
+  from biskip_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  examples = input_pipeline.create(config, config.data.eval_split, training=False)
+  if not len(examples):
+    raise UserError(f"{what or '--config.data.source=' + config.data.source}: no evaluation "
+                    "images found")
+  return itertools.islice(examples, max_images) if max_images > 0 else examples
+
+
+def run(ckpt: str, data: str, out_dir: str | None, data_path: str | None = None,
+        max_images: int = 0, dtype: str = "float32", saliency: bool = True,
+        data_config: Any = None, ensemble: bool = False) -> dict[str, Any]:
+  """The work behind ``evaluate.py``: load the checkpoint, evaluate, write the outputs.
+
+  ``ckpt`` is a training run's path or ``"pretrained[:NAME]"`` (the shipped model);
+  ``data_config`` optionally replaces the run's ``config.data`` (see :func:`dataset_config`);
+  ``ensemble`` restores with the geometric self-ensemble (8 flips/transposes).
+  """
+  from biskip_jax import inference  # pylint: disable=g-import-not-at-top
+  model_config, variables, step = inference.load_generator(ckpt)
+  config = dataset_config(model_config, data, data_path, data_config)
+  examples = examples_of(config, max_images, f"--data={data}")
+  deblurrer = deblurrer_for(model_config, variables, dtype=dtype, ensemble=ensemble)
   result = evaluate(deblurrer, examples, out_dir, num_figures=config.eval.num_figures,
-                    saliency=saliency, info=dict(checkpoint=ckpt, step=getattr(
-                        deblurrer, "step", None), data=data, dtype=dtype))
+                    saliency=saliency, info=dict(checkpoint=ckpt, step=step, data=data,
+                                                 dtype=dtype, ensemble=ensemble))
   if not result["per_image"]:
     raise UserError(f"--data={data}: no evaluation images found")
   return result

@@ -1,9 +1,17 @@
 """Full-resolution inference: ``Deblurrer.from_checkpoint(dir)(uint8 HxWx3) -> uint8 HxWx3``.
 
-Any size works: the generator reflect-pads to a multiple of 32 and crops back. One compiled
-function is kept per padded shape. Images above ``config.eval.max_pixels`` are restored in
-overlapping tiles of ``config.eval.tile_size`` whose seams are blended with linear ramps.
-Batch-norm models use their running statistics.
+Any size works: the generator reflect-pads to a multiple of 32 and crops back. Before that,
+outside jit, the image is reflect-padded to a multiple of ``config.eval.size_bucket`` (128)
+per side, so that photos of mixed sizes share a few compiled programs (one per bucket) instead
+of one per size; the result is cropped back. Images above ``config.eval.max_pixels`` are
+restored in overlapping tiles of ``config.eval.tile_size`` whose seams are blended with linear
+ramps. Batch-norm models use their running statistics.
+
+``ensemble=True`` is the geometric self-ensemble: the 8 flips/transposes of the input are
+restored, undone and averaged in float before rounding. They run as one device call (a batch
+of 8, or two batches of 4 in one program when H != W, since a transpose swaps H and W) when
+8 padded images fit in ``eval.max_pixels``, else one transform after another. With tiling,
+each tile is ensembled (the blending then works on ensembled tiles).
 """
 
 import json
@@ -119,6 +127,42 @@ def load_generator(ckpt: str | None) -> tuple[ml_collections.ConfigDict, dict[st
   return restore_generator(ckpt)
 
 
+def eval_settings(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """``config.eval``, with the fields an older config lacks from ``configs/biskip.py``."""
+  from configs import biskip  # pylint: disable=g-import-not-at-top
+  settings = biskip.get_config().eval
+  settings.update(config.get("eval", {}))
+  return settings
+
+
+def pad_to_bucket(image: np.ndarray, step: int) -> np.ndarray:
+  """Reflect-pads [H, W, C] at the bottom and right to multiples of ``step`` (0: as is)."""
+  if step <= 0:
+    return image
+  h, w = image.shape[:2]
+  return np.pad(image, ((0, -h % step), (0, -w % step), (0, 0)), mode="reflect")
+
+
+def dihedral(x: Any, k: int, inverse: bool = False) -> Any:
+  """The k-th of the 8 flips/transposes of images [..., H, W, C], or its inverse.
+
+  Args:
+    x: a numpy or jax array [..., H, W, C].
+    k: 0..7; bit 4 transposes H and W, bit 2 flips H, bit 1 flips W, applied in that order
+      (and undone in the reverse order when ``inverse``). 0 is the identity.
+    inverse: undo the k-th transform instead.
+
+  Returns:
+    [..., H, W, C], or [..., W, H, C] when ``k & 4``.
+  """
+  ops = [(k & 4, lambda a: a.swapaxes(-3, -2)), (k & 2, lambda a: a[..., ::-1, :, :]),
+         (k & 1, lambda a: a[..., ::-1, :])]
+  for on, op in reversed(ops) if inverse else ops:
+    if on:
+      x = op(x)
+  return x
+
+
 class Deblurrer:
   """Restores uint8 RGB images of any size with a trained generator.
 
@@ -126,46 +170,94 @@ class Deblurrer:
     config: the run's config (``config.model`` and ``config.eval`` are used).
     variables: ``{"params": ..., "batch_stats": ...}`` of the generator.
     dtype: compute dtype, ``"float32"`` or ``"bfloat16"`` (GPUs; measure the PSNR change).
+    ensemble: average the restorations of the 8 flips/transposes (8x the compute).
+    size_bucket: overrides ``config.eval.size_bucket`` (0: no size buckets).
+
+  Raises:
+    UserError: a size bucket that is not 0 or a multiple of the generator's padding (32).
   """
 
   def __init__(self, config: ml_collections.ConfigDict, variables: dict[str, Any],
-               dtype: str | None = None):
+               dtype: str | None = None, *, ensemble: bool = False,
+               size_bucket: int | None = None):
     self.config = config
     model_cfg = ml_collections.ConfigDict(config.model.to_dict())
     if dtype is not None:
       model_cfg.dtype = dtype
     self.model = models.generator_from_config(model_cfg)
     self.variables = jax.device_put(variables)
-    self._fn = jax.jit(lambda v, x: self.model.apply(v, x, train=False),
-                       compiler_options=conv.compiler_options(jax.default_backend()))
-    eval_cfg = config.get("eval", ml_collections.ConfigDict())
-    self.tile_size = int(eval_cfg.get("tile_size", 0))
-    self.tile_overlap = int(eval_cfg.get("tile_overlap", 32))
-    self.max_pixels = int(eval_cfg.get("max_pixels", 3840 * 2160))
+    self.ensemble = ensemble
+    options = conv.compiler_options(jax.default_backend())
+    # One program per input shape: [N, H, W, 3] -> [N, H, W, 3], and the batched ensemble.
+    self._fn = jax.jit(self._forward, compiler_options=options)
+    self._ensemble_fn = jax.jit(self._forward_ensemble, compiler_options=options)
+    eval_cfg = eval_settings(config)
+    self.tile_size = int(eval_cfg.tile_size)
+    self.tile_overlap = int(eval_cfg.tile_overlap)
+    self.max_pixels = int(eval_cfg.max_pixels)
+    self.size_bucket = int(eval_cfg.size_bucket if size_bucket is None else size_bucket)
+    if self.size_bucket < 0 or self.size_bucket % self.model.multiple:
+      raise UserError(f"--config.eval.size_bucket={self.size_bucket}: must be 0 or a multiple "
+                      f"of {self.model.multiple} (the generator pads to it)")
+
+  def _forward(self, variables: dict[str, Any], x: jax.Array) -> jax.Array:
+    """[N, H, W, 3] uint8 -> [N, H, W, 3] float32 in [-1, 1] (unclipped)."""
+    return self.model.apply(variables, image_io.to_model_range(jnp.asarray(x)), train=False)
+
+  def _forward_ensemble(self, variables: dict[str, Any], x: jax.Array) -> jax.Array:
+    """[H, W, 3] uint8 -> [H, W, 3] float32: the mean of the 8 transforms' restorations."""
+    square = x.shape[0] == x.shape[1]
+    # Transposed inputs are [W, H]: with H != W they form a second batch of 4.
+    groups = [range(8)] if square else [(0, 1, 2, 3), (4, 5, 6, 7)]
+    total = jnp.zeros(x.shape, jnp.float32)
+    for ks in groups:
+      out = self._forward(variables, jnp.stack([dihedral(x, k) for k in ks]))
+      for i, k in enumerate(ks):
+        total = total + dihedral(out[i], k, inverse=True)
+    return total / 8
 
   @classmethod
-  def from_checkpoint(cls, workdir_or_ckpt: str, dtype: str | None = None) -> "Deblurrer":
-    """Loads the latest (or the named) checkpoint of a training run with its saved config."""
-    return cls.load(workdir_or_ckpt, dtype=dtype)
+  def from_checkpoint(cls, workdir_or_ckpt: str, dtype: str | None = None,
+                      **kwargs: Any) -> "Deblurrer":
+    """Loads the latest (or the named) checkpoint of a training run with its saved config.
+
+    ``kwargs``: ``ensemble``, ``size_bucket`` (see the class).
+    """
+    return cls.load(workdir_or_ckpt, dtype=dtype, **kwargs)
 
   @classmethod
-  def pretrained(cls, name: str = pretrained.DEFAULT_NAME,
-                 dtype: str | None = None) -> "Deblurrer":
+  def pretrained(cls, name: str = pretrained.DEFAULT_NAME, dtype: str | None = None,
+                 **kwargs: Any) -> "Deblurrer":
     """The shipped general-purpose model (``biskip_jax/pretrained/NAME.npz``), verified."""
-    return cls.load(f"{PRETRAINED}:{name}", dtype=dtype)
+    return cls.load(f"{PRETRAINED}:{name}", dtype=dtype, **kwargs)
 
   @classmethod
-  def load(cls, ckpt: str | None, dtype: str | None = None) -> "Deblurrer":
+  def load(cls, ckpt: str | None, dtype: str | None = None, **kwargs: Any) -> "Deblurrer":
     """``None`` or ``"pretrained[:NAME]"``: the shipped model; else a training run's path."""
     config, variables, step = load_generator(ckpt)
-    d = cls(config, variables, dtype=dtype)
+    d = cls(config, variables, dtype=dtype, **kwargs)
     d.step = step
     return d
 
   def restore_float(self, image: np.ndarray) -> np.ndarray:
-    """[H, W, 3] uint8 -> [H, W, 3] float32 in [-1, 1] (unclipped), whole image at once."""
-    x = image_io.to_model_range(jnp.asarray(image)[None])
-    return np.asarray(self._fn(self.variables, x)[0])
+    """[H, W, 3] uint8 -> [H, W, 3] float32 in [-1, 1] (unclipped), whole image at once.
+
+    The image is padded to its size bucket (and cropped back); with ``ensemble``, the mean of
+    the 8 flips/transposes.
+    """
+    h, w, _ = image.shape
+    x = pad_to_bucket(np.asarray(image), self.size_bucket)
+    if not self.ensemble:
+      out = np.asarray(self._fn(self.variables, x[None])[0])
+    elif 8 * x.shape[0] * x.shape[1] <= self.max_pixels:
+      out = np.asarray(self._ensemble_fn(self.variables, x))
+    else:  # One transform at a time: at most two programs, [H, W] and [W, H].
+      out = np.zeros(x.shape, np.float32)
+      for k in range(8):
+        y = np.asarray(self._fn(self.variables, dihedral(x, k)[None])[0])
+        out += dihedral(y, k, inverse=True)
+      out /= 8
+    return out[:h, :w]
 
   def _tiled(self, image: np.ndarray, tile: int) -> np.ndarray:
     h, w, _ = image.shape

@@ -158,37 +158,36 @@ def _load_vgg(config: ml_collections.ConfigDict) -> Any:
 
 
 class Validator:
-  """Validation during training: one compiled generator and one list of pairs per run.
+  """Validation during training, through :mod:`biskip_jax.eval_lib` like ``evaluate.py``.
 
-  The held-out pairs (the first ``train.eval_num_images`` of ``data.eval_split``) are read
-  once, and one :class:`inference.Deblurrer` serves every validation of the run with the
-  current variables (its jitted function takes them as an argument, so nothing recompiles).
+  The held-out pairs (the first ``train.eval_num_images`` of ``data.eval_split``) are listed,
+  checked and read once, when the Validator is made; one ``eval_lib.deblurrer_for`` Deblurrer
+  serves every validation of the run with the current variables (its jitted function takes
+  them as an argument, so nothing recompiles: one program per image size per run).
+
+  Raises:
+    UserError: the evaluation split holds no pairs (at construction, before any training).
   """
 
   def __init__(self, config: ml_collections.ConfigDict):
+    from biskip_jax import eval_lib  # pylint: disable=g-import-not-at-top
     self._config = config
     self._deblurrer = None
-    self._examples: list[dict[str, Any]] | None = None
+    self._examples: list[dict[str, Any]] = list(itertools.islice(
+        eval_lib.examples_of(config, what=f"--config.data.eval_split={config.data.eval_split}"),
+        config.train.eval_num_images))
 
   def __call__(self, state: train_step.TrainState) -> dict[str, float]:
     """PSNR/SSIM of the generator (running statistics) on the held-out pairs."""
-    from biskip_jax import inference, metrics  # pylint: disable=g-import-not-at-top
-    if self._examples is None:
-      self._examples = list(itertools.islice(
-          input_pipeline.create(self._config, self._config.data.eval_split),
-          self._config.train.eval_num_images))
+    from biskip_jax import eval_lib  # pylint: disable=g-import-not-at-top
     variables = {"params": state.gen.params, "batch_stats": state.gen.batch_stats}
     if self._deblurrer is None:
-      self._deblurrer = inference.Deblurrer(self._config, variables)
+      self._deblurrer = eval_lib.deblurrer_for(self._config, variables)
     else:
       self._deblurrer.variables = jax.device_put(variables)
-    if not self._examples:
-      return {}
-    outs = [self._deblurrer(ex["blur"]) for ex in self._examples]
-    return {"psnr": float(np.mean([metrics.psnr(o, ex["sharp"])
-                                   for o, ex in zip(outs, self._examples)])),
-            "ssim": float(np.mean([metrics.ssim(o, ex["sharp"])
-                                   for o, ex in zip(outs, self._examples)]))}
+    result = eval_lib.evaluate(self._deblurrer, self._examples, None, saliency=False,
+                               progress=False, timing=False, baseline=False)
+    return {"psnr": result["psnr"], "ssim": result["ssim"]}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -302,7 +301,7 @@ class _Loop:
     self.profile = periodic_actions.Profile(
         os.path.join(workdir, "profile"), config.train.get("profile_steps", (0, 0)),
         enabled=main and config.train.get("profile", False))
-    self.validate = Validator(config)
+    self.validate = Validator(config) if config.train.eval_every > 0 else None
     self.best = self.ckpt.best_metric()
     self.accum: dict[str, list[jax.Array]] = {}
     self.problems: list[str] = []  # Work lost: the run ends with an error naming it.
@@ -384,8 +383,6 @@ class _Loop:
   def _validate(self) -> None:
     """PSNR/SSIM on the held-out pairs; the best checkpoint is kept by PSNR."""
     result = self.validate(self.state)
-    if not result:
-      return
     self.writer.write_scalars(self.step, {f"eval/{k}": v for k, v in result.items()})
     if self.best is None or result["psnr"] > self.best:
       self.best = result["psnr"]

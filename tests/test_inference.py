@@ -6,13 +6,14 @@ import os
 import subprocess
 import sys
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import skimage.data
 from PIL import Image
 
-from biskip_jax import inference, metrics, train_lib
+from biskip_jax import inference, metrics, models, train_lib
 from biskip_jax.datasets import load_image, save_image
 from biskip_jax.errors import UserError
 from configs import tiny
@@ -37,9 +38,11 @@ def test_from_checkpoint_restores_any_size(workdir):
   model = d.model
   ref = model.apply(variables, jnp.asarray(img, jnp.float32)[None] / 127.5 - 1, train=False)
   ref = np.clip(np.round((np.asarray(ref[0]) + 1) * 127.5), 0, 255).astype(np.uint8)
-  np.testing.assert_array_equal(d(img), ref)
+  # Without size buckets the image is restored at its own size (the generator's padding only).
+  exact = inference.Deblurrer.from_checkpoint(path, size_bucket=0)
+  np.testing.assert_array_equal(exact(img), ref)
   # Running statistics are used: the result does not depend on other images.
-  assert not np.array_equal(d(img), img)
+  assert not np.array_equal(exact(img), img)
   # Compiled with conv.compiler_options: on CPU, XLA's own conv kernels, not YNNPACK's.
   compiled = d._fn.lower(d.variables, jnp.zeros((1, 8, 8, 3))).compile()  # pylint: disable=protected-access
   hlo = compiled.as_text()
@@ -78,6 +81,93 @@ def test_tiled_matches_untiled_away_from_borders(workdir):
         interior[tuple(sl)] = False
   diff = np.abs(whole - tiled)[interior]
   assert diff.max() <= 1, diff.max()
+
+
+# Size buckets and the geometric self-ensemble ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_generator():
+  """A tiny batch-norm config with random weights, and the plain generator as a reference.
+
+  The reference maps one uint8 [H, W, 3] image to float [H, W, 3] in [-1, 1] with
+  ``model.apply`` alone (no padding, buckets or ensemble).
+  """
+  config = tiny.get_config("1-BS")
+  model = models.generator_from_config(config.model)
+  # The config's PRNG ("rbg") compiles the init ~5x faster than the default.
+  variables = jax.jit(model.init)(jax.random.key(0, impl=config.rng_impl),
+                                  jnp.zeros((1, 32, 32, 3)))
+  apply = jax.jit(lambda x: model.apply(variables, x / 127.5 - 1.0, train=False))
+  return config, variables, lambda image: np.asarray(apply(np.float32(image)[None])[0])
+
+
+def test_size_buckets_compile_one_program_per_bucket(tiny_generator):
+  config, variables, reference = tiny_generator
+  sizes = ((40, 50), (50, 60), (33, 64), (64, 20), (70, 70))
+  buckets = {(-(-h // 64) * 64, -(-w // 64) * 64) for h, w in sizes}
+  assert len(buckets) == 2
+  bucketed = inference.Deblurrer(config, variables, size_bucket=64)
+  exact = inference.Deblurrer(config, variables, size_bucket=0)
+  for h, w in sizes:
+    img = _photo(h, w)
+    out = bucketed(img)
+    assert out.shape == (h, w, 3) and out.dtype == np.uint8
+    exact(img)
+  assert bucketed._fn._cache_size() == len(buckets)  # pylint: disable=protected-access
+  assert exact._fn._cache_size() == len(sizes)  # pylint: disable=protected-access
+  # The definition, by hand: reflect-pad to the bucket, restore, crop.
+  img = _photo(40, 50)
+  padded = np.pad(img, ((0, 24), (0, 14), (0, 0)), mode="reflect")
+  np.testing.assert_allclose(bucketed.restore_float(img), reference(padded)[:40, :50],
+                             atol=1e-5)
+  # A size already on the grid is restored exactly as without buckets.
+  img = _photo(64, 64)
+  np.testing.assert_array_equal(bucketed(img), exact(img))
+  with pytest.raises(UserError, match=r"--config.eval.size_bucket=48: must be 0 or a multiple "
+                                      r"of 32"):
+    inference.Deblurrer(config, variables, size_bucket=48)
+
+
+def _ensemble_by_hand(reference, image):
+  """Mean of the 8 rotations/flips of ``image`` restored and turned back (numpy's rot90)."""
+  outs = []
+  for flip in (False, True):
+    x = np.fliplr(image) if flip else image
+    for r in range(4):
+      y = np.rot90(reference(np.rot90(x, r)), -r)
+      outs.append(np.fliplr(y) if flip else y)
+  return np.mean(outs, axis=0)
+
+
+@pytest.mark.parametrize("h,w,batched", [(40, 56, True), (48, 48, True), (40, 56, False)])
+def test_ensemble_averages_the_eight_flips_and_transposes(tiny_generator, h, w, batched):
+  config, variables, reference = tiny_generator
+  img = _photo(h, w)
+  d = inference.Deblurrer(config, variables, ensemble=True, size_bucket=0)
+  if not batched:
+    d.max_pixels = 8 * h * w - 1  # 8 images do not fit: one transform at a time.
+  ref = _ensemble_by_hand(reference, img)
+  np.testing.assert_allclose(d.restore_float(img), ref, atol=1e-5)
+  expected = np.clip(np.round((ref + 1) * 127.5), 0, 255)
+  assert np.abs(d(img).astype(int) - expected).max() <= 1  # Rounded once, after the mean.
+  assert (d._ensemble_fn._cache_size() == 1) == batched  # pylint: disable=protected-access
+  if h != w and batched:  # With size buckets: the ensemble of the padded image, cropped.
+    bucketed = inference.Deblurrer(config, variables, ensemble=True, size_bucket=64)
+    padded = np.pad(img, ((0, -h % 64), (0, -w % 64), (0, 0)), mode="reflect")
+    np.testing.assert_allclose(bucketed.restore_float(img),
+                               _ensemble_by_hand(reference, padded)[:h, :w], atol=1e-5)
+
+
+def test_ensemble_of_the_identity_generator_returns_the_input():
+  config = tiny.get_config("1-BS")
+  config.model.zero_residual = True  # Untrained: G(b) = b, invariant under every transform.
+  variables = jax.jit(models.generator_from_config(config.model).init)(
+      jax.random.key(1, impl=config.rng_impl), jnp.zeros((1, 32, 32, 3)))
+  img = _photo(37, 53)
+  d = inference.Deblurrer(config, variables, ensemble=True)
+  np.testing.assert_array_equal(d(img), img)
+  np.testing.assert_array_equal(d(img, tile_size=32), img)  # Ensembled tiles, blended.
 
 
 def _write_inputs(folder):

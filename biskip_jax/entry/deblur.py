@@ -32,6 +32,8 @@ _VIDEO = flags.DEFINE_bool("video", False, "Each folder INPUT is one clip's fram
                            "in natural order): restored into one OUT/FOLDER.mp4 at --fps.")
 _FPS = flags.DEFINE_string("fps", "25", "Frame rate of the clips made by --video, e.g. 25, "
                            "29.97 or 30000/1001 (video files keep their own).")
+_ENSEMBLE = flags.DEFINE_bool("ensemble", False, "Geometric self-ensemble: average the "
+                              "restorations of the 8 flips/transposes (8x the compute).")
 
 
 def main(argv):
@@ -42,7 +44,8 @@ def main(argv):
       raise UserError("no INPUT given: pass image or video files, folders or glob patterns")
     failures = deblur_lib.run(_CKPT.value, _OUT.value, inputs, fmt=_FORMAT.value,
                               dtype=_DTYPE.value, tile_size=_TILE.value,
-                              video_folders=_VIDEO.value, fps=_FPS.value)
+                              video_folders=_VIDEO.value, fps=_FPS.value,
+                              ensemble=_ENSEMBLE.value)
   except UserError as e:
     print(f"{cli.prog()}: error: {e}", file=sys.stderr)
     sys.exit(2)

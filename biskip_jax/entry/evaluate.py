@@ -24,6 +24,8 @@ _OUT = flags.DEFINE_string("out", None, "Folder for metrics.json, CSV, images an
 _MAX_IMAGES = flags.DEFINE_integer("max_images", 0, "Evaluate only the first N images (0: all).")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
 _SALIENCY = flags.DEFINE_bool("saliency", True, "Compute the saliency indicator (§6.2).")
+_ENSEMBLE = flags.DEFINE_bool("ensemble", False, "Geometric self-ensemble: average the "
+                              "restorations of the 8 flips/transposes (8x the compute).")
 config_flags.DEFINE_config_file(
     "config", None, "Optional config file whose data section (with --config.data.* "
     "overrides) replaces the run's, e.g. configs/quickstart.py for its held-out pairs.",
@@ -39,7 +41,8 @@ def main(argv):
     data_config = cli.config_flag().data if flags.FLAGS.config is not None else None
     result = eval_lib.run(_CKPT.value, _DATA.value, _OUT.value, data_path=_DATA_PATH.value,
                           max_images=_MAX_IMAGES.value, dtype=_DTYPE.value,
-                          saliency=_SALIENCY.value, data_config=data_config)
+                          saliency=_SALIENCY.value, data_config=data_config,
+                          ensemble=_ENSEMBLE.value)
   except UserError as e:
     print(f"{cli.prog()}: error: {e}", file=sys.stderr)
     sys.exit(2)

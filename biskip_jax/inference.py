@@ -248,13 +248,13 @@ class Deblurrer:
     h, w, _ = image.shape
     x = pad_to_bucket(np.asarray(image), self.size_bucket)
     if not self.ensemble:
-      out = np.asarray(self._fn(self.variables, x[None])[0])
+      out = np.asarray(self._fn(self.variables, x[None]))[0]  # Indexed on the host.
     elif 8 * x.shape[0] * x.shape[1] <= self.max_pixels:
       out = np.asarray(self._ensemble_fn(self.variables, x))
     else:  # One transform at a time: at most two programs, [H, W] and [W, H].
       out = np.zeros(x.shape, np.float32)
       for k in range(8):
-        y = np.asarray(self._fn(self.variables, dihedral(x, k)[None])[0])
+        y = np.asarray(self._fn(self.variables, dihedral(x, k)[None]))[0]
         out += dihedral(y, k, inverse=True)
       out /= 8
     return out[:h, :w]

@@ -170,6 +170,24 @@ def test_ensemble_of_the_identity_generator_returns_the_input():
   np.testing.assert_array_equal(d(img, tile_size=32), img)  # Ensembled tiles, blended.
 
 
+def test_ensemble_flag_reaches_deblur_and_evaluate(workdir, tmp_path):
+  from biskip_jax import deblur_lib, eval_lib  # pylint: disable=g-import-not-at-top
+  path, _, _ = workdir
+  img = _photo(24, 40)
+  save_image(str(tmp_path / "in" / "a.png"), img)
+  assert deblur_lib.run(path, str(tmp_path / "out"), [str(tmp_path / "in")], ensemble=True) == []
+  ensembled = inference.Deblurrer.from_checkpoint(path, ensemble=True)(img)
+  np.testing.assert_array_equal(load_image(str(tmp_path / "out" / "a.png")), ensembled)
+  # evaluate.py's path: the ensemble at the image's own size (no size buckets).
+  sharp = np.ascontiguousarray(img[::-1])
+  save_image(str(tmp_path / "pairs" / "blur" / "a.png"), img)
+  save_image(str(tmp_path / "pairs" / "sharp" / "a.png"), sharp)
+  result = eval_lib.run(path, f"folder:{tmp_path / 'pairs'}", None, saliency=False,
+                        ensemble=True)
+  exact = inference.Deblurrer.from_checkpoint(path, ensemble=True, size_bucket=0)(img)
+  assert result["ensemble"] and result["psnr"] == pytest.approx(metrics.psnr(exact, sharp))
+
+
 def _write_inputs(folder):
   os.makedirs(folder)
   rgb = _photo(40, 50)

@@ -72,7 +72,7 @@ def _negative(image: np.ndarray, tile_size: int | None = None) -> np.ndarray:
 @pytest.fixture(name="deblurrer")
 def _deblurrer(monkeypatch):
   """``deblur_lib.run`` restores with :func:`_negative` (the model is tested elsewhere)."""
-  monkeypatch.setattr(inference.Deblurrer, "load", lambda ckpt, dtype=None: _negative)
+  monkeypatch.setattr(inference.Deblurrer, "load", lambda ckpt, dtype=None, **kwargs: _negative)
   return _negative
 
 

@@ -229,6 +229,10 @@ def warm_start(state: train_step.TrainState,
   from biskip_jax import inference  # pylint: disable=g-import-not-at-top
   source = config.train.init_from
   flag = f"--config.train.init_from={source}"
+  if not (source == inference.PRETRAINED or source.startswith(inference.PRETRAINED + ":")
+          or os.path.exists(source)):
+    raise UserError(f"{flag} does not exist: expected a training run's workdir (or its "
+                    "checkpoints/N or best folder) or pretrained[:NAME] for a shipped model")
   try:
     src_config, variables = inference.load_generator(source)[:2]
   except UserError as e:

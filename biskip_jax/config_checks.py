@@ -227,6 +227,12 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
   return {prefix[:-1]: tree}
 
 
+def differing_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+  """Dotted names of the leaves that differ between two JSON-like config trees, sorted."""
+  flat_old, flat_new = _flatten(old), _flatten(new)
+  return sorted(k for k in set(flat_old) | set(flat_new) if flat_old.get(k) != flat_new.get(k))
+
+
 def _describe(diff: list[str], old: dict[str, Any], new: dict[str, Any]) -> str:
   shown = [f"{k} ({old.get(k, 'absent')!r} in the file, {new.get(k, 'absent')!r} on the command "
            "line)" for k in diff[:3]]
@@ -265,7 +271,7 @@ def save_or_check_config(config: ml_collections.ConfigDict, workdir: str) -> Non
     except OSError:
       edited = False  # Written before hashes were kept: treat as training's own.
     flat_old, flat_new = _flatten(old), _flatten(new)
-    diff = sorted(k for k in set(flat_old) | set(flat_new) if flat_old.get(k) != flat_new.get(k))
+    diff = differing_fields(old, new)
     if edited and diff:
       raise UserError(
           f"{path} was edited by hand and differs from the command line in "

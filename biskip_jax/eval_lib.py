@@ -256,6 +256,4 @@ def run(ckpt: str, data: str, out_dir: str | None, data_path: str | None = None,
   result = evaluate(deblurrer, examples, out_dir, num_figures=config.eval.num_figures,
                     saliency=saliency, info=dict(checkpoint=ckpt, step=step, data=data,
                                                  dtype=dtype, ensemble=ensemble))
-  if not result["per_image"]:
-    raise UserError(f"--data={data}: no evaluation images found")
   return result

@@ -51,9 +51,8 @@ def generator_fn(config: ml_collections.ConfigDict,
     ``(fn, multiple)``: ``fn(x [B, H, W, 3] float32 in [-1, 1]) -> [B, H, W, 3]``, and the
     multiple of the sides at which it needs no padding (32 for five levels).
   """
-  model_cfg = ml_collections.ConfigDict(config.model.to_dict())
-  model_cfg.dtype = "float32"  # Exported files are float32: the compute dtype is a device's.
-  model = models.generator_from_config(model_cfg)
+  # Exported files are float32: the compute dtype is a device's.
+  model = models.generator_from_config(config.model, "float32")
   return (lambda x: model.apply(variables, x, train=False)), model.multiple
 
 

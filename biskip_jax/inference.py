@@ -109,6 +109,11 @@ def _tile_starts(size: int, tile: int, overlap: int) -> list[int]:
   return sorted(set(starts))
 
 
+def is_pretrained(ckpt: str | None) -> bool:
+  """Whether a ``--ckpt`` value names a shipped model: None, ``"pretrained[:NAME]"``."""
+  return ckpt is None or ckpt == PRETRAINED or ckpt.startswith(PRETRAINED + ":")
+
+
 def load_generator(ckpt: str | None) -> tuple[ml_collections.ConfigDict, dict[str, Any],
                                                int | None]:
   """``None`` or ``"pretrained[:NAME]"``: the shipped model; else a training run's path.
@@ -120,7 +125,7 @@ def load_generator(ckpt: str | None) -> tuple[ml_collections.ConfigDict, dict[st
   Raises:
     UserError: a missing or damaged model or checkpoint (one line naming it).
   """
-  if ckpt is None or ckpt == PRETRAINED or ckpt.startswith(PRETRAINED + ":"):
+  if is_pretrained(ckpt):
     name = ckpt.split(":", 1)[1] if ckpt and ":" in ckpt else pretrained.DEFAULT_NAME
     config, variables, meta = pretrained.load(name)
     return config, variables, meta.get("provenance", {}).get("step")
@@ -181,10 +186,7 @@ class Deblurrer:
                dtype: str | None = None, *, ensemble: bool = False,
                size_bucket: int | None = None):
     self.config = config
-    model_cfg = ml_collections.ConfigDict(config.model.to_dict())
-    if dtype is not None:
-      model_cfg.dtype = dtype
-    self.model = models.generator_from_config(model_cfg)
+    self.model = models.generator_from_config(config.model, dtype)
     self.variables = jax.device_put(variables)
     self.ensemble = ensemble
     options = conv.compiler_options(jax.default_backend())

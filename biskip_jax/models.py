@@ -350,15 +350,15 @@ class Critic(nn.Module):
     return jnp.mean(h.astype(jnp.float32), axis=(1, 2, 3))
 
 
-def generator_from_config(model_config: Any) -> BiSkip:
-  """Builds a :class:`BiSkip` from ``config.model``."""
+def generator_from_config(model_config: Any, dtype: str | None = None) -> BiSkip:
+  """Builds a :class:`BiSkip` from ``config.model``; ``dtype`` overrides its compute dtype."""
   return BiSkip(variant=model_config.variant, channels=tuple(model_config.channels),
                 skip_channels=tuple(model_config.skip_channels),
                 num_res_blocks=model_config.num_res_blocks, norm=model_config.norm,
                 pool=model_config.pool, act_slope=model_config.act_slope,
                 bn_momentum=model_config.bn_momentum,
                 zero_residual=model_config.get("zero_residual", False),
-                dtype=model_config.dtype)
+                dtype=dtype or model_config.dtype)
 
 
 def critic_from_config(critic_config: Any) -> Critic:

@@ -229,18 +229,17 @@ def warm_start(state: train_step.TrainState,
   from biskip_jax import inference  # pylint: disable=g-import-not-at-top
   source = config.train.init_from
   flag = f"--config.train.init_from={source}"
-  if not (source == inference.PRETRAINED or source.startswith(inference.PRETRAINED + ":")
-          or os.path.exists(source)):
+  if not (inference.is_pretrained(source) or os.path.exists(source)):
     raise UserError(f"{flag} does not exist: expected a training run's workdir (or its "
                     "checkpoints/N or best folder) or pretrained[:NAME] for a shipped model")
   try:
     src_config, variables = inference.load_generator(source)[:2]
   except UserError as e:
     raise UserError(f"{flag}: {e}") from e
-  as_json = lambda v: json.loads(json.dumps(v))  # Tuples and lists compare equal.
-  diff = sorted(k for k in set(config.model) | set(src_config.model)
-                if k != "dtype" and as_json(config.model.get(k)) != as_json(
-                    src_config.model.get(k)))
+  as_json = lambda c: json.loads(c.model.to_json_best_effort())  # Tuples equal lists.
+  # model.dtype is the inference dtype (training's is train.compute_dtype).
+  diff = [k for k in config_checks.differing_fields(as_json(src_config), as_json(config))
+          if k != "dtype"]
   if diff:
     raise UserError(f"{flag}: its model differs from this run's in "
                     f"{', '.join(f'model.{k}' for k in diff)}; use the same model settings")

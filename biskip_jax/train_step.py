@@ -191,7 +191,7 @@ class StepFns:
 
   @functools.cached_property
   def generator(self) -> models.BiSkip:
-    return models.generator_from_config(self.config.model).clone(dtype=self.dtype)
+    return models.generator_from_config(self.config.model, self.dtype)
 
   @functools.cached_property
   def critic(self) -> models.Critic:

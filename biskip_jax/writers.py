@@ -153,7 +153,8 @@ class LoggingWriter(MetricWriter):
     for split, values in _by_split(scalars).items():
       if split in self._skip:
         continue
-      shown = " ".join(f"{k}={v:.4g}" for k, v in values.items() if not _is_vector(v))
+      shown = " ".join(f"{k}={v}" if isinstance(v, (int, np.integer)) else f"{k}={v:.4g}"
+                       for k, v in values.items() if not _is_vector(v))
       log.info("step %d %s: %s", step, split, shown)
 
 

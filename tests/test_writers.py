@@ -61,12 +61,15 @@ def test_multi_writer_sends_every_call_to_each_writer(tmp_path, caplog):
   with caplog.at_level(logging.INFO, logger="biskip_jax"):
     w.write_hparams({"model": {"channels": (4, 8)}})
     w.write_scalars(2, {"eval/psnr": 26.06349, "eval/ssim": 0.72571})
+    w.write_scalars(0, {"run/total_steps": 11000, "run/total_epochs": np.int64(11)})
     w.write_scalars(2, {"train/g_loss": 1.0})  # In the progress line, not a line of its own.
     w.write_images(2, {"train/blur_restored_sharp": np.zeros((1, 4, 12, 3), np.uint8)})
     w.flush()
   w.close()
-  assert caplog.messages == ["step 2 eval: psnr=26.06 ssim=0.7257"]
-  assert [json.loads(x)["split"] for x in open(tmp_path / "metrics.jsonl")] == ["eval", "train"]
+  assert caplog.messages == ["step 2 eval: psnr=26.06 ssim=0.7257",
+                             "step 0 run: total_steps=11000 total_epochs=11"]  # Not 1.1e+04.
+  assert [json.loads(x)["split"] for x in open(tmp_path / "metrics.jsonl")] == ["eval", "run",
+                                                                                "train"]
   assert any(n.startswith("events.out.tfevents") for n in os.listdir(tmp_path))
   assert not failures.failures
   only_terminal = writers.create_default_writer(str(tmp_path / "other"), failures,

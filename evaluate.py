@@ -1,4 +1,5 @@
-"""Evaluates a trained model: ``python evaluate.py --ckpt=RUN --data=gopro|kohler|folder:PATH``.
+"""Evaluates a trained model: ``python evaluate.py --ckpt=RUN --data=DATA`` (gopro, kohler,
+synthetic, folder:PATH or levin:PATH).
 
 Prints a table (per image and mean PSNR/SSIM, the blurred input's as a baseline, seconds per
 image) and, with ``--out``, writes ``metrics.json``, ``per_image.csv``, the restored images,

@@ -12,6 +12,9 @@ the restored PNGs, then computes the metrics on those uint8 images exactly as wr
   scikit-image's ``structural_similarity(gaussian_weights=True, use_sample_covariance=False)``),
   for the restored image and, as a baseline, the blurred input;
 * Köhler's protocol when an example carries ``sharp_frames`` (see ``metrics.kohler_scores``);
+* Levin et al.'s protocol with ``aligned=True`` (``--data=levin:PATH``): PSNR and SSIM at the
+  best sub-pixel shift, 15-px border cut, in gray (``metrics.levin_scores``), for the restored
+  image and the blurred baseline alike;
 * seconds per image: the device time of the restoration alone (compilation excluded by a
   warm-up call per new shape; disk I/O excluded);
 * the saliency indicator of §6.2: image-signature saliency maps of the sharp and restored
@@ -34,8 +37,10 @@ from biskip_jax import metrics
 from biskip_jax.datasets import load_image, save_image
 from biskip_jax.errors import UserError, os_errors_as_user_errors
 
-_COLUMNS = ("name", "psnr", "ssim", "blurred_psnr", "blurred_ssim", "seconds",
+_COLUMNS = ("name", "psnr", "ssim", "blurred_psnr", "blurred_ssim", "aligned_psnr",
+            "aligned_ssim", "blurred_aligned_psnr", "blurred_aligned_ssim", "seconds",
             "saliency_similarity", "kohler_psnr", "kohler_mssim")
+_MEANS = tuple(c for c in _COLUMNS if c not in ("name", "seconds"))
 
 
 def _safe_name(name: str) -> str:
@@ -80,7 +85,7 @@ def deblurrer_for(config: Any, variables: dict[str, Any], *, dtype: str | None =
 def evaluate(deblurrer: Any, examples: Iterable[dict[str, Any]], out_dir: str | None,
              num_figures: int = 4, saliency: bool = True, progress: bool = True,
              info: dict[str, Any] | None = None, *, timing: bool = True,
-             baseline: bool = True) -> dict[str, Any]:
+             baseline: bool = True, aligned: bool = False) -> dict[str, Any]:
   """Runs the evaluation protocol over ``examples``; returns the ``metrics.json`` content.
 
   Args:
@@ -94,6 +99,8 @@ def evaluate(deblurrer: Any, examples: Iterable[dict[str, Any]], out_dir: str | 
     timing: time each restoration after an untimed warm-up per new shape (False: restore
       each image once, no ``seconds``).
     baseline: also score the blurred inputs (``blurred_psnr``, ``blurred_ssim``).
+    aligned: also score up to a shift, Levin et al.'s protocol (``aligned_psnr``,
+      ``aligned_ssim``; with `baseline`, ``blurred_aligned_*`` too).
 
   Returns:
     The summary (means, ``num_images``) with the rows under ``per_image``.
@@ -117,6 +124,10 @@ def evaluate(deblurrer: Any, examples: Iterable[dict[str, Any]], out_dir: str | 
                ssim=metrics.ssim(restored, sharp))
     if baseline:
       row.update(blurred_psnr=metrics.psnr(blur, sharp), blurred_ssim=metrics.ssim(blur, sharp))
+    if aligned:
+      for prefix, image in (("", restored), ("blurred_", blur))[:2 if baseline else 1]:
+        a = metrics.levin_scores(image, sharp)
+        row[prefix + "aligned_psnr"], row[prefix + "aligned_ssim"] = a["psnr"], a["ssim"]
     if timing:
       row["seconds"] = seconds
     if saliency:
@@ -148,8 +159,7 @@ def summarize(rows: list[dict[str, Any]], out_dir: str | None,
     vals = [r[key] for r in rows if key in r and np.isfinite(r[key])]
     return float(np.mean(vals)) if vals else None
 
-  result = {k: mean(k) for k in ("psnr", "ssim", "blurred_psnr", "blurred_ssim",
-                                 "saliency_similarity", "kohler_psnr", "kohler_mssim")}
+  result = {k: mean(k) for k in _MEANS}
   result = {k: v for k, v in result.items() if v is not None}
   if any("seconds" in r for r in rows):
     result["seconds_per_image"] = mean("seconds")
@@ -174,17 +184,19 @@ def format_table(result: dict[str, Any], max_rows: int = 20) -> str:
   """A terminal table: per-image rows (up to ``max_rows``) and the mean."""
   cols = [c for c in _COLUMNS[1:] if c in result or any(c in r for r in result["per_image"])]
   width = max([len("mean")] + [len(r["name"]) for r in result["per_image"][:max_rows]])
-  lines = [f"{'image':<{width}} " + " ".join(f"{c:>13}" for c in cols)]
+  widths = [max(13, len(c)) for c in cols]
+  lines = [f"{'image':<{width}} " + " ".join(f"{c:>{n}}" for c, n in zip(cols, widths))]
 
-  def fmt(v):
-    return f"{v:13.4f}" if isinstance(v, float) else f"{'':>13}"
+  def fmt(row):
+    return " ".join(f"{row[c]:{n}.4f}" if isinstance(row.get(c), float) else " " * n
+                    for c, n in zip(cols, widths))
 
   for r in result["per_image"][:max_rows]:
-    lines.append(f"{r['name']:<{width}} " + " ".join(fmt(r.get(c)) for c in cols))
+    lines.append(f"{r['name']:<{width}} " + fmt(r))
   if len(result["per_image"]) > max_rows:
     lines.append(f"... ({len(result['per_image']) - max_rows} more in per_image.csv)")
   mean_row = {**result, "seconds": result.get("seconds_per_image")}
-  lines.append(f"{'mean':<{width}} " + " ".join(fmt(mean_row.get(c)) for c in cols))
+  lines.append(f"{'mean':<{width}} " + fmt(mean_row))
   return "\n".join(lines)
 
 
@@ -204,12 +216,13 @@ def dataset_config(config: Any, data: str, data_path: str | None,
   if data_config is not None:
     config.data = ml_collections.ConfigDict(data_config.to_dict())
   source, _, path = data.partition(":")
-  if source not in ("gopro", "kohler", "folder", "synthetic"):
-    raise UserError(f"--data={data!r}: expected gopro, kohler, synthetic or folder:PATH")
-  if source == "folder" and not path:
-    raise UserError("--data=folder needs a path: --data=folder:PATH with PATH/blur and "
+  if source not in ("gopro", "kohler", "folder", "levin", "synthetic"):
+    raise UserError(f"--data={data!r}: expected gopro, kohler, synthetic, folder:PATH or "
+                    "levin:PATH")
+  if source in ("folder", "levin") and not path:
+    raise UserError(f"--data={source} needs a path: --data={source}:PATH with PATH/blur and "
                     "PATH/sharp")
-  config.data.source = source
+  config.data.source = "folder" if source == "levin" else source
   if path or data_path:
     config.data.path = path or data_path
   return config
@@ -254,6 +267,7 @@ def run(ckpt: str, data: str, out_dir: str | None, data_path: str | None = None,
   examples = examples_of(config, max_images, f"--data={data}")
   deblurrer = deblurrer_for(model_config, variables, dtype=dtype, ensemble=ensemble)
   result = evaluate(deblurrer, examples, out_dir, num_figures=config.eval.num_figures,
-                    saliency=saliency, info=dict(checkpoint=ckpt, step=step, data=data,
-                                                 dtype=dtype, ensemble=ensemble))
+                    saliency=saliency, aligned=data.startswith("levin:"),
+                    info=dict(checkpoint=ckpt, step=step, data=data, dtype=dtype,
+                              ensemble=ensemble))
   return result

@@ -11,6 +11,8 @@
 * :func:`kohler_scores`: PSNR and MSSIM under Köhler et al.'s (2012) protocol — best over the
   recorded sharp frames and small translations (see its docstring for how it differs from
   their MATLAB code).
+* :func:`levin_scores`: PSNR and SSIM at the best sub-pixel shift, Levin et al.'s (2009)
+  protocol for their recorded camera-shake set.
 * :func:`image_signature_saliency`, :func:`saliency_similarity`, :func:`saliency_heatmap`: the
   saliency indicator of §6.2 (image signature of Hou, Harel & Koch 2012).
 """
@@ -265,6 +267,75 @@ def kohler_scores(result: Any, sharp_frames: Any, max_shift: int = 10,
     ro = gain * ro + offset
   return {"psnr": psnr(ro, fo, data_range), "mssim": ssim(ro, fo, data_range),
           "best_frame": int(k), "shift": (dy, dx), "gain": gain, "offset": offset}
+
+
+def _luma(x: Any, name: str) -> np.ndarray:
+  """[H, W] float64: an RGB image's ITU-R 601 luma (MATLAB's ``rgb2gray``), a gray one as is."""
+  a = _as_hwc(x, name)
+  if a.shape[-1] == 3:
+    return a @ np.array([0.2989, 0.5870, 0.1140])
+  if a.shape[-1] != 1:
+    raise ValueError(f"{name} must be gray or RGB, got {a.shape[-1]} channels")
+  return a[..., 0]
+
+
+def _lerp(a: np.ndarray, start: float, n: int, axis: int) -> np.ndarray:
+  """``a`` linearly interpolated at ``start, start + 1, ..., start + n - 1`` along ``axis``."""
+  i = int(np.floor(start))
+  f = start - i
+  lo = np.take(a, np.arange(i, i + n), axis=axis)
+  if f == 0:
+    return lo
+  return (1 - f) * lo + f * np.take(a, np.arange(i + 1, i + 1 + n), axis=axis)
+
+
+def levin_scores(result: Any, sharp: Any, max_shift: float = 5.0, step: float = 0.25,
+                 border: int = 15, data_range: float = 255.0) -> dict[str, Any]:
+  """PSNR and SSIM up to a sub-pixel shift: Levin et al.'s (2009) protocol for their set.
+
+  Blind deblurring recovers an image only up to a translation (a shifted kernel and a shifted
+  image explain the same blur; Levin et al.'s recorded kernels are not centred, so their
+  blurred images sit up to ~5 px away from the sharp ones), so their evaluation code
+  (``comp_upto_shift``) scores the result at its best shift: ``border`` pixels are cut off
+  each side of the sharp image; the result, bilinearly shifted by ``(dy, dx)`` on a grid of
+  ``step`` within ``[-max_shift, max_shift]²`` (``shifted[i, j] = result[i + dy, j + dx]``),
+  is compared with that window; the shift of least squared error is kept and PSNR and SSIM
+  (:func:`ssim`) are computed there. Both images are compared in gray (ITU-R 601 luma), as
+  Levin's images are gray.
+
+  Args:
+    result: [H, W, 3] or [H, W] restored (or blurred) image, in [0, data_range].
+    sharp: the sharp image, same height and width.
+    max_shift: largest shift searched, in pixels (<= border).
+    step: shift grid spacing, in pixels.
+    border: pixels of the sharp image left out on each side.
+    data_range: peak value.
+
+  Returns:
+    ``{"psnr": float, "ssim": float, "shift": (dy, dx)}``.
+  """
+  r, s = _luma(result, "result"), _luma(sharp, "sharp")
+  if r.shape != s.shape:
+    raise ValueError(f"shape mismatch: {np.shape(result)} vs {np.shape(sharp)}")
+  if not 0 <= max_shift <= border or step <= 0:
+    raise ValueError(f"need 0 <= max_shift ({max_shift}) <= border ({border}) and step > 0")
+  h, w = s.shape
+  n1, n2 = h - 2 * border, w - 2 * border
+  if min(n1, n2) < 2 * _RADIUS + 1:
+    raise ValueError(f"border={border} leaves no 11x11 window in {s.shape}")
+  ref = s[border:h - border, border:w - border]
+  shifts = np.arange(-max_shift, max_shift + step / 2, step)
+  best = (np.inf, None)
+  for dy in shifts:
+    rows = _lerp(r, border + dy, n1, axis=0)
+    for dx in shifts:
+      sse = np.sum((_lerp(rows, border + dx, n2, axis=1) - ref) ** 2)
+      if sse < best[0]:
+        best = (sse, (float(dy), float(dx)))
+  dy, dx = best[1]
+  moved = _lerp(_lerp(r, border + dy, n1, axis=0), border + dx, n2, axis=1)
+  return {"psnr": psnr(moved, ref, data_range), "ssim": ssim(moved, ref, data_range),
+          "shift": (dy, dx)}
 
 
 def _resize(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -188,6 +188,38 @@ def test_ensemble_flag_reaches_deblur_and_evaluate(workdir, tmp_path):
   assert result["ensemble"] and result["psnr"] == pytest.approx(metrics.psnr(exact, sharp))
 
 
+def test_levin_protocol_scores_restored_and_blurred_up_to_a_shift(workdir, tmp_path):
+  from biskip_jax import eval_lib  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  big = np.ascontiguousarray(skimage.data.camera()[200:280, 200:280])
+  sharp = np.repeat(big[8:72, 8:72, None], 3, -1)
+  # A "blurred" image that is the sharp one moved by (2, -3) px, plus noise: Levin's protocol
+  # forgives the move, plain PSNR does not.
+  moved = big[8 - 2:72 - 2, 8 + 3:72 + 3].astype(float) + rng.normal(0, 2, (64, 64))
+  blur = np.repeat(np.clip(moved.round(), 0, 255).astype(np.uint8)[..., None], 3, -1)
+  examples = [dict(name="a.png", blur=blur, sharp=sharp)]
+  result = eval_lib.evaluate(lambda x: x, examples, None, saliency=False, progress=False,
+                             timing=False, aligned=True)
+  row = result["per_image"][0]
+  want = metrics.levin_scores(blur, sharp)
+  assert want["shift"] == (2.0, -3.0)  # blur[i + 2, j - 3] = sharp[i, j] (+ noise).
+  assert row["aligned_psnr"] == row["blurred_aligned_psnr"] == pytest.approx(want["psnr"])
+  assert row["aligned_ssim"] == row["blurred_aligned_ssim"] == pytest.approx(want["ssim"])
+  assert row["aligned_psnr"] > 40 > 25 > row["psnr"]
+  assert result["aligned_psnr"] == pytest.approx(want["psnr"])
+  # evaluate.py's --data=levin:PATH reads folder pairs and adds the aligned columns.
+  save_image(str(tmp_path / "blur" / "a.png"), blur)
+  save_image(str(tmp_path / "sharp" / "a.png"), sharp)
+  path, _, _ = workdir
+  run = eval_lib.run(path, f"levin:{tmp_path}", None, saliency=False)
+  assert {"aligned_psnr", "blurred_aligned_psnr"} <= set(run["per_image"][0])
+  assert run["blurred_aligned_psnr"] == pytest.approx(want["psnr"])
+  assert "blurred_aligned_psnr" in eval_lib.format_table(run)
+  assert "aligned_psnr" not in eval_lib.run(path, f"folder:{tmp_path}", None, saliency=False)
+  with pytest.raises(UserError, match="levin:PATH"):
+    eval_lib.run(path, "levin", None)
+
+
 def _write_inputs(folder):
   os.makedirs(folder)
   rgb = _photo(40, 50)

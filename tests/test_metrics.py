@@ -161,6 +161,65 @@ def test_kohler_rejects_bad_inputs():
     metrics.kohler_scores(np.zeros((32, 32, 3)), np.zeros((32, 32, 3)), max_shift=11)
 
 
+def _levin_reference(result, sharp, max_shift, step, border):
+  """Levin et al.'s comp_upto_shift written out with scipy's interpolator (MATLAB interp2)."""
+  from scipy.interpolate import RegularGridInterpolator  # pylint: disable=g-import-not-at-top
+  h, w = sharp.shape
+  ref = sharp[border:h - border, border:w - border]
+  interp = RegularGridInterpolator((np.arange(h), np.arange(w)), result)
+  yy, xx = np.meshgrid(np.arange(border, h - border), np.arange(border, w - border),
+                       indexing="ij")
+  best = None
+  for dy in np.arange(-max_shift, max_shift + step / 2, step):
+    for dx in np.arange(-max_shift, max_shift + step / 2, step):
+      moved = interp(np.stack([yy + dy, xx + dx], -1))
+      sse = np.sum((moved - ref) ** 2)
+      if best is None or sse < best[0]:
+        best = (sse, (dy, dx), moved)
+  return best[1], peak_signal_noise_ratio(ref, best[2], data_range=255)
+
+
+def test_levin_scores_match_a_direct_reference():
+  rng = np.random.default_rng(0)
+  sharp = ndimage.gaussian_filter(rng.uniform(0, 255, (48, 52)), 1.5)
+  result = ndimage.shift(sharp, (-1.3, 0.6), order=3, mode="nearest")
+  result += rng.normal(0, 2, sharp.shape)
+  got = metrics.levin_scores(result, sharp, max_shift=2, step=0.5, border=12)
+  shift, want = _levin_reference(result, sharp, max_shift=2, step=0.5, border=12)
+  assert got["shift"] == shift == (-1.5, 0.5)  # result[i - 1.3, j + 0.6] ~ sharp[i, j].
+  assert got["psnr"] == pytest.approx(want, abs=1e-9)
+  window = (slice(12, -12), slice(12, -12))
+  moved = ndimage.shift(result, (1.5, -0.5), order=1)[window]  # moved[i] = result[i - 1.5].
+  assert got["ssim"] == pytest.approx(_sk_ssim(moved, sharp[window], channel_axis=None), abs=1e-9)
+
+
+def test_levin_scores_find_a_sub_pixel_shift_exactly():
+  # Bilinear interpolation is exact on a bilinear surface, so the true shift scores perfectly.
+  def surface(y, x):
+    return 40 + 1.5 * y + 2.0 * x + 0.02 * y * x
+
+  yy, xx = np.mgrid[0:60, 0:60].astype(np.float64)
+  sharp = surface(yy, xx)
+  result = surface(yy + 2.25, xx - 3.75)  # result[i - 2.25, j + 3.75] = sharp[i, j].
+  scores = metrics.levin_scores(np.repeat(result[..., None], 3, -1), sharp, border=15)
+  assert scores["shift"] == (-2.25, 3.75)
+  assert scores["psnr"] > 80 and scores["ssim"] == pytest.approx(1.0)  # Rounding error only.
+  unshifted = metrics.levin_scores(result, sharp, max_shift=0)
+  assert unshifted["psnr"] == pytest.approx(peak_signal_noise_ratio(
+      sharp[15:-15, 15:-15], result[15:-15, 15:-15], data_range=255))
+
+
+def test_levin_scores_compare_luma_and_reject_bad_settings(astronaut):
+  gray = astronaut @ np.array([0.2989, 0.5870, 0.1140])
+  assert metrics.levin_scores(astronaut[:64, :64], gray[:64, :64])["psnr"] == float("inf")
+  with pytest.raises(ValueError, match="max_shift"):
+    metrics.levin_scores(gray[:64, :64], gray[:64, :64], max_shift=16)
+  with pytest.raises(ValueError, match="11x11"):
+    metrics.levin_scores(gray[:40, :40], gray[:40, :40])
+  with pytest.raises(ValueError, match="mismatch"):
+    metrics.levin_scores(gray[:64, :64], gray[:64, :63])
+
+
 @pytest.fixture(scope="module")
 def blob_image():
   rng = np.random.default_rng(5)

@@ -126,7 +126,10 @@ def evaluate(deblurrer: Any, examples: Iterable[dict[str, Any]], out_dir: str | 
       row.update(blurred_psnr=metrics.psnr(blur, sharp), blurred_ssim=metrics.ssim(blur, sharp))
     if aligned:
       for prefix, image in (("", restored), ("blurred_", blur))[:2 if baseline else 1]:
-        a = metrics.levin_scores(image, sharp)
+        try:
+          a = metrics.levin_scores(image, sharp)
+        except ValueError as e:
+          raise UserError(f"{ex['name']}: Levin's protocol: {e}") from None
         row[prefix + "aligned_psnr"], row[prefix + "aligned_ssim"] = a["psnr"], a["ssim"]
     if timing:
       row["seconds"] = seconds

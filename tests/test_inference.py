@@ -218,6 +218,9 @@ def test_levin_protocol_scores_restored_and_blurred_up_to_a_shift(workdir, tmp_p
   assert "aligned_psnr" not in eval_lib.run(path, f"folder:{tmp_path}", None, saliency=False)
   with pytest.raises(UserError, match="levin:PATH"):
     eval_lib.run(path, "levin", None)
+  small = [dict(name="small.png", blur=blur[:40, :40], sharp=sharp[:40, :40])]
+  with pytest.raises(UserError, match="small.png: Levin's protocol: border=15 leaves no 11x11"):
+    eval_lib.evaluate(lambda x: x, small, None, saliency=False, progress=False, aligned=True)
 
 
 def _write_inputs(folder):

@@ -416,6 +416,9 @@ class _Loop:
     if stopped and not self.problems:
       log.warning("stopped at step %d after a signal; run the same command to resume",
                   self.step)
+    # Stop grain's worker processes while their queues are open; left to the interpreter's exit
+    # hooks they leak shared memory and sometimes raise "handle is closed" on a closed queue.
+    getattr(self.train_iter, "close", lambda: None)()
     self.profile.close(self.state)
     self.ckpt.close()
     self.writer.close()

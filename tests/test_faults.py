@@ -203,6 +203,22 @@ def _leftovers(directory):
 
 
 @pytest.mark.slow
+def test_sigterm_with_data_worker_processes_exits_without_noise(good_run, compile_cache,
+                                                                tmp_path):
+  del good_run  # Only so that the train step is in the compilation cache.
+  run = _TrainPy(str(tmp_path / "run"), compile_cache, **{"data.num_workers": 2})
+  try:
+    run.wait_for(r"step \d+/100000", timeout=300)
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.finish(timeout=120) == 143, run.stderr[-3000:]
+  finally:
+    run.cleanup()
+  assert "run the same command to resume" in run.stderr
+  # grain's workers are stopped by the run, not by the interpreter's exit hooks.
+  assert "Traceback" not in run.stderr and "leaked" not in run.stderr, run.stderr[-3000:]
+
+
+@pytest.mark.slow
 def test_sigterm_then_sigkill_during_a_save_lose_nothing(good_run, compile_cache, tmp_path,
                                                          caplog):
   del good_run  # Only so that the train step is in the compilation cache.

@@ -198,6 +198,16 @@ class _TrainPy:
       self.proc.wait()
 
 
+def _sigterm_once_training(run):
+  """SIGTERM once a step is logged; the exit status must be 128 + 15."""
+  try:
+    run.wait_for(r"step \d+/100000", timeout=300)
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.finish(timeout=120) == 143, run.stderr[-3000:]
+  finally:
+    run.cleanup()
+
+
 def _leftovers(directory):
   return sorted(n for n in os.listdir(directory) if _TMP in n)
 
@@ -207,12 +217,7 @@ def test_sigterm_with_data_worker_processes_exits_without_noise(good_run, compil
                                                                 tmp_path):
   del good_run  # Only so that the train step is in the compilation cache.
   run = _TrainPy(str(tmp_path / "run"), compile_cache, **{"data.num_workers": 2})
-  try:
-    run.wait_for(r"step \d+/100000", timeout=300)
-    run.proc.send_signal(signal.SIGTERM)
-    assert run.finish(timeout=120) == 143, run.stderr[-3000:]
-  finally:
-    run.cleanup()
+  _sigterm_once_training(run)
   assert "run the same command to resume" in run.stderr
   # grain's workers are stopped by the run, not by the interpreter's exit hooks.
   assert "Traceback" not in run.stderr and "leaked" not in run.stderr, run.stderr[-3000:]
@@ -228,12 +233,7 @@ def test_sigterm_then_sigkill_during_a_save_lose_nothing(good_run, compile_cache
   # 1. SIGTERM (preemption) once training is under way: checkpoint, hint, and the exit status
   # of a process ended by SIGTERM (128 + 15), so that `train.py && evaluate.py` stops there.
   run = _TrainPy(workdir, compile_cache)
-  try:
-    run.wait_for(r"step \d+/100000", timeout=300)
-    run.proc.send_signal(signal.SIGTERM)
-    assert run.finish(timeout=120) == 143, run.stderr[-3000:]
-  finally:
-    run.cleanup()
+  _sigterm_once_training(run)
   _, m = run.wait_for(r"stopped at step (\d+) after a signal", timeout=1)
   stopped = int(m.group(1))
   assert stopped >= 1 and "run the same command to resume" in run.stderr

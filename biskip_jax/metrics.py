@@ -295,7 +295,7 @@ def levin_scores(result: Any, sharp: Any, max_shift: float = 5.0, step: float = 
 
   Blind deblurring recovers an image only up to a translation (a shifted kernel and a shifted
   image explain the same blur; Levin et al.'s recorded kernels are not centred, so their
-  blurred images sit up to ~5 px away from the sharp ones), so their evaluation code
+  blurred images are displaced from the sharp ones), so their evaluation code
   (``comp_upto_shift``) scores the result at its best shift: ``border`` pixels are cut off
   each side of the sharp image; the result, bilinearly shifted by ``(dy, dx)`` on a grid of
   ``step`` within ``[-max_shift, max_shift]²`` (``shifted[i, j] = result[i + dy, j + dx]``),

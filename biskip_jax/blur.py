@@ -10,7 +10,9 @@ Follows Boracchi & Foi, "Modeling the performance of image restoration from moti
    that blurring does not shift the image), shrunk if they do not fit, and splatted into the
    grid with sub-pixel bilinear weights; the kernel is non-negative and sums to 1.
 3. :func:`blur_image`: convolution in linear light (``x ** gamma``) with reflect boundaries,
-   back to display values (``** (1 / gamma)``), plus Gaussian noise, rounded to ``uint8``.
+   back to display values (``** (1 / gamma)``), plus Gaussian noise, rounded to ``uint8``;
+   optionally with clipped highlights brightened before the blur (light streaks) and shot and
+   read noise in linear light after it (:func:`boost_highlights`, :func:`add_sensor_noise`).
 4. Optionally (:func:`jpeg_compress`) the blurred image goes through JPEG, as camera and web
    images do.
 
@@ -125,20 +127,39 @@ def random_kernel(rng: np.random.Generator, size: int = 31, *, max_anxiety: floa
   return trajectory_to_kernel(traj, size)
 
 
-def blur_image(sharp: np.ndarray, kernel: np.ndarray, rng: np.random.Generator, *,
-               gamma: float = 2.2, noise_std: float = 0.01) -> np.ndarray:
-  """Blurs an image with ``kernel`` in linear light and adds Gaussian noise.
+def kernel_extent(kernel: np.ndarray, rel: float = 0.02) -> int:
+  """Blur extent of a kernel in pixels: the longer side of the box where it is above ``rel``
+  of its peak (a straight motion of ``d`` pixels along x gives ``d + 1``)."""
+  ys, xs = np.nonzero(kernel > rel * kernel.max())
+  return int(max(ys.max() - ys.min(), xs.max() - xs.min()) + 1)
 
-  ``b = clip((k * s^gamma)^(1/gamma) + n)``, ``n ~ N(0, noise_std^2)`` in [0, 1] units; ``*`` is
-  a 2-D convolution with reflect boundaries whose output is aligned as ``mode="same"``
-  (kernel centre at ``(size - 1) // 2``).
+
+def blur_image(sharp: np.ndarray, kernel: np.ndarray, rng: np.random.Generator, *,
+               gamma: float = 2.2, noise_std: float = 0.01, highlight_gain: float = 1.0,
+               shot_noise: float = 0.0, read_noise: float = 0.0) -> np.ndarray:
+  """Blurs an image with ``kernel`` in linear light and adds noise.
+
+  ``b = clip((k * h(s^gamma) [+ n_sensor])^(1/gamma) + n)``, ``n ~ N(0, noise_std^2)`` in
+  [0, 1] display units; ``*`` is a 2-D convolution with reflect boundaries whose output is
+  aligned as ``mode="same"`` (kernel centre at ``(size - 1) // 2``). Optional, for realistic
+  camera blur:
+
+  * ``h`` (``highlight_gain > 1``, :func:`boost_highlights`): near-white pixels were clipped by
+    the camera; their true radiance is higher. They are brightened before the blur and the
+    result is clipped at white after it, so that lights smear into bright streaks as in real
+    night and backlit photos, instead of into grey smudges.
+  * ``n_sensor`` (:func:`add_sensor_noise`): shot and read noise in linear light, after the blur
+    and before the display curve, as a sensor adds it: dark regions come out noisier.
 
   Args:
     sharp: ``uint8[H, W, C]`` image.
     kernel: ``float[kh, kw]`` non-negative kernel summing to 1.
     rng: source of the noise.
     gamma: display gamma; 1 blurs the stored values directly.
-    noise_std: noise standard deviation in [0, 1] units; 0 adds none.
+    noise_std: Gaussian noise standard deviation in [0, 1] display units; 0 adds none.
+    highlight_gain: radiance factor of fully saturated pixels; 1 changes nothing.
+    shot_noise: shot-noise variance per unit of linear signal (``a`` in ``a x + b^2``).
+    read_noise: read-noise standard deviation in linear units (``b``).
 
   Returns:
     ``uint8[H, W, C]`` blurred image.
@@ -149,11 +170,61 @@ def blur_image(sharp: np.ndarray, kernel: np.ndarray, rng: np.random.Generator, 
   k = np.asarray(kernel, np.float32)
   kh, kw = k.shape
   lin = (sharp.astype(np.float32) / 255.0) ** np.float32(gamma)
+  if highlight_gain > 1.0:
+    lin = boost_highlights(lin, sharp, highlight_gain)
   padded = np.pad(lin, (((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2), (0, 0)),
                   mode="reflect" if min(sharp.shape[:2]) > 1 else "edge")
   out = scipy.signal.fftconvolve(padded, k[:, :, None], mode="valid", axes=(0, 1))
-  out = np.maximum(out, 0.0) ** np.float32(1.0 / gamma)
+  out = np.maximum(out, 0.0)
+  if highlight_gain > 1.0:
+    out = np.minimum(out, 1.0)  # The sensor saturates after the blur: streaks clip at white.
+  if shot_noise > 0 or read_noise > 0:
+    out = add_sensor_noise(out, rng, shot_noise, read_noise)
+  out = out ** np.float32(1.0 / gamma)
   return add_noise(out, rng, noise_std)
+
+
+# Display values from which a pixel counts as (partly) clipped by the camera: the boost ramps
+# linearly from 0 at this level to its full gain at 255 (a ramp, so no hard edge appears).
+HIGHLIGHT_LEVEL = 235
+
+
+def boost_highlights(lin: np.ndarray, display: np.ndarray, gain: float) -> np.ndarray:
+  """Multiplies the linear values of near-white pixels by up to ``gain``.
+
+  Args:
+    lin: ``float32[H, W, C]`` linear-light image.
+    display: ``uint8[H, W, C]`` the same image in display values (decides what is clipped).
+    gain: factor at display value 255 (on the brightest channel); it ramps from 1 at
+      :data:`HIGHLIGHT_LEVEL`.
+
+  Returns:
+    ``float32[H, W, C]``; pixels whose brightest channel is below the level are unchanged.
+  """
+  peak = display.max(axis=-1, keepdims=True).astype(np.float32)
+  ramp = np.clip((peak - HIGHLIGHT_LEVEL) / (255.0 - HIGHLIGHT_LEVEL), 0.0, 1.0)
+  return lin * (1.0 + np.float32(gain - 1.0) * ramp)
+
+
+def add_sensor_noise(lin: np.ndarray, rng: np.random.Generator, shot: float,
+                     read: float) -> np.ndarray:
+  """Heteroscedastic sensor noise in linear light: ``x + N(0, shot * x + read^2)``.
+
+  The Poisson-Gaussian model of raw sensor noise (Foi et al. 2008) in its Gaussian
+  approximation, as used to synthesise realistic noise for restoration training.
+
+  Args:
+    lin: ``float32[H, W, C]`` linear values in [0, 1].
+    rng: source of the noise.
+    shot: variance per unit of signal.
+    read: standard deviation of the signal-independent part.
+
+  Returns:
+    ``float32[H, W, C]``, clipped to [0, 1].
+  """
+  std = np.sqrt(np.float32(shot) * np.maximum(lin, 0.0) + np.float32(read) ** 2)
+  noisy = lin + std * rng.standard_normal(lin.shape, dtype=np.float32)
+  return np.clip(noisy, 0.0, 1.0)
 
 
 def add_noise(image: np.ndarray, rng: np.random.Generator, noise_std: float) -> np.ndarray:

@@ -91,6 +91,24 @@ _FIELDS: dict[str, str] = {
     "data.synthetic.sharp_prob": "in [0, 1]",
     "data.synthetic.scale_range": "in (0, 1]",
     "data.synthetic.eval_max_size": ">= 0",
+    "data.synthetic.highlight_prob": "in [0, 1]",
+    "data.synthetic.highlight_gain": ">= 1",
+    "data.synthetic.shot_noise": ">= 0",
+    "data.synthetic.read_noise": ">= 0",
+    "data.synthetic.holdout_every": ">= 0",
+    "data.mix.gopro": ">= 0",
+    "data.mix.folder": ">= 0",
+    "data.mix.synthetic": ">= 0",
+    "data.mix.frames": ">= 0",
+    "data.frames.window": ">= 1",
+    "data.frames.gamma": "> 0",
+    "data.frames.eval_range": "in [0, 1]",
+    "data.frames.eval_window": ">= 1",
+    "data.frames.num_eval": ">= 0",
+    "data.frames.eval_max_size": ">= 0",
+    "data.frames.num_train": ">= 1",
+    "data.frames.cache_mb": ">= 0",
+    "loss.gamma_fft": ">= 0",
     "eval.tile_size": ">= 0",
     "eval.max_pixels": ">= 1",
     "eval.tile_overlap": ">= 0",
@@ -102,7 +120,10 @@ _INTEGERS = {"model.channels", "model.skip_channels", "model.num_res_blocks", "c
              "critic.num_layers", "data.crop_size", "data.num_workers", "data.prefetch",
              "data.cache_max_mb", "data.crops_per_image", "data.synthetic.kernel_size",
              "data.synthetic.num_eval", "data.synthetic.num_train",
-             "data.synthetic.jpeg_quality", "data.synthetic.eval_max_size", "eval.tile_size",
+             "data.synthetic.jpeg_quality", "data.synthetic.eval_max_size",
+             "data.synthetic.holdout_every", "data.frames.window", "data.frames.eval_window",
+             "data.frames.num_eval", "data.frames.eval_max_size", "data.frames.num_train",
+             "data.frames.cache_mb", "eval.tile_size",
              "eval.max_pixels", "eval.tile_overlap", "eval.num_figures", "eval.size_bucket"} | {
                  f for f in _FIELDS if f.startswith("train.")}
 
@@ -126,7 +147,9 @@ def _bad(value: Any, rule: str, integer: bool) -> bool:
 
 # (lo, hi) fields whose low end must not exceed the high end.
 _ORDERED = ("data.synthetic.length_range", "data.synthetic.exposure_range",
-            "data.synthetic.jpeg_quality", "data.synthetic.scale_range")
+            "data.synthetic.jpeg_quality", "data.synthetic.scale_range",
+            "data.synthetic.highlight_gain", "data.synthetic.shot_noise",
+            "data.synthetic.read_noise", "data.frames.window", "data.frames.eval_range")
 
 # Names a field may take, beyond those owned by a module (see _choices).
 _CRITIC_NORMS = ("instance", "none")  # Never batch norm under a gradient penalty (DESIGN §3).
@@ -140,12 +163,13 @@ def _choices() -> dict[str, Sequence[str]]:
   # pylint: disable=g-import-not-at-top  # Flax loads only when checking. (data.blur_kind
   # is checked by datasets.gopro, whose import loads TensorFlow Datasets.)
   from biskip_jax import input_pipeline, losses, models, schemes, train_step
+  from biskip_jax.datasets import frames
   return {"model.variant": schemes.VARIANTS, "model.norm": models.NORMS,
           "model.pool": models.POOLS, "critic.norm": _CRITIC_NORMS,
           "loss.pixel": losses.PIXEL_KINDS, "loss.vgg_input": _VGG_INPUTS,
           "train.compute_dtype": train_step.COMPUTE_DTYPES,
           "data.source": input_pipeline.SOURCES, "data.small_images": _SMALL_IMAGES,
-          "data.gopro_format": _GOPRO_FORMATS}
+          "data.gopro_format": _GOPRO_FORMATS, "data.frames.curve": frames.CURVES}
 
 
 def _in_sections(field: str, sections: Sequence[str] | None) -> bool:

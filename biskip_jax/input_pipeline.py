@@ -1,7 +1,8 @@
 """Input pipeline (DESIGN §7): training batches with grain, evaluation examples in order.
 
 ``create(config, split)`` serves every ``config.data.source`` ("gopro", "folder", "synthetic",
-"kohler"):
+"kohler", "frames", and "mix": a weighted mixture of the others for training, their
+concatenated evaluation pairs otherwise):
 
 * the training split (``config.data.train_split``) gives an endless, resumable iterator of
   ``{"blur": uint8[b, c, c, 3], "sharp": uint8[b, c, c, 3]}``, ``b`` = the per-process batch
@@ -48,7 +49,8 @@ from absl import flags, logging
 from biskip_jax import config_checks, datasets
 from biskip_jax.errors import UserError
 
-SOURCES = ("gopro", "folder", "synthetic", "kohler")
+SOURCES = ("gopro", "folder", "synthetic", "kohler", "frames", "mix")
+MIXABLE = ("gopro", "folder", "synthetic", "frames")
 _MIN_CHECKED = 20  # Files read before data.max_bad_fraction is enforced (or all, if fewer).
 _MAX_ATTEMPTS = 1000  # Records tried in a row to replace an unreadable one.
 
@@ -89,12 +91,34 @@ def get_source(config: ml_collections.ConfigDict, split: str, *, training: bool 
   d = config.data
   config_checks.check_data(config)
   # pylint: disable=g-import-not-at-top  # Each dataset module is imported only when used.
+  if d.source == "mix":
+    from biskip_jax.datasets import mixing
+    names = [n for n in MIXABLE if d.mix.get(n, 0.0) > 0]
+    if not names:
+      raise UserError("--config.data.source=mix needs a weight > 0 in --config.data.mix for "
+                      f"at least one of {', '.join(MIXABLE)}.")
+    subs = []
+    for n in names:
+      sub = ml_collections.ConfigDict(config.to_dict())
+      sub.data.source = n
+      subs.append(get_source(sub, split, training=training, check_sizes=check_sizes))
+    if split == d.train_split:
+      return mixing.MixtureSource(subs, [d.mix[n] for n in names])
+    return mixing.ConcatSource(subs)
+  if d.source == "frames":
+    from biskip_jax.datasets import frames
+    fr = d.frames
+    return frames.FramesSource(
+        frames.list_sequences(fr.path), split="train" if split == d.train_split else "eval",
+        num_examples=fr.num_train, seed=data_seed(config), window=fr.window,
+        eval_window=fr.eval_window, eval_range=fr.eval_range, num_eval=fr.num_eval,
+        curve=fr.curve, gamma=fr.gamma, eval_max_size=fr.eval_max_size, cache_mb=fr.cache_mb)
   if d.source == "synthetic":
     from biskip_jax.datasets import synthetic
     sy = d.synthetic
     which = "train" if split == d.train_split else "eval"
     return synthetic.SyntheticSource(
-        synthetic.image_specs(sy.images, sy.holdout, which),
+        synthetic.image_specs(sy.images, sy.holdout, which, sy.get("holdout_every", 0)),
         num_examples=sy.get("num_train", 512) if which == "train" else sy.num_eval,
         seed=data_seed(config), split=which, kernel_size=sy.kernel_size, max_anxiety=sy.max_shake,
         noise_std=sy.noise_std, gamma=sy.gamma,
@@ -104,7 +128,10 @@ def get_source(config: ml_collections.ConfigDict, split: str, *, training: bool 
         noise_std_max=sy.get("noise_std_max", 0.0), jpeg_prob=sy.get("jpeg_prob", 0.0),
         jpeg_quality=sy.get("jpeg_quality", (60, 95)), sharp_prob=sy.get("sharp_prob", 0.0),
         scale_range=sy.get("scale_range", (1.0, 1.0)),
-        eval_max_size=sy.get("eval_max_size", 0))
+        eval_max_size=sy.get("eval_max_size", 0),
+        highlight_prob=sy.get("highlight_prob", 0.0),
+        highlight_gain=sy.get("highlight_gain", (1.0, 1.0)),
+        shot_noise=sy.get("shot_noise", (0.0, 0.0)), read_noise=sy.get("read_noise", (0.0, 0.0)))
   if d.source == "gopro":
     from biskip_jax.datasets import gopro
     if d.get("gopro_format", "folder") == "tfds":
@@ -284,9 +311,11 @@ def create_train_iterator(config: ml_collections.ConfigDict, source: Any) -> Any
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=d.num_workers,
                                                      per_worker_buffer_size=d.prefetch),
                         worker_init_fn=_exit_with_parent)
+  where = {"synthetic": lambda: d.synthetic.images, "frames": lambda: d.frames.path,
+           "mix": lambda: ", ".join(f"{k} {v:g}" for k, v in d.mix.items() if v > 0)}
   logging.info("Training data: %d records from %s (%s), batches of %d per process, %d workers.",
-               len(source), d.source, d.path if d.source != "synthetic" else d.synthetic.images,
-               batch, d.num_workers)
+               len(source), d.source, where.get(d.source, lambda: d.path)(), batch,
+               d.num_workers)
   return iter(it)
 
 

@@ -207,7 +207,8 @@ class StepFns:
 
   def content(self, restored: jax.Array, sharp: jax.Array, sharp_features: jax.Array | None,
               vgg_params: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Per-sample bi-level loss l_i (eq. 4 without v) -> ([N], parts)."""
+    """Per-sample loss l_i (eq. 4 without v, plus ``loss.gamma_fft`` times the frequency
+    term when set) -> ([N], parts)."""
     lc = self.config.loss
     n = restored.shape[0]
     pixel = losses.pixel_loss(restored, sharp, lc.pixel)
@@ -215,8 +216,12 @@ class StepFns:
       feature = losses.feature_loss(self.features(vgg_params, restored), sharp_features)
     else:
       feature = jnp.zeros((n,), jnp.float32)
-    return losses.bilevel_loss(pixel, feature, lc.gamma1, lc.gamma2), dict(
-        pixel=pixel, feature=feature)
+    content = losses.bilevel_loss(pixel, feature, lc.gamma1, lc.gamma2)
+    parts = dict(pixel=pixel, feature=feature)
+    if lc.get("gamma_fft", 0.0) > 0:
+      parts["fft"] = losses.frequency_loss(restored, sharp)
+      content = content + lc.gamma_fft * parts["fft"]
+    return content, parts
 
   def score(self, critic_params: Any, images: jax.Array, blurred: jax.Array) -> jax.Array:
     """Critic scores D(images) -> [N] (conditioned on ``blurred`` if configured)."""
@@ -319,6 +324,7 @@ def train_step(state: TrainState, batch: Batch, vgg_params: Any, *,
   metrics = dict(
       g_loss=g_loss, g_adv=g_adv, content=jnp.mean(content_l),
       pixel=jnp.mean(parts["pixel"]), feature=jnp.mean(parts["feature"]),
+      **({"fft": jnp.mean(parts["fft"])} if "fft" in parts else {}),
       v_mean=jnp.mean(weights), v_min=jnp.min(weights), lam=state.spl.lam, q=jnp.asarray(q),
       g_grad_norm=g_grad_norm, finite=finite.astype(jnp.float32), **d_metrics)
   # Per sample, [N] over the global batch: l_i (eq. 4) and the v_i (eq. 11) this step used.

@@ -55,6 +55,10 @@ def get_config(scheme: str = "SA1P-BS") -> ml_collections.ConfigDict:
   l.gamma1 = 100.0  # γ1, weight of the pixel term (paper §5).
   l.gamma2 = 0.1  # γ2, weight of the feature term (paper §5).
   l.gp_weight = 10.0  # β, weight of the gradient penalty (eq. 7).
+  # Weight of a frequency term added to l_i: mean |FFT(x̃) − FFT(x)| over real and imaginary
+  # parts (MIMO-UNet's frequency reconstruction loss, Cho et al. 2021: 0.1 of its L1 weight).
+  # Not in the paper (0): it penalises lost high frequencies that L1 alone lets blur.
+  l.gamma_fft = 0.0
   l.vgg_layer = "conv3_3"  # VGG19 layer F (before its ReLU).
   l.vgg_input = "imagenet"  # "imagenet": map [-1,1] to ImageNet-normalised RGB; "raw": as is.
   l.vgg_weights = ""  # Local torchvision vgg19 .pth/.npz; "" downloads and caches it.
@@ -94,7 +98,7 @@ def get_config(scheme: str = "SA1P-BS") -> ml_collections.ConfigDict:
 
   # Data (DESIGN §7).
   config.data = d = ml_collections.ConfigDict()
-  d.source = "gopro"  # "gopro" | "folder" | "synthetic" | "kohler".
+  d.source = "gopro"  # "gopro" | "folder" | "synthetic" | "kohler" | "frames" | "mix".
   d.path = "data/GOPRO_Large"  # Root of the dataset for gopro/folder/kohler.
   d.blur_kind = "blur"  # GoPro input frames: "blur" | "blur_gamma".
   d.train_split = "train"
@@ -110,6 +114,25 @@ def get_config(scheme: str = "SA1P-BS") -> ml_collections.ConfigDict:
   d.crops_per_image = 1  # Training crops per decoded pair (> 1: fewer decodes, less variety).
   d.gopro_format = "folder"  # GoPro read as "folder" (PNGs in data.path) | "tfds" (array_record).
   d.tfds_data_dir = ""  # TFDS data_dir for gopro_format="tfds"; "" = ~/tensorflow_datasets.
+  # data.source = "mix": training records drawn from these sources in proportion to their
+  # weights (0: unused; each source reads its own section below), evaluation on all of their
+  # evaluation pairs one after another.
+  d.mix = ml_collections.ConfigDict(dict(gopro=0.0, folder=0.0, synthetic=0.0, frames=0.0))
+  # Real blur from consecutive video frames (used by data.source = "frames"): the mean of a
+  # window of frames in linear light against its middle frame, as GoPro's pairs were made.
+  d.frames = fr = ml_collections.ConfigDict()
+  fr.path = ""  # A folder of consecutive frames, or of one subfolder per sequence.
+  fr.window = (7, 13)  # Frames averaged per training pair, drawn from [lo, hi] (GoPro: 7-13).
+  fr.curve = "gamma"  # Display -> linear light: "gamma" (x^gamma, as GoPro) | "srgb".
+  fr.gamma = 2.2  # Exponent of the "gamma" curve.
+  # Fraction [a, b) of every sequence held out: no training window touches these frames;
+  # the evaluation pairs are consecutive windows of eval_window frames inside them.
+  fr.eval_range = (0.85, 1.0)
+  fr.eval_window = 11  # Frames averaged per evaluation pair.
+  fr.num_eval = 4  # Most evaluation pairs (spread over the held-out frames); 0: all.
+  fr.eval_max_size = 0  # > 0: evaluation pairs are their centre window of this size.
+  fr.num_train = 10_000  # Records (random windows) in one training epoch.
+  fr.cache_mb = 1024  # Decoded frames kept per data worker (MiB; 1280x720 frames: 2.6 each).
   # Synthetic blur (used by data.source = "synthetic").
   d.synthetic = sy = ml_collections.ConfigDict()
   sy.images = "skimage"  # "skimage" (shipped photos) or a folder of sharp images.
@@ -136,6 +159,18 @@ def get_config(scheme: str = "SA1P-BS") -> ml_collections.ConfigDict:
   # large photos); 0: full-size evaluation images.
   sy.eval_max_size = 0
   sy.gamma = 2.2  # Blur applied in linear light: x^gamma, blur, ^(1/gamma).
+  # Clipped highlights: with this probability per record, near-white pixels (display >= 235,
+  # ramping to 255) are brightened in linear light by a gain drawn from highlight_gain before
+  # the blur and clipped at white after it, so lights smear into saturated streaks.
+  sy.highlight_prob = 0.0
+  sy.highlight_gain = (1.0, 1.0)
+  # Sensor noise in linear light after the blur, variance shot * x + read^2, each drawn per
+  # record from its [lo, hi] ((0, 0): none). Added before JPEG and before noise_std's.
+  sy.shot_noise = (0.0, 0.0)
+  sy.read_noise = (0.0, 0.0)
+  # > 0: also hold out every holdout_every-th image of the folder's sorted list (from the
+  # first), for folders too large to name the held-out images one by one.
+  sy.holdout_every = 0
   sy.num_eval = 8  # Synthetic evaluation pairs.
   sy.num_train = 512  # Records in one synthetic training epoch (image i % n, kernel seed i).
 

@@ -1,16 +1,22 @@
-"""General-purpose deblurring model: synthetic camera shake on real photographs (issue 16).
+"""General-purpose deblurring model (the shipped one): real and synthetic motion blur.
 
-  python -m biskip_jax.datasets.collect_photos --out=data/photos   # 36 photos, ~30 s
-  python train.py --config=configs/pretrain.py --workdir=runs/pretrain
+  python train.py --config=configs/pretrain.py --workdir=runs/pretrain \
+      --config.data.frames.path=FRAMES --config.data.synthetic.images=PHOTOS \
+      [--config.train.init_from=pretrained]
 
-The paper's full-width Bi-Skip generator (BS) trained with L1 alone (scheme ``1-BS``; pass
-``configs/pretrain.py:S1-BS`` for the self-paced variant) on random crops of real photographs
-from Debian wallpaper packages (``collect_photos``; licenses in ``data/photos/SOURCES.csv``),
-blurred on the fly with camera-shake kernels, an exposure fraction, noise, JPEG and a share of
-untouched sharp inputs. No VGG19 ImageNet weights are needed (no perceptual term) and no critic
-(twice the CPU time per step). scikit-image's photos are left out: they are the quickstart's
-data and serve its held-out set. Photos named in ``data.synthetic.holdout`` are never trained
-on; they make the evaluation pairs.
+The paper's full-width Bi-Skip generator (BS), instance norm, trained with L1 plus a frequency
+term (scheme ``1-BS``, ``loss.gamma_fft``; pass ``configs/pretrain.py:S1-BS`` for the
+self-paced variant) on 256x256 crops of two sources in equal shares:
+
+* real blur: windows of 7-13 consecutive frames of 240 fps video averaged in linear light
+  against their middle frame, as the GoPro dataset was made (``FRAMES``: a folder of frames or
+  of one subfolder per sequence; the last 15 % of each sequence held out);
+* synthetic camera shake on sharp photographs (``PHOTOS``, subfolders included; every 10th
+  held out): kernels of up to 81 px, clipped highlights smeared into streaks, shot and read
+  noise in linear light, JPEG, a share of sharp inputs, photos downscaled by 0.35-1.
+
+No VGG19 ImageNet weights are needed (no perceptual term) and no critic (twice the CPU time
+per step). The held-out frames and photos make the validation pairs.
 """
 
 import ml_collections
@@ -30,46 +36,62 @@ def get_config(scheme: str = "1-BS") -> ml_collections.ConfigDict:
   # eval.max_pixels) normalise per tile.
   config.model.norm = "instance"
 
-  # CPU-sized: the shipped model's run, 6000 steps of batch 4 at 128x128, ran at 0.7-2.4
-  # steps/s on 2 CPU cores shared with other work. More compute: raise num_epochs (same
-  # steps_per_epoch); a run may be lengthened on resume while it is in its first half.
+  # CPU-sized: a step of batch 4 at 256x256 takes about 3 s on 2 CPU cores
+  # (benchmarks/train_step.py --config=configs/pretrain.py prints it). More compute: raise
+  # num_epochs (same steps_per_epoch); a run may be lengthened on resume in its first half.
   config.train.batch_size = 4
   config.train.n_critic = 1  # Only used by adversarial schemes (the paper's 2:1 is 2x slower).
-  config.train.num_epochs = 6  # 6 x 1000 = 6000 steps.
+  config.train.num_epochs = 8  # 8 x 1000 = 8000 steps.
   config.train.steps_per_epoch = 1000  # Virtual epoch (T of eq. 10 for self-paced schemes).
   config.train.log_every = 50
   config.train.image_every = 2000
-  config.train.checkpoint_every = 500
+  config.train.checkpoint_every = 250
   config.train.keep_checkpoints = 3
   config.train.eval_every = 500
-  config.train.eval_num_images = 4  # All of data.synthetic.num_eval.
-  # Quickstart: 2e-3 for half width, 3e-4 too slow; a short run wants the high end (untuned).
-  config.optim.g_lr = 1e-3
+  config.train.eval_num_images = 23  # All: 19 held-out photos and 4 held-out frame windows.
+  # A warm start from the shipped model (whose run used 1e-3, then 5e-4); untuned.
+  config.optim.g_lr = 5e-4
   config.optim.d_lr = 1e-4  # Adversarial schemes only.
+  # L1 plus MIMO-UNet's frequency term at its weight relative to L1 (0.1 x gamma1).
+  config.loss.gamma_fft = 10.0
 
-  config.data.source = "synthetic"
+  # Real blur and synthetic blur, half each. Real: GoPro-style windows of consecutive video
+  # frames (the shared data's 299-frame GoPro training sequence; its last 15 % held out).
+  # Synthetic: camera shake on sharp photographs (186 photos; every 10th held out).
+  config.data.source = "mix"
+  config.data.mix.frames = 0.5
+  config.data.mix.synthetic = 0.5
   config.data.path = ""
-  config.data.crop_size = 128  # CPU-sized crops (paper: 256).
-  config.data.num_workers = 2  # Blurring a 194x194 window takes a few ms; decoding more.
+  config.data.crop_size = 256  # Real 1280x720 blur spans tens of pixels (paper: 256).
+  config.data.num_workers = 2  # Averaging 7-13 cached frames or blurring a 300^2 window: ms.
+  fr = config.data.frames
+  fr.path = "data/frames"  # Relative to the working directory; --config.data.frames.path=DIR.
+  fr.window = (7, 13)  # GoPro's range of frames per blurred frame.
+  fr.eval_range = (0.85, 1.0)
+  fr.eval_window = 11
+  fr.num_eval = 4
+  fr.eval_max_size = 512  # Centre 512x512 windows keep validation fast.
   sy = config.data.synthetic
   # Relative to the working directory; override with --config.data.synthetic.images=DIR.
   sy.images = "data/photos"
-  # Never trained on: a landscape, an indoor scene, a close-up, architecture.
-  sy.holdout = ("lomiri_picosdeeuropa", "lomiri_Wine", "mate_LadyBird", "plasma_Grey")
-  # Kernel extents drawn with these settings (side of the box where the kernel is above 2 % of
-  # its peak): median 9 px, 10-90 % 5-17 px; Levin et al.'s recorded kernels are 13-27 px. A
-  # run with kernel_size=61 (median 13 px, 10-90 % 6-23 px; docs/MODEL_CARD.md, "A third
-  # run") gained 0.26 dB on held-out large blur and lost 0.26 dB on this blur: not shipped.
-  sy.kernel_size = 35
+  sy.holdout = ()
+  sy.holdout_every = 10  # 19 of 186 photos: never trained on, they make the evaluation pairs.
+  # Extents drawn to cover the real windows' (``python -m experiments.blur_extents
+  # --frames=DIR`` prints both distributions): mild blur to about 35 px.
+  sy.kernel_size = 81
   sy.length_range = (0.1, 1.0)  # From nearly sharp to the full kernel.
   sy.exposure_range = (0.5, 1.0)  # Shutter open for half to all of the shake.
-  sy.noise_std = 0.0  # Noise std ~ U(0, 0.02) per record.
-  sy.noise_std_max = 0.02
+  sy.noise_std = 0.0  # No display-space Gaussian noise: sensor noise below instead.
+  sy.noise_std_max = 0.0
+  sy.shot_noise = (0.0, 0.004)  # Linear-light variance per unit signal, per record.
+  sy.read_noise = (0.0, 0.003)  # Linear-light std.
+  sy.highlight_prob = 0.3  # Lights and sky: saturated streaks instead of grey smears.
+  sy.highlight_gain = (1.5, 6.0)
   sy.jpeg_prob = 0.3  # Many real inputs are JPEGs.
   sy.jpeg_quality = (60, 95)
-  sy.sharp_prob = 0.1  # One crop in ten is sharp: learn to leave it alone.
-  sy.scale_range = (0.5, 1.0)  # Photos are <= 1280 px; half size doubles the blur's reach.
+  sy.sharp_prob = 0.05  # Some sharp inputs: learn to leave them alone.
+  sy.scale_range = (0.35, 1.0)  # Photos are up to 2040 px: downscaling varies content size.
   sy.eval_max_size = 512  # Centre 512x512 windows keep evaluation fast.
-  sy.num_eval = 4  # One pair per held-out photo.
-  sy.num_train = 200_000  # Records (distinct kernels) in one pass; > 40 epochs x 1000 x 4.
+  sy.num_eval = 19  # One pair per held-out photo.
+  sy.num_train = 200_000  # Records (distinct kernels) in one pass.
   return config

@@ -68,13 +68,16 @@ def _stem(spec: str) -> str:
       os.path.basename(spec))[0]
 
 
-def image_specs(images: str, holdout: Sequence[str], split: str) -> list[str]:
+def image_specs(images: str, holdout: Sequence[str], split: str,
+                holdout_every: int = 0) -> list[str]:
   """Sharp images of a split: ``"skimage:NAME"`` entries or file paths.
 
   Args:
-    images: ``"skimage"`` or a folder of sharp images.
+    images: ``"skimage"`` or a folder of sharp images (subfolders included).
     holdout: names (skimage names, file names or stems) kept for evaluation.
     split: ``"train"`` (everything but the holdout) or ``"eval"`` (the holdout).
+    holdout_every: > 0: also hold out every ``holdout_every``-th image of the sorted list,
+      starting with the first (a held-out share of a large folder without naming files).
 
   Raises:
     UserError: unknown folder or photo names, or an empty split.
@@ -89,14 +92,15 @@ def image_specs(images: str, holdout: Sequence[str], split: str) -> list[str]:
     if not os.path.isdir(images):
       raise UserError(f"--config.data.synthetic.images={images!r} is neither 'skimage' nor a "
                       "folder of sharp images.")
-    specs = [os.path.join(images, f) for f in image_io.list_images(images)]
+    specs = [os.path.join(images, f) for f in image_io.list_images(images, recursive=True)]
     if not specs:
       raise UserError(f"--config.data.synthetic.images={images}: no images in the folder.")
 
-  def held(spec: str) -> bool:
-    return _stem(spec) in holdout or os.path.basename(spec) in holdout
+  def held(i: int, spec: str) -> bool:
+    return (_stem(spec) in holdout or os.path.basename(spec) in holdout
+            or (holdout_every > 0 and i % holdout_every == 0))
 
-  out = [s for s in specs if held(s) == (split == "eval")]
+  out = [s for i, s in enumerate(specs) if held(i, s) == (split == "eval")]
   if not out:
     what = ("every image is in --config.data.synthetic.holdout; leave some for training"
             if split == "train" else "no image matches --config.data.synthetic.holdout="
@@ -124,7 +128,10 @@ class SyntheticSource:
                exposure_range: Sequence[float] = (1.0, 1.0), noise_std_max: float = 0.0,
                jpeg_prob: float = 0.0, jpeg_quality: Sequence[int] = (60, 95),
                sharp_prob: float = 0.0, scale_range: Sequence[float] = (1.0, 1.0),
-               eval_max_size: int = 0):
+               eval_max_size: int = 0, highlight_prob: float = 0.0,
+               highlight_gain: Sequence[float] = (1.0, 1.0),
+               shot_noise: Sequence[float] = (0.0, 0.0),
+               read_noise: Sequence[float] = (0.0, 0.0)):
     if num_examples < 1:
       raise UserError(f"Synthetic {split} split needs >= 1 examples, got {num_examples} "
                       "(--config.data.synthetic.num_train / num_eval).")
@@ -140,6 +147,8 @@ class SyntheticSource:
     self._sharp_prob = sharp_prob if split == "train" else 0.0
     self._scale_range = tuple(scale_range)
     self._eval_max_size = eval_max_size
+    self._highlight_prob, self._highlight_gain = highlight_prob, tuple(highlight_gain)
+    self._shot_noise, self._read_noise = tuple(shot_noise), tuple(read_noise)
     self._cache: dict[int, np.ndarray] = {}
 
   def __getstate__(self) -> dict[str, Any]:
@@ -173,16 +182,27 @@ class SyntheticSource:
     return blur_lib.random_kernel(rng, kw.pop("kernel_size"), **kw)
 
   def _degrade(self, sharp: np.ndarray, index: int, rng: np.random.Generator) -> np.ndarray:
-    """The network input made from ``sharp``: blur (or not), noise, JPEG; ``uint8``."""
+    """The network input made from ``sharp``: blur (or not), highlights, noise, JPEG; ``uint8``.
+
+    Features left at their defaults draw no random numbers (earlier configs' pairs stay the
+    same).
+    """
     keep_sharp = self._sharp_prob > 0 and rng.uniform() < self._sharp_prob
     std = self._noise_std
     if self._noise_std_max > self._noise_std:
       std = rng.uniform(self._noise_std, self._noise_std_max)
-    if keep_sharp:
+    gain = 1.0
+    if self._highlight_prob > 0 and rng.uniform() < self._highlight_prob:
+      gain = rng.uniform(*self._highlight_gain)
+    shot = rng.uniform(*self._shot_noise) if max(self._shot_noise) > 0 else 0.0
+    read = rng.uniform(*self._read_noise) if max(self._read_noise) > 0 else 0.0
+    if keep_sharp and not (shot or read):
       out = blur_lib.add_noise(sharp, rng, std)
     else:
-      out = blur_lib.blur_image(sharp, self.kernel(index), rng, gamma=self._gamma,
-                                noise_std=std)
+      kernel = np.ones((1, 1)) if keep_sharp else self.kernel(index)
+      out = blur_lib.blur_image(sharp, kernel, rng, gamma=self._gamma, noise_std=std,
+                                highlight_gain=1.0 if keep_sharp else gain, shot_noise=shot,
+                                read_noise=read)
     if self._jpeg_prob > 0 and rng.uniform() < self._jpeg_prob:
       lo, hi = self._jpeg_quality
       out = blur_lib.jpeg_compress(out, int(rng.integers(lo, hi + 1)))

@@ -1,0 +1,102 @@
+"""Blur extents: synthetic camera-shake kernels against real blur in averaged video frames.
+
+  python -m experiments.blur_extents --frames=FRAMES_DIR [--config=configs/pretrain.py]
+
+Prints percentiles of two distributions, in pixels at the training scale:
+
+* **synthetic**: :func:`biskip_jax.blur.kernel_extent` (the longer side of the box where the
+  kernel is above 2 % of its peak) of kernels drawn with the config's ``data.synthetic``
+  settings (a kernel blurs the photo after its per-record downscale, so its extent is in the
+  pixels of the training crop);
+* **real**: for windows of the config's ``data.frames.window`` frames at random starts, the
+  motion between the first and the last frame of the window, measured by phase correlation
+  (scikit-image) on a grid of 128x128 patches of the gray frames: the extent of a blur whose
+  path is straight is ``max(|dy|, |dx|) + 1``, the same measure as the kernel's box. Patches
+  without texture or without a good match after the shift are skipped; curved paths make this
+  a lower bound.
+
+Only the training frames are measured (the held-out range of ``data.frames.eval_range`` is
+left alone).
+"""
+
+from typing import Sequence
+
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+from biskip_jax import blur
+from biskip_jax.datasets import frames
+
+_FRAMES = flags.DEFINE_string("frames", None, "Folder of consecutive video frames.")
+_NUM_KERNELS = flags.DEFINE_integer("kernels", 400, "Synthetic kernels drawn.")
+_NUM_WINDOWS = flags.DEFINE_integer("windows", 40, "Real frame windows measured.")
+_PATCH = flags.DEFINE_integer("patch", 128, "Side of the patches whose motion is measured.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the draws.")
+config_flags.DEFINE_config_file("config", "configs/pretrain.py", "Training config.")
+
+PERCENTILES = (10, 25, 50, 75, 90, 99)
+
+
+def synthetic_extents(sy, n: int, seed: int) -> np.ndarray:
+  """Kernel extents (pixels of the crop the network sees) of ``n`` draws of ``sy``'s kernels."""
+  rng = np.random.default_rng(seed)
+  out = []
+  for _ in range(n):
+    k = blur.random_kernel(rng, sy.kernel_size, max_anxiety=sy.max_shake,
+                           length_range=tuple(sy.length_range),
+                           exposure_range=tuple(sy.exposure_range))
+    out.append(blur.kernel_extent(k))
+  return np.asarray(out, np.float64)
+
+
+def _gray(img: np.ndarray) -> np.ndarray:
+  return img.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def real_extents(sequence: Sequence[str], window: tuple[int, int], eval_range: Sequence[float],
+                 n: int, patch: int, seed: int) -> np.ndarray:
+  """Per-patch motion extents between the first and last frames of ``n`` random windows."""
+  from skimage.registration import phase_cross_correlation  # pylint: disable=g-import-not-at-top
+
+  from biskip_jax import image_io  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  lo, hi = frames.held_out(len(sequence), eval_range)
+  out = []
+  for _ in range(n):
+    length = int(rng.integers(window[0], window[1] + 1))
+    starts = [s for s in range(len(sequence) - length + 1) if s + length <= lo or s >= hi]
+    start = starts[rng.integers(len(starts))]
+    a = _gray(image_io.load_image(sequence[start]))
+    b = _gray(image_io.load_image(sequence[start + length - 1]))
+    h, w = a.shape
+    for y in range(0, h - patch + 1, patch):
+      for x in range(0, w - patch + 1, patch):
+        pa, pb = a[y:y + patch, x:x + patch], b[y:y + patch, x:x + patch]
+        if pa.std() < 3.0:  # Flat patches: no reliable correlation peak.
+          continue
+        shift, error, _ = phase_cross_correlation(pa, pb, upsample_factor=4, normalization=None)
+        if error < 0.3:  # Normalised RMS error after the shift: large for a poor match.
+          out.append(max(abs(shift[0]), abs(shift[1])) + 1)
+  return np.asarray(out, np.float64)
+
+
+def _line(name: str, values: np.ndarray) -> str:
+  cells = " ".join(f"{np.percentile(values, p):6.1f}" for p in PERCENTILES)
+  return f"{name:<10} {len(values):6d} {cells}"
+
+
+def main(argv):
+  del argv
+  config = flags.FLAGS.config
+  sy, fr = config.data.synthetic, config.data.frames
+  print("extent (px)  count " + " ".join(f"{'p' + str(p):>6}" for p in PERCENTILES))
+  print(_line("synthetic", synthetic_extents(sy, _NUM_KERNELS.value, _SEED.value)))
+  if _FRAMES.value:
+    for seq in frames.list_sequences(_FRAMES.value):
+      print(_line("real", real_extents(seq, tuple(fr.window), fr.eval_range, _NUM_WINDOWS.value,
+                                       _PATCH.value, _SEED.value)))
+
+
+if __name__ == "__main__":
+  app.run(main)

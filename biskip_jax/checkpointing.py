@@ -3,12 +3,20 @@
 Orbax writes each checkpoint into a temporary folder and renames it when complete, so a run
 killed at any moment (SIGKILL during a save included) leaves the previous complete checkpoint
 as the latest one. A failed write (full or read-only disk) is reported and training goes on
-with the previous checkpoint kept.
+with the previous checkpoint kept. The temporary folders such a kill leaves
+(``N.orbax-checkpoint-tmp*``) are removed, one line each, when the next run starts.
+
+A checkpoint that cannot be restored is one line (which, why, and which is used instead).
+Orbax's reads run on an asyncio loop that it closes at the first error; reads still in flight
+then complete into the closed loop, and each reports "RuntimeError: Event loop is closed" as an
+unraisable exception, seconds later: :func:`_quiet_closed_loops` drops exactly those.
 """
 
 import json
 import logging
 import os
+import shutil
+import sys
 from typing import Any
 
 import jax
@@ -18,8 +26,61 @@ import orbax.checkpoint as ocp
 
 from biskip_jax import train_step
 from biskip_jax.errors import UserError
+from biskip_jax.output_files import atomic_write
 
 log = logging.getLogger("biskip_jax")
+_TMP_MARK = ".orbax-checkpoint-tmp"  # In the names of orbax's unfinished checkpoint folders.
+
+
+def _is_closed_loop_noise(unraisable: Any) -> bool:
+  e = unraisable.exc_value
+  return isinstance(e, RuntimeError) and str(e) == "Event loop is closed"
+
+
+def _quiet_closed_loops() -> None:
+  """Drops "Event loop is closed" unraisable errors from now on (all else is still printed).
+
+  Called once a restore has failed: the reads orbax left in flight finish later, when this
+  module's code has long returned, so the filter stays for the rest of the process.
+  """
+  previous = sys.unraisablehook
+  if getattr(previous, "_biskip_quiet", False):
+    return
+
+  def hook(unraisable):
+    if not _is_closed_loop_noise(unraisable):
+      previous(unraisable)
+
+  hook._biskip_quiet = True  # pylint: disable=protected-access
+  sys.unraisablehook = hook
+
+
+def remove_unfinished(directory: str) -> list[str]:
+  """Removes the temporary folders of saves that never finished (a kill during a save).
+
+  Only for the one process that writes ``directory`` (training holds the workdir's lock): a
+  save in progress has such a folder too.
+
+  Returns:
+    The folders removed (each also logged).
+  """
+  try:
+    names = sorted(n for n in os.listdir(directory) if _TMP_MARK in n)
+  except OSError:
+    return []
+  removed = []
+  for name in names:
+    path = os.path.join(directory, name)
+    try:
+      shutil.rmtree(path)
+    except OSError as e:
+      log.warning("cannot remove %s, a checkpoint whose save never finished (%s): remove it by "
+                  "hand", path, e.strerror or e)
+      continue
+    log.warning("removed %s: a checkpoint whose save never finished (the run was stopped "
+                "during it)", path)
+    removed.append(path)
+  return removed
 
 
 def _to_savable(state: train_step.TrainState) -> dict[str, Any]:
@@ -55,6 +116,9 @@ class Checkpointer:
     self.directory = os.path.join(workdir, "checkpoints")
     self.best_directory = os.path.join(workdir, "best")
     self._impl = config.rng_impl
+    if jax.process_index() == 0:
+      for d in (self.directory, self.best_directory):
+        remove_unfinished(d)
     options = ocp.CheckpointManagerOptions(max_to_keep=config.train.keep_checkpoints,
                                            create=True, enable_async_checkpointing=False)
     self.manager = ocp.CheckpointManager(self.directory, options=options)
@@ -78,6 +142,7 @@ class Checkpointer:
       manager.save(step, args=self._args(state, it), force=True)
       manager.wait_until_finished()
     except (OSError, ValueError, RuntimeError) as e:
+      _quiet_closed_loops()
       self.last_error = e
       log.error("checkpoint at step %d could not be written to %s (%s); training "
                     "continues and the previous checkpoint is kept", step, manager.directory, e)
@@ -89,11 +154,9 @@ class Checkpointer:
     if self.save(step, state, it, manager=self.best_manager) and jax.process_index() == 0:
       # Written aside and renamed: a full disk or a kill never leaves a truncated best.json
       # (which would stop every resume).
-      tmp = self._best_file + ".tmp"
       try:
-        with open(tmp, "w") as f:
+        with atomic_write(self._best_file, "w") as f:
           json.dump({"step": step, "psnr": psnr}, f)
-        os.replace(tmp, self._best_file)
       except OSError as e:
         log.error("%s could not be written (%s); training continues", self._best_file, e)
 
@@ -117,6 +180,7 @@ class Checkpointer:
       restored = manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
     except Exception as e:  # pylint: disable=broad-except  # tensorstore raises Exception.
+      _quiet_closed_loops()
       raise UserError(f"the checkpoint {where} cannot be restored ({reason(e)})") from e
     _check_shapes(restored.state, abstract, where)
     _set_iter_state(it, restored.data)
@@ -267,6 +331,7 @@ def restore_generator(directory: str, config: ml_collections.ConfigDict,
     try:
       gen = manager.restore(s, args=args).state["state"]["gen"]
     except Exception as e:  # pylint: disable=broad-except  # tensorstore raises Exception.
+      _quiet_closed_loops()
       raise UserError(f"the checkpoint {where} cannot be restored ({reason(e)})") from e
     _check_shapes(gen, abstract["state"]["gen"], where)
     return gen

@@ -24,6 +24,7 @@ import jax
 import ml_collections
 
 from biskip_jax.errors import UserError, os_errors_as_user_errors
+from biskip_jax.output_files import atomic_write, file_kind
 
 log = logging.getLogger("biskip_jax")
 
@@ -279,6 +280,9 @@ def save_or_check_config(config: ml_collections.ConfigDict, workdir: str) -> Non
   hash_path = os.path.join(workdir, ".config.json.sha256")
   new = json.loads(config.to_json_best_effort())
   if os.path.exists(path):
+    kind = file_kind(path)
+    if kind is not None:  # Reading a FIFO would wait for ever.
+      raise UserError(f"{path} is {kind}, not a regular file: remove it, or use a new --workdir")
     with os_errors_as_user_errors(f"cannot read {path}"):
       with open(path, "rb") as f:
         raw = f.read()
@@ -316,6 +320,5 @@ def save_or_check_config(config: ml_collections.ConfigDict, workdir: str) -> Non
       os.makedirs(workdir, exist_ok=True)
       for target, content in ((path, data), (hash_path,
                                              hashlib.sha256(data).hexdigest().encode() + b"\n")):
-        with open(target + ".tmp", "wb") as f:
+        with atomic_write(target) as f:
           f.write(content)
-        os.replace(target + ".tmp", target)

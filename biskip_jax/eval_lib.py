@@ -22,7 +22,10 @@ the restored PNGs, then computes the metrics on those uint8 images exactly as wr
 
 Outputs in ``out_dir``: ``metrics.json`` (DESIGN §9 schema), ``per_image.csv``,
 ``restored/NAME.png``, ``saliency/NAME_{sharp,restored}.png`` and ``figures/NAME.png``
-(blurred | restored | sharp) for the first ``num_figures`` images.
+(blurred | restored | sharp) for the first ``num_figures`` images. They replace only files an
+earlier evaluation wrote there (:class:`~biskip_jax.output_files.OutputFolder`): a file of the
+user's under one of these names stops the run with one line, before anything is written if it
+is ``metrics.json`` or ``per_image.csv``.
 """
 
 import csv
@@ -36,6 +39,9 @@ import numpy as np
 from biskip_jax import metrics
 from biskip_jax.datasets import load_image, save_image
 from biskip_jax.errors import UserError, os_errors_as_user_errors
+from biskip_jax.output_files import OutputFolder, atomic_write
+
+PROGRAM = "evaluate.py"
 
 _COLUMNS = ("name", "psnr", "ssim", "blurred_psnr", "blurred_ssim", "aligned_psnr",
             "aligned_ssim", "blurred_aligned_psnr", "blurred_aligned_ssim", "seconds",
@@ -48,16 +54,19 @@ def _safe_name(name: str) -> str:
   return stem.replace(os.sep, "__").replace("/", "__")
 
 
-def _save(out_dir: str, path: str, image: np.ndarray) -> None:
-  with os_errors_as_user_errors(f"--out {out_dir}: cannot write {path}"):
+def _save(outputs: OutputFolder, rel: str, image: np.ndarray) -> str:
+  """Writes ``image`` to ``OUT/rel`` (if it is evaluate.py's to write); returns the path."""
+  with outputs.writing(rel) as path:
     save_image(path, image)
+  return path
 
 
-def _write_json(out_dir: str, result: dict[str, Any]) -> None:
-  path = os.path.join(out_dir, "metrics.json")
-  with os_errors_as_user_errors(f"--out {out_dir}: cannot write {path}"):
-    with open(path, "w") as f:
-      json.dump(result, f, indent=2, default=float)
+def _summary_files(outputs: OutputFolder) -> tuple[str, str]:
+  """The names of the metric files, checked to be evaluate.py's to write."""
+  names = ("metrics.json", "per_image.csv")
+  for name in names:
+    outputs.check(name)
+  return names
 
 
 def _timed(deblurrer: Any, image: np.ndarray, seen: set | None) -> tuple[np.ndarray, float]:
@@ -106,7 +115,9 @@ def evaluate(deblurrer: Any, examples: Iterable[dict[str, Any]], out_dir: str | 
     The summary (means, ``num_images``) with the rows under ``per_image``.
   """
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-  if out_dir:
+  outputs = OutputFolder(out_dir, PROGRAM) if out_dir else None
+  if outputs:
+    _summary_files(outputs)  # A user's metrics.json stops the run before minutes of work.
     with os_errors_as_user_errors(f"--out {out_dir}: cannot create the folder"):
       for sub in ("restored", "figures") + (("saliency",) if saliency else ()):
         os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
@@ -116,9 +127,8 @@ def evaluate(deblurrer: Any, examples: Iterable[dict[str, Any]], out_dir: str | 
     blur, sharp = ex["blur"], ex["sharp"]
     restored, seconds = _timed(deblurrer, blur, seen)
     name = _safe_name(ex["name"])
-    if out_dir:
-      path = os.path.join(out_dir, "restored", name + ".png")
-      _save(out_dir, path, restored)
+    if outputs:
+      path = _save(outputs, f"restored/{name}.png", restored)
       restored = load_image(path)  # Metrics on the image exactly as written.
     row = dict(name=ex["name"], psnr=metrics.psnr(restored, sharp),
                ssim=metrics.ssim(restored, sharp))
@@ -137,17 +147,14 @@ def evaluate(deblurrer: Any, examples: Iterable[dict[str, Any]], out_dir: str | 
       s_sharp = metrics.image_signature_saliency(sharp)
       s_rest = metrics.image_signature_saliency(restored)
       row["saliency_similarity"] = metrics.saliency_similarity(s_sharp, s_rest)
-      if out_dir:
-        _save(out_dir, os.path.join(out_dir, "saliency", name + "_sharp.png"),
-              metrics.saliency_heatmap(s_sharp))
-        _save(out_dir, os.path.join(out_dir, "saliency", name + "_restored.png"),
-              metrics.saliency_heatmap(s_rest))
+      if outputs:
+        _save(outputs, f"saliency/{name}_sharp.png", metrics.saliency_heatmap(s_sharp))
+        _save(outputs, f"saliency/{name}_restored.png", metrics.saliency_heatmap(s_rest))
     if ex.get("sharp_frames") is not None:
       k = metrics.kohler_scores(restored, ex["sharp_frames"])
       row["kohler_psnr"], row["kohler_mssim"] = k["psnr"], k["mssim"]
-    if out_dir and i < num_figures:
-      _save(out_dir, os.path.join(out_dir, "figures", name + ".png"),
-            np.concatenate([blur, restored, sharp], axis=1))
+    if outputs and i < num_figures:
+      _save(outputs, f"figures/{name}.png", np.concatenate([blur, restored, sharp], axis=1))
     rows.append(row)
   return summarize(rows, out_dir, info)
 
@@ -172,14 +179,15 @@ def summarize(rows: list[dict[str, Any]], out_dir: str | None,
   result["per_image"] = rows
   result.update(info or {})
   if out_dir:
-    _write_json(out_dir, result)
-    path = os.path.join(out_dir, "per_image.csv")
-    with os_errors_as_user_errors(f"--out {out_dir}: cannot write {path}"):
-      with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=[c for c in _COLUMNS if any(c in r for r in rows)])
-        writer.writeheader()
-        for r in rows:
-          writer.writerow({k: r[k] for k in writer.fieldnames if k in r})
+    outputs = OutputFolder(out_dir, PROGRAM)
+    json_name, csv_name = _summary_files(outputs)
+    with outputs.writing(json_name) as path, atomic_write(path, "w") as f:
+      json.dump(result, f, indent=2, default=float)
+    with outputs.writing(csv_name) as path, atomic_write(path, "w") as f:
+      writer = csv.DictWriter(f, fieldnames=[c for c in _COLUMNS if any(c in r for r in rows)])
+      writer.writeheader()
+      for r in rows:
+        writer.writerow({k: r[k] for k in writer.fieldnames if k in r})
   return result
 
 
@@ -265,6 +273,8 @@ def run(ckpt: str, data: str, out_dir: str | None, data_path: str | None = None,
   ``ensemble`` restores with the geometric self-ensemble (8 flips/transposes).
   """
   from biskip_jax import inference  # pylint: disable=g-import-not-at-top
+  if out_dir:
+    _summary_files(OutputFolder(out_dir, PROGRAM))  # Before the model loads.
   model_config, variables, step = inference.load_generator(ckpt)
   config = dataset_config(model_config, data, data_path, data_config)
   examples = examples_of(config, max_images, f"--data={data}")

@@ -18,6 +18,11 @@ biskip_jax needed), with a symbolic batch ``b`` and sides ``32*h``, ``32*w``.
 ONNX: jax2onnx 0.17.1 (installed with ``--no-deps``: its metadata caps orbax-checkpoint below
 the version this project needs, and it imports no orbax), opset 23, input ``x`` and output
 ``y`` with the same symbolic dimensions.
+
+The two files are written whole or not at all, and replace only files an earlier ``export.py``
+wrote (:class:`~biskip_jax.output_files.OutputFolder`): a user's file of that name stops the
+export with one line before any work, and a disk that fills up leaves an earlier export as it
+was.
 """
 
 import contextlib
@@ -26,15 +31,15 @@ import importlib.metadata
 import json
 import logging
 import os
-import tempfile
-from typing import IO, Any, Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 
 from biskip_jax import inference, models
-from biskip_jax.errors import UserError, os_errors_as_user_errors
+from biskip_jax.errors import UserError
+from biskip_jax.output_files import OutputFolder, atomic_write
 
 FORMATS = ("stablehlo", "onnx")
 ONNX_OPSET = 23
@@ -173,39 +178,19 @@ def export(ckpt: str, fmt: str, out: str) -> dict[str, Any]:
     require_onnx()  # Before the minutes of loading and converting.
   if not out or out.endswith(os.sep) or os.path.isdir(out):
     raise UserError(f"--out {out!r} must name a file, not a folder")
+  outputs = OutputFolder(os.path.dirname(os.path.abspath(out)), "export.py",
+                         where=f"--out {out}")
+  names = [os.path.basename(out), os.path.basename(out) + ".json"]
+  for name in names:  # Before the minutes of loading and converting.
+    outputs.check(name)
   config, variables, step = inference.load_generator(ckpt)
-  with _open_output(out) as f:
-    fn, multiple = generator_fn(config, variables)
-    meta = metadata(config, ckpt=ckpt, step=step, fmt=fmt, multiple=multiple)
-    f.write(serialize(fn, multiple, fmt, meta))
-  with os_errors_as_user_errors(f"--out {out}: cannot write the file"):
-    with open(out + ".json", "w") as f:
-      json.dump(meta, f, indent=2)
-      f.write("\n")
+  outputs.record(names)  # Fails fast on a folder that cannot be written.
+  fn, multiple = generator_fn(config, variables)
+  meta = metadata(config, ckpt=ckpt, step=step, fmt=fmt, multiple=multiple)
+  data = serialize(fn, multiple, fmt, meta)
+  with outputs.writing(names[0]) as path, atomic_write(path) as f:
+    f.write(data)
+  with outputs.writing(names[1]) as path, atomic_write(path, "w") as f:
+    json.dump(meta, f, indent=2)
+    f.write("\n")
   return meta
-
-
-@contextlib.contextmanager
-def _open_output(out: str) -> Iterator[IO[bytes]]:
-  """A temporary file beside ``out``, renamed to ``out`` when the block succeeds.
-
-  Opened first, so that an unwritable ``--out`` fails before minutes of conversion, and a
-  failed export leaves an earlier file of that name as it was.
-  """
-  message = f"--out {out}: cannot write the file"
-  with os_errors_as_user_errors(message):
-    folder = os.path.dirname(os.path.abspath(out))
-    os.makedirs(folder, exist_ok=True)
-    f = tempfile.NamedTemporaryFile(dir=folder, prefix=".export-", delete=False)
-  try:
-    with f:
-      yield f
-    with os_errors_as_user_errors(message):
-      umask = os.umask(0)
-      os.umask(umask)
-      os.chmod(f.name, 0o666 & ~umask)  # As open() would create it (mkstemp gives 0600).
-      os.replace(f.name, out)
-  except BaseException:
-    with contextlib.suppress(OSError):
-      os.remove(f.name)
-    raise

@@ -3,8 +3,11 @@
 Every image the project reads goes through :func:`load_image` (files) or :func:`decode_image`
 (encoded bytes): whatever Pillow opens -- grayscale, 16-bit, RGBA, palette, CMYK, EXIF-rotated
 JPEG -- comes back as ``uint8[H, W, 3]`` RGB. A file that cannot be read (missing, zero bytes,
-truncated, not an image) raises :class:`BadImageError`, a :class:`~biskip_jax.errors.UserError`
-naming the file. :func:`save_image` writes, :func:`list_images` lists a folder.
+truncated, not an image, not a regular file) raises :class:`BadImageError`, a
+:class:`~biskip_jax.errors.UserError` naming the file. Only regular files are opened: a FIFO or
+a device named like an image would block or never end. :func:`save_image` writes (whole or not
+at all), :func:`list_images` lists a folder (skipping, with one line each, what is not a
+regular file).
 
 The networks see images in [-1, 1] (paper §4.1): :func:`to_model_range` and
 :func:`from_model_range` convert between that and uint8 [0, 255], for NumPy and JAX arrays
@@ -12,6 +15,7 @@ alike.
 """
 
 import io
+import logging
 import os
 from typing import Any, TypeVar
 
@@ -19,6 +23,9 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from biskip_jax.errors import UserError
+from biskip_jax.output_files import atomic_write, file_kind
+
+log = logging.getLogger("biskip_jax")
 
 Array = TypeVar("Array")  # np.ndarray or jax.Array: the conversions keep the array type.
 
@@ -39,19 +46,32 @@ def is_image_file(path: str) -> bool:
   return not base.startswith(".") and os.path.splitext(base)[1].lower() in IMAGE_EXTENSIONS
 
 
+def is_regular_file(path: str) -> bool:
+  """Whether ``path`` is a regular file (through links); logs one line when it is something
+  else (a FIFO, a device, a socket, a folder), which callers then skip unopened."""
+  kind = file_kind(path)
+  if kind is not None:
+    log.warning("skipped %s: %s, not a regular file", path, kind)
+  return kind is None and os.path.lexists(path)
+
+
 def list_images(folder: str, *, recursive: bool = False) -> list[str]:
   """Image files in ``folder`` (:func:`is_image_file`), relative to it, sorted.
 
-  With ``recursive``, subfolders too (hidden ones skipped), as ``"sub/name.png"``.
+  With ``recursive``, subfolders too (hidden ones skipped), as ``"sub/name.png"``. Names
+  that are not regular files (a FIFO, a device, a folder called ``x.png``) are skipped with
+  one logged line each.
   """
   if not recursive:
-    return sorted(f for f in os.listdir(folder) if is_image_file(f))
+    return sorted(f for f in os.listdir(folder)
+                  if is_image_file(f) and is_regular_file(os.path.join(folder, f)))
   out = []
   for dirpath, dirnames, filenames in os.walk(folder):
     dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
     rel = os.path.relpath(dirpath, folder)
     out += [f if rel == "." else f"{rel}/{f}".replace(os.sep, "/")
-            for f in filenames if is_image_file(f)]
+            for f in filenames
+            if is_image_file(f) and is_regular_file(os.path.join(dirpath, f))]
   return sorted(out)
 
 
@@ -94,9 +114,13 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     ``uint8[H, W, 3]`` RGB.
 
   Raises:
-    BadImageError: the file is missing, empty, truncated or not an image.
+    BadImageError: the file is missing, empty, truncated, not an image or not a regular file
+      (then it is not opened).
   """
   path = os.fspath(path)
+  kind = file_kind(path)
+  if kind is not None:
+    raise BadImageError(f"Cannot read image {path}: it is {kind}, not a regular file.")
   if os.path.isfile(path) and os.path.getsize(path) == 0:
     raise BadImageError(f"Cannot read image {path}: the file is empty (0 bytes).")
   return _open(path, path)
@@ -112,9 +136,15 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
 def save_image(path: str | os.PathLike[str], img: np.ndarray) -> None:
   """Writes ``img`` to ``path``; the format follows the extension (PNG if none).
 
+  Written with :func:`~biskip_jax.output_files.atomic_write`: an earlier file of that name stays
+  as it was unless the new one is complete, and a link at ``path`` is replaced, not followed.
+
   Args:
     path: output file; parent folders are created.
     img: ``uint8[H, W, 3]`` RGB or ``uint8[H, W]`` gray.
+
+  Raises:
+    OSError: the file cannot be written.
   """
   img = np.asarray(img)
   if img.dtype != np.uint8 or img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] != 3):
@@ -123,12 +153,19 @@ def save_image(path: str | os.PathLike[str], img: np.ndarray) -> None:
   path = os.fspath(path)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   ext = os.path.splitext(path)[1].lower()
+  fmt = Image.registered_extensions().get(ext) if ext else "PNG"
+  if fmt is None:
+    raise ValueError(f"unknown image file extension {ext!r} for {path}")
   kwargs = {"quality": 95} if ext in (".jpg", ".jpeg", ".webp") else {}
-  Image.fromarray(img).save(path, format=None if ext else "PNG", **kwargs)
+  with atomic_write(path) as f:
+    Image.fromarray(img).save(f, format=fmt, **kwargs)
 
 
 def image_size(path: str) -> tuple[int, int] | None:
-  """``(height, width)`` of an image from its header (EXIF rotation applied); None if unreadable."""
+  """``(height, width)`` of an image from its header (EXIF rotation applied); None if unreadable
+  or not a regular file (left unopened)."""
+  if file_kind(path) is not None:
+    return None
   try:
     with Image.open(path) as img:
       w, h = img.size

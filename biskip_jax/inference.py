@@ -25,6 +25,7 @@ import numpy as np
 
 from biskip_jax import conv, image_io, models, pretrained
 from biskip_jax.errors import UserError, os_errors_as_user_errors
+from biskip_jax.output_files import file_kind
 
 PRETRAINED = "pretrained"  # --ckpt value naming the shipped model ("pretrained:NAME" too).
 
@@ -39,6 +40,9 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   if not os.path.exists(path):
     raise UserError(f"no config.json in {workdir}: --ckpt must be a training workdir "
                     "(or one of its checkpoints/N folders)")
+  kind = file_kind(path)
+  if kind is not None:  # Reading a FIFO would wait for ever.
+    raise UserError(f"{path} is {kind}, not a regular file: restore the run's config.json")
   with os_errors_as_user_errors(f"cannot read {path}"):
     with open(path, "rb") as f:
       raw = f.read()

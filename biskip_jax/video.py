@@ -22,6 +22,7 @@ import numpy as np
 
 from biskip_jax.errors import UserError, os_errors_as_user_errors
 from biskip_jax.image_io import BadImageError, load_image
+from biskip_jax.output_files import atomic_write
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".wmv",
                     ".flv", ".ts", ".mts", ".m2ts", ".3gp", ".ogv")
@@ -77,21 +78,20 @@ def _progress(total: int | None, desc: str):
 
 @contextlib.contextmanager
 def _output(av, out: str) -> Iterator:
-  """An MP4 container written to a hidden partial file, renamed to ``out`` on success."""
-  partial = os.path.join(os.path.dirname(out) or ".", f".{os.path.basename(out)}.partial")
-  with os_errors_as_user_errors(f"cannot write {out}"):
-    container = av.open(partial, mode="w", format=OUTPUT_FORMAT)
-  try:
-    yield container
-    with os_errors_as_user_errors(f"cannot write {out}"):
-      container.close()
-      os.replace(partial, out)
-  except BaseException:
-    with contextlib.suppress(Exception):
-      container.close()
-    with contextlib.suppress(OSError):
-      os.remove(partial)
-    raise
+  """An MP4 container written to a hidden temporary file, renamed to ``out`` on success.
+
+  Raises:
+    UserError: ``out`` cannot be written (its ``__cause__`` is the ``OSError``).
+  """
+  with os_errors_as_user_errors(f"cannot write {out}"), atomic_write(out) as f:
+    container = av.open(f, mode="w", format=OUTPUT_FORMAT)
+    try:
+      yield container
+    except BaseException:
+      with contextlib.suppress(Exception):
+        container.close()
+      raise
+    container.close()
 
 
 def _video_stream(container, width: int, height: int, rate: fractions.Fraction,
@@ -110,8 +110,7 @@ def _encode(container, stream, image: np.ndarray | None, pts: int | None = None)
   if image is not None:
     frame = import_av().VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
     frame.pts, frame.time_base = pts, stream.codec_context.time_base
-  with os_errors_as_user_errors(f"cannot write {container.name}"):
-    container.mux(stream.encode(frame))
+  container.mux(stream.encode(frame))  # An OSError is reported by _output, naming the file.
 
 
 def _check(image: np.ndarray, restored: np.ndarray) -> np.ndarray:
@@ -167,7 +166,7 @@ def restore_video(path: str, out: str, restore: Restore) -> int:
             packet.stream = sink_audio
             sink.mux(packet)
           continue
-        for frame in _read(packet.decode(), path, av):
+        for frame in _read(_decode(packet), path, av):
           image = frame.to_ndarray(format="rgb24")
           if image.shape[:2] != (stream.height, stream.width):
             raise BadImageError(f"{path}: frame {count} is {image.shape[1]}x{image.shape[0]} "
@@ -179,8 +178,16 @@ def restore_video(path: str, out: str, restore: Restore) -> int:
           bar.update()
       if not count:
         raise BadImageError(f"{path}: no frame could be decoded")
+      if video.frames and count < video.frames:  # FFmpeg may end a cut-off file quietly.
+        raise BadImageError(f"{path}: damaged video (only {count} of its {video.frames} "
+                            "frames could be decoded: the file is cut short?)")
       _encode(sink, stream, None)
   return count
+
+
+def _decode(packet) -> Iterator:
+  """The frames of ``packet``, decoded lazily: inside :func:`_read`, errors name the file."""
+  yield from packet.decode()
 
 
 def _reason(e: Exception) -> str:

@@ -1,5 +1,6 @@
 """Export to StableHLO and ONNX: the artifacts against the JAX model they came from."""
 
+import errno
 import json
 import os
 import subprocess
@@ -12,7 +13,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from biskip_jax import export_lib, models
+from biskip_jax import export_lib, models, output_files
 from biskip_jax.errors import UserError
 from configs import tiny
 
@@ -115,12 +116,66 @@ def test_user_mistakes_are_user_errors(workdir, tmp_path, monkeypatch):
     export_lib.export(path, "stablehlo", str(tmp_path))
   blocker = tmp_path / "a_file"
   blocker.write_text("not a folder")
-  with pytest.raises(UserError, match=r"--out .*a_file/g: cannot write the file \("):
+  with pytest.raises(UserError, match=r"--out .*a_file/g: cannot create the folder \(.*a_file "
+                     r"is a file\)"):
     export_lib.export(path, "stablehlo", str(blocker / "g"))
   monkeypatch.setitem(sys.modules, "jax2onnx", None)  # As if not installed.
   with pytest.raises(UserError, match=r"needs jax2onnx, not installed: pip install -e '.\[export"):
     export_lib.export(path, "onnx", str(tmp_path / "g.onnx"))
   assert sorted(os.listdir(tmp_path)) == ["a_file"]  # Nothing half-written left behind.
+
+
+class _FullDisk:
+  """A file on a disk that fills up halfway through the first write."""
+
+  def __init__(self, f):
+    self._f = f
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self._f.close()
+
+  def write(self, data):
+    self._f.write(data[:len(data) // 2])
+    self._f.flush()
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_keeps_the_earlier_export_and_is_one_line(workdir, tmp_path, monkeypatch):
+  path, _, _ = workdir
+  out = str(tmp_path / "g.stablehlo")
+  # What is written is tested above; here only how it is written.
+  monkeypatch.setattr(export_lib, "serialize", lambda *args: b"the first export " * 1000)
+  export_lib.export(path, "stablehlo", out)
+  before = {n: (tmp_path / n).read_bytes() for n in os.listdir(tmp_path)}
+  monkeypatch.setattr(export_lib, "serialize", lambda *args: b"the second export " * 1000)
+  fdopen = os.fdopen
+  monkeypatch.setattr(output_files.os, "fdopen", lambda fd, *a, **k: _FullDisk(fdopen(fd, *a,
+                                                                                     **k)))
+  with pytest.raises(UserError) as e:
+    export_lib.export(path, "stablehlo", out)
+  assert str(e.value) == f"--out {out}: cannot write {out} (No space left on device)"
+  after = {n: (tmp_path / n).read_bytes() for n in os.listdir(tmp_path)}
+  assert after.keys() == before.keys()  # No partial file left.
+  assert after[".export_outputs.jsonl"].startswith(before[".export_outputs.jsonl"])
+  assert {k: v for k, v in after.items() if not k.endswith(".jsonl")} == {
+      k: v for k, v in before.items() if not k.endswith(".jsonl")}
+
+
+def test_export_never_replaces_a_file_it_did_not_write(tmp_path):
+  mine = tmp_path / "model.onnx"
+  mine.write_bytes(b"the user's model")
+  os.symlink(tmp_path / "elsewhere", tmp_path / "link.onnx")
+  for out, why in ((mine, "exists and was not written by export.py"), (tmp_path / "link.onnx",
+                                                                       "is a link")):
+    # Refused before the (missing) checkpoint is looked at: nothing is loaded or converted.
+    with pytest.raises(UserError) as e:
+      export_lib.export(str(tmp_path / "no_such_run"), "stablehlo", str(out))
+    assert str(e.value).startswith(f"--out {out}: {out} {why}; it is left as it is"), e.value
+  assert mine.read_bytes() == b"the user's model"
+  assert sorted(os.listdir(tmp_path)) == ["link.onnx", "model.onnx"]
 
 
 @pytest.mark.slow
@@ -131,7 +186,7 @@ def test_export_py_writes_the_file_and_errs_in_one_line(workdir, tmp_path):
   r = run(f"--ckpt={path}", "--format=stablehlo", f"--out={tmp_path / 'g.shlo'}")
   assert r.returncode == 0, r.stderr[-3000:]
   assert r.stdout.startswith(f"wrote {tmp_path / 'g.shlo'} (stablehlo, input x [b, 32*h, ")
-  assert sorted(os.listdir(tmp_path)) == ["g.shlo", "g.shlo.json"]
+  assert sorted(os.listdir(tmp_path)) == [".export_outputs.jsonl", "g.shlo", "g.shlo.json"]
   r = run(f"--ckpt={tmp_path / 'nope'}", "--format=onnx", f"--out={tmp_path / 'g.onnx'}")
   assert r.returncode == 2 and r.stderr.strip() == (
       f"export.py: error: --ckpt {tmp_path / 'nope'} does not exist"), r.stderr[-3000:]

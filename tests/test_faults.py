@@ -648,7 +648,7 @@ def test_deblur_and_evaluate_py_skip_a_damaged_latest_checkpoint(good_run, tmp_p
   warned = [line for line in r.stderr.splitlines() if skipped[0] in line]
   assert len(warned) == 1 and warned[0].endswith(skipped[1]), r.stderr[-3000:]
   assert os.listdir(tmp_path / "out") == ["photo.png"] or sorted(
-      os.listdir(tmp_path / "out")) == [".deblur_outputs.json", "photo.png"]
+      os.listdir(tmp_path / "out")) == [".deblur_outputs.jsonl", "photo.png"]
   r = _run_py(["evaluate.py", f"--ckpt={workdir}", "--data=synthetic", "--max_images=1",
                "--nosaliency"])
   assert r.returncode == 0, r.stderr[-3000:]
@@ -688,6 +688,113 @@ def test_inference_reads_only_the_generator(good_run, tmp_path):
   for a, b in zip(jax.tree_util.tree_leaves(d.variables["params"]),
                   jax.tree_util.tree_leaves(state.gen.params)):
     np.testing.assert_array_equal(a, b)
+
+
+# Orbax reads still in flight when a restore fails finish later into the loop orbax closed;
+# each then raises "Event loop is closed" as an unraisable error. The stand-in for orbax's
+# restore below makes that happen every time (real damage does so only when the failing read
+# is not the last), with tensorstore futures that the script resolves after the failure.
+_IN_FLIGHT_READS = """
+import asyncio, gc, sys, time
+import orbax.checkpoint as ocp
+import tensorstore as ts
+from orbax.checkpoint._src import asyncio_utils
+from biskip_jax import checkpointing
+from biskip_jax.errors import UserError
+from configs import tiny
+
+promises = []
+
+def damaged_restore(self, step, args=None):
+  reads = [ts.Promise.new() for _ in range(20)]
+  promises.extend(p for p, _ in reads)
+
+  async def read(future):
+    return await future
+
+  async def damaged():
+    await asyncio.sleep(0.01)
+    raise ValueError("OUT_OF_RANGE: Error reading state.gen.params")
+
+  async def restore():
+    await asyncio.gather(*[read(f) for _, f in reads], damaged())
+
+  asyncio_utils.run_sync(restore())
+
+ocp.CheckpointManager.restore = damaged_restore
+ocp.CheckpointManager.all_steps = lambda self, read=False: [4]
+try:
+  checkpointing.restore_generator(sys.argv[1], tiny.get_config("1-BS"))
+except UserError as e:
+  print(e, file=sys.stderr)
+for p in promises:
+  p.set_result(0)
+
+class Other:
+  def __del__(self):
+    raise ValueError("another unraisable error")
+
+Other()
+gc.collect()
+time.sleep(0.2)
+"""
+
+
+def test_reads_left_in_flight_by_a_failed_restore_print_nothing(tmp_path):
+  r = subprocess.run([sys.executable, "-c", _IN_FLIGHT_READS, str(tmp_path)], cwd=ROOT,
+                     env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu"),
+                     capture_output=True, text=True, timeout=300)
+  assert r.returncode == 0, r.stderr[-3000:]
+  lines = r.stderr.splitlines()
+  assert lines[0] == (f"no checkpoint in {tmp_path} can be restored (steps 4); the newest: the "
+                      f"checkpoint {tmp_path}/4 cannot be restored (OUT_OF_RANGE: Error reading "
+                      "state.gen.params). Is the run's config.json edited, or are the files "
+                      "damaged?"), r.stderr[-3000:]
+  assert "Event loop is closed" not in r.stderr, r.stderr[-3000:]
+  # Other unraisable errors are still shown.
+  assert "ValueError: another unraisable error" in r.stderr, r.stderr[-3000:]
+
+
+def test_unfinished_checkpoints_are_removed_when_training_starts(small_state, tmp_path, caplog):
+  unfinished = [tmp_path / "checkpoints" / f"3{_TMP}", tmp_path / "best" / f"2{_TMP}-1700000000"]
+  for d in unfinished:
+    (d / "state").mkdir(parents=True)
+    (d / "state" / "_METADATA").write_text("{")
+  caplog.set_level(logging.WARNING, logger="biskip_jax")
+  ckpt = checkpointing.Checkpointer(str(tmp_path), tiny.get_config("1-BS"))
+  try:
+    assert [r.getMessage() for r in caplog.records] == [
+        f"removed {d}: a checkpoint whose save never finished (the run was stopped during it)"
+        for d in unfinished]
+    assert not _leftovers(ckpt.directory) and not _leftovers(ckpt.best_directory)
+    assert ckpt.save(3, small_state, None) and _steps(str(tmp_path)) == [3]
+  finally:
+    ckpt.close()
+
+
+# Config files ----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_config_file_that_does_not_compile_or_run_is_one_line(tmp_path):
+  (tmp_path / "syntax.py").write_text("import ml_collections\n\ndef get_config():\n"
+                                      "  c = ml_collections.ConfigDict(\n  return c\n")
+  (tmp_path / "name.py").write_text("def get_config():\n  return undefined_name\n")
+  os.mkfifo(tmp_path / "fifo.py")
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+  expected = {
+      "syntax.py": f"--config: {tmp_path / 'syntax.py'}:4: SyntaxError: '(' was never closed",
+      "name.py": f"--config: {tmp_path / 'name.py'}:2: NameError: name 'undefined_name' is not "
+                 "defined",
+      "fifo.py": f"--config={tmp_path / 'fifo.py'}: a FIFO, not a config file",
+  }
+  for name, message in expected.items():
+    r = subprocess.run([sys.executable, "train.py", f"--config={tmp_path / name}",
+                        f"--workdir={tmp_path / 'run'}"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip() == f"train.py: error: {message}", (
+        name, r.stderr[-3000:])
+  assert not os.path.exists(tmp_path / "run")
 
 
 # Data-loading workers --------------------------------------------------------------------

@@ -260,7 +260,7 @@ def test_deblur_py_processes_good_files_and_names_bad_ones(workdir, tmp_path):
   for bad in ("empty.png", "notes.png", "truncated.png", "missing*.png"):
     assert bad in r.stderr, (bad, r.stderr[-2000:])
   written = sorted(os.listdir(out))
-  assert written.pop(0) == ".deblur_outputs.json"  # The names written, for later runs.
+  assert written.pop(0) == ".deblur_outputs.jsonl"  # The names written, for later runs.
   assert written == ["deep16.png", "gray.png", "palette.png", "photo.png", "rgb.png",
                      "rgba.png"]
   for name in written:
@@ -469,5 +469,5 @@ def test_deblur_warns_that_only_the_first_frame_of_an_animation_is_restored(work
   for f in (gif, tif):
     assert (f"deblur.py: warning: {f} holds 2 frames (an animation or a multi-page file); only "
             "the first is restored") in err, err
-  assert sorted(os.listdir(tmp_path / "out")) == [".deblur_outputs.json", "anim.png",
+  assert sorted(os.listdir(tmp_path / "out")) == [".deblur_outputs.jsonl", "anim.png",
                                                   "pages.png"]

@@ -2,8 +2,10 @@
 
 import fractions
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -108,7 +110,7 @@ def test_deblur_run_writes_clips_and_reports_bad_videos(deblurrer, tmp_path, cap
   out = tmp_path / "out"
   failures = deblur_lib.run(None, str(out), [str(frames_dir), str(inputs / "*.m*")],
                             video_folders=True, fps="12")
-  assert sorted(os.listdir(out)) == [".deblur_outputs.json", "clip.mp4", "shots.mp4"]
+  assert sorted(os.listdir(out)) == [".deblur_outputs.jsonl", "clip.mp4", "shots.mp4"]
   rate, size, restored, _ = _read_clip(out / "shots.mp4")
   assert (rate, size, len(restored)) == (12, (40, 32), 11)
   order = [np.abs(restored[k].astype(int) - deblurrer(frames[i])).mean()
@@ -163,3 +165,80 @@ def test_a_folder_of_frames_is_named_after_the_folder(tmp_path, monkeypatch):
   out = str(tmp_path / "out")
   assert deblur_lib.plan_outputs([".", "../shots/", "clip.MOV", "a.jpg"], out, "png") == [
       os.path.join(out, n) for n in ("shots.mp4", "shots_1.mp4", "clip.mp4", "a.png")]
+
+
+def _fast_start_clip(path, n=30, width=64, height=48):
+  """An H.264 MP4 of ``n`` noise frames with its index (moov) first, as phones and web
+  encoders write them: cut short, it still opens and decodes up to the cut."""
+  rng = np.random.default_rng(0)
+  with av.open(str(path), mode="w", options={"movflags": "faststart"}) as c:
+    v = c.add_stream("libx264", rate=25)
+    v.width, v.height, v.pix_fmt = width, height, "yuv420p"
+    for _ in range(n):
+      frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (height, width, 3), np.uint8),
+                                         format="rgb24")
+      c.mux(v.encode(frame))
+    c.mux(v.encode(None))
+  return path.read_bytes()
+
+
+def test_a_cut_or_damaged_clip_is_one_line_and_the_rest_is_restored(deblurrer, tmp_path,
+                                                                    capsys):
+  data = _fast_start_clip(tmp_path / "whole.mp4")
+  mdat = data.index(b"mdat")
+  assert mdat < len(data) // 10  # The index comes first: the cut below is in the frames.
+  inputs = tmp_path / "in"
+  inputs.mkdir()
+  (inputs / "a_cut.mp4").write_bytes(data[:len(data) * 6 // 10])
+  with pytest.raises(BadImageError, match=r"a_cut.mp4: damaged video \(only \d+ of its 30 "):
+    video.restore_video(str(inputs / "a_cut.mp4"), str(tmp_path / "x.mp4"), deblurrer)
+  # Garbage over frames: FFmpeg conceals some damage, and reports the rest while decoding.
+  raised = 0
+  for k, at in enumerate((0.6, 0.7, 0.8, 0.9)):
+    damaged = bytearray(data)
+    start = mdat + int((len(data) - mdat) * at)
+    damaged[start:start + 400] = np.random.default_rng(k).bytes(400)
+    (tmp_path / "damaged.mp4").write_bytes(bytes(damaged))
+    try:
+      assert video.restore_video(str(tmp_path / "damaged.mp4"), str(tmp_path / "x.mp4"),
+                                 deblurrer) == 30
+    except BadImageError as e:  # Any other exception fails the test.
+      assert "damaged.mp4: damaged video (" in str(e)
+      raised += 1
+  assert raised, "no damage was reported: the test no longer reaches decoding errors"
+  save_image(inputs / "b.png", _frames(1, 40, 32)[0])
+  failures = deblur_lib.run(None, str(tmp_path / "out"), [str(inputs)])
+  assert len(failures) == 1 and "a_cut.mp4: damaged video" in failures[0], failures
+  assert sorted(os.listdir(tmp_path / "out")) == [".deblur_outputs.jsonl", "b.png"]
+  assert "Traceback" not in capsys.readouterr().err
+  assert not [n for n in os.listdir(tmp_path) if n.endswith(".partial")]
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_clip_leaves_no_partial_file(workdir, tmp_path):
+  path, _, _ = workdir
+  frames = _frames(3, 64, 48)
+  _make_clip(tmp_path / "long.mp4", [frames[i % 3] for i in range(1500)], 25)
+  out = tmp_path / "out"
+  proc = subprocess.Popen(
+      [sys.executable, os.path.join(ROOT, "deblur.py"), f"--ckpt={path}", f"--out={out}",
+       str(tmp_path / "long.mp4")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+      text=True, cwd=ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT})
+  try:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+      if os.path.isdir(out) and any(n.endswith(".partial") for n in os.listdir(out)):
+        break
+      time.sleep(0.01)
+    assert proc.poll() is None, "deblur.py ended before the clip was half-written"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+  assert proc.returncode == 143, err[-3000:]
+  assert "Traceback" not in err, err[-3000:]
+  assert err.strip().splitlines()[-1].split("\r")[-1] == (
+      "deblur.py: stopped by signal 15; the files written so far are complete"), err[-3000:]
+  assert os.listdir(out) == [".deblur_outputs.jsonl"]  # No clip, no hidden partial file.

@@ -25,7 +25,7 @@ import collections
 import os
 import re
 
-from biskip_jax import datasets
+from biskip_jax import datasets, image_io
 from biskip_jax.errors import UserError
 
 URL = "http://people.kyb.tuebingen.mpg.de/rolfk/BenchmarkECCV2012/"
@@ -42,7 +42,7 @@ def _scan(folder: str, pattern: re.Pattern[str]) -> dict[tuple[int, ...], str]:
   if os.path.isdir(folder):
     for f in os.listdir(folder):
       m = pattern.match(f)
-      if m:
+      if m and image_io.is_regular_file(os.path.join(folder, f)):
         out[tuple(int(g) for g in m.groups()[:-1])] = os.path.join(folder, f)
   return out
 

@@ -39,6 +39,7 @@ _ENSEMBLE = flags.DEFINE_bool("ensemble", False, "Geometric self-ensemble: avera
 def main(argv):
   inputs = argv[1:]
   cli.log_progress_to_stderr()  # Our warnings as lines; orbax's restore chatter off.
+  cli.stop_on_signals()  # SIGTERM leaves no half-written file.
   try:
     if not inputs:
       raise UserError("no INPUT given: pass image or video files, folders or glob patterns")

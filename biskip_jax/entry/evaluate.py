@@ -40,6 +40,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   cli.log_progress_to_stderr()  # Our warnings as lines; orbax's restore chatter off.
+  cli.stop_on_signals()  # SIGTERM leaves no half-written file.
   try:
     data_config = cli.config_flag().data if flags.FLAGS.config is not None else None
     result = eval_lib.run(_CKPT.value, _DATA.value, _OUT.value, data_path=_DATA_PATH.value,

@@ -23,6 +23,7 @@ flags.mark_flags_as_required(["format", "out"])
 
 def main(argv):
   cli.log_progress_to_stderr()  # Our warnings as lines; orbax's restore chatter off.
+  cli.stop_on_signals()  # SIGTERM leaves no half-written file.
   try:
     if len(argv) > 1:
       raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")

@@ -32,6 +32,7 @@ from flax import traverse_util
 
 from biskip_jax import models
 from biskip_jax.errors import UserError
+from biskip_jax.output_files import atomic_write
 
 DEFAULT_NAME = "biskip_general"  # The model `deblur.py` uses without --ckpt.
 DIRECTORY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
@@ -75,18 +76,16 @@ def export(config: ml_collections.ConfigDict, variables: dict[str, Any], *,
   kept = {k: v for k, v in variables.items() if k in ("params", "batch_stats") and v}
   flat = traverse_util.flatten_dict(jax.device_get(kept), sep="/")
   arrays = {k: np.asarray(v, np.float32) for k, v in flat.items()}
-  tmp = npz_path + ".tmp.npz"
-  np.savez(tmp, **arrays)
-  os.replace(tmp, npz_path)
+  with atomic_write(npz_path) as f:
+    np.savez(f, **arrays)
   meta = {
       "sha256": sha256(npz_path),
       "bytes": os.path.getsize(npz_path),
       "config": config.to_dict(),
       "provenance": provenance or {},
   }
-  with open(json_path + ".tmp", "w") as f:
+  with atomic_write(json_path, "w") as f:
     json.dump(meta, f, indent=1, sort_keys=True, default=list)
-  os.replace(json_path + ".tmp", json_path)
   return npz_path, json_path
 
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from biskip_jax.conv import Conv
 from biskip_jax.errors import UserError
+from biskip_jax.output_files import atomic_write
 
 TORCHVISION_VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
 # torchvision names its files after the first hex digits of their sha256.
@@ -395,12 +396,6 @@ def load_vgg19_params(weights: str = "", layer: str = "conv3_3", cache_dir: str 
     conv = params["params"][spec.name]
     state[f"features.{spec.index}.weight"] = conv["kernel"].transpose(3, 2, 0, 1)
     state[f"features.{spec.index}.bias"] = conv["bias"]
-  fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".npz.part")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      np.savez(f, **state)
-    os.replace(tmp, cache)
-  except BaseException:
-    os.remove(tmp)
-    raise
+  with atomic_write(cache) as f:
+    np.savez(f, **state)
   return params

@@ -111,7 +111,7 @@ class OutputFolder:
     self.record_path = os.path.join(folder, f".{os.path.splitext(program)[0]}_outputs.jsonl")
     self._legacy = os.path.join(folder, legacy) if legacy else None
     self._entries: dict[str, list[int] | None] | None = None
-    self._pending: set[str] = set()
+    self._lines = 0  # In the record file: compacted when far more than its entries.
 
   @property
   def entries(self) -> dict[str, list[int] | None]:
@@ -126,6 +126,7 @@ class OutputFolder:
         with contextlib.suppress(OSError):
           with open(self.record_path, encoding="utf-8", errors="replace") as f:
             for line in f:
+              self._lines += 1
               try:
                 entry = json.loads(line)
                 self._entries[str(entry["name"])] = entry.get("file")
@@ -170,7 +171,17 @@ class OutputFolder:
                       "is: choose another folder or name, or move the file away")
 
   def _append(self, entries: list[dict]) -> None:
-    """Appends lines to the record (never through a link, never blocking on a FIFO)."""
+    """Appends lines to the record (never through a link, never blocking on a FIFO).
+
+    A record grown to many lines per file (each run adds one per file it writes) is first
+    rewritten with one line per file.
+    """
+    if self._lines > 2 * len(self.entries) + 100:
+      with atomic_write(self.record_path, "w") as f:
+        for name, done in self.entries.items():
+          f.write(json.dumps({"name": name} if done is None else {"name": name, "file": done})
+                  + "\n")
+      self._lines = len(self.entries)
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
     fd = os.open(self.record_path, flags, _file_mode())
     try:
@@ -180,14 +191,16 @@ class OutputFolder:
       os.write(fd, "".join(json.dumps(e) + "\n" for e in entries).encode())
     finally:
       os.close(fd)
+    self._lines += len(entries)
 
   def record(self, rels: list[str]) -> None:
-    """Records ``rels`` as about to be written (before any of them is).
+    """Records ``rels`` as about to be written (before any of them is); names recorded
+    already keep their entries.
 
     Raises:
       UserError: the folder cannot be created or written.
     """
-    new = [r for r in rels if r not in self._pending]
+    new = [r for r in rels if r not in self.entries]
     try:
       with os_errors_as_user_errors(f"{self.where}: cannot create the folder"):
         os.makedirs(self.folder, exist_ok=True)
@@ -200,8 +213,7 @@ class OutputFolder:
       with os_errors_as_user_errors(f"{self.where}: cannot write to the folder"):
         self._append([{"name": r} for r in new])
     for r in new:
-      self._pending.add(r)
-      self.entries.setdefault(r, None)
+      self.entries[r] = None
 
   @contextlib.contextmanager
   def writing(self, rel: str) -> Iterator[str]:

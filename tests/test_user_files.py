@@ -324,3 +324,16 @@ def test_a_fifo_for_config_json_is_one_line(tmp_path):
   os.mkfifo(tmp_path / "config.json")
   with pytest.raises(UserError, match=r"config.json is a FIFO, not a regular file"):
     _finishes(lambda: inference.load_run_config(str(tmp_path)), [tmp_path / "config.json"])
+
+
+def test_the_record_stays_one_line_per_file_over_many_runs(tmp_path):
+  for run in range(200):
+    outputs = deblur_lib.output_folder(str(tmp_path))  # As a new run reads it.
+    with outputs.writing("a.png") as path:
+      save_image(path, _image(run))
+  lines = (tmp_path / ".deblur_outputs.jsonl").read_text().splitlines()
+  assert len(lines) <= 2 + 100 + 2, len(lines)
+  last = json.loads(lines[-1])
+  st = os.stat(tmp_path / "a.png")
+  assert last == {"name": "a.png", "file": [st.st_size, st.st_mtime_ns]}
+  assert deblur_lib.output_folder(str(tmp_path)).why_not("a.png") is None

@@ -5,8 +5,10 @@ general-purpose model restores the photos (``biskip_jax/pretrained/``, see
 ``docs/MODEL_CARD.md``); ``--ckpt=RUN`` takes a training run.
 
 INPUTs are files, folders (searched recursively) or glob patterns of anything Pillow reads.
-Outputs are RGB PNGs (``--format``) at the input's size with the same base name. Bad files
-are reported by name and skipped; the exit status is 1 if any input failed.
+Outputs are RGB PNGs (``--format``) at the input's size with the same base name; a name taken
+by a file ``deblur.py`` did not write (see ``biskip_jax/deblur_lib.py``) becomes ``NAME_1``, on
+one line. Bad files, and FIFOs or devices named like images, are reported by name and skipped;
+the exit status is 1 if any input failed.
 
 Videos (``clip.mp4``, ``.mov``, ``.mkv``, ...; needs ``pip install -e ".[video]"``) become
 ``OUT/clip.mp4``: H.264 with the input's size, frame count and frame rate, the audio copied

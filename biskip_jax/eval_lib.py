@@ -219,14 +219,16 @@ def dataset_config(config: Any, data: str, data_path: str | None,
   if data_config is not None:
     config.data = ml_collections.ConfigDict(data_config.to_dict())
   source, _, path = data.partition(":")
-  if source not in ("gopro", "kohler", "folder", "levin", "synthetic"):
-    raise UserError(f"--data={data!r}: expected gopro, kohler, synthetic, folder:PATH or "
-                    "levin:PATH")
+  if source not in ("gopro", "kohler", "folder", "levin", "synthetic", "frames", "mix"):
+    raise UserError(f"--data={data!r}: expected gopro, kohler, synthetic, frames[:PATH], mix, "
+                    "folder:PATH or levin:PATH")
   if source in ("folder", "levin") and not path:
     raise UserError(f"--data={source} needs a path: --data={source}:PATH with PATH/blur and "
                     "PATH/sharp")
   config.data.source = "folder" if source == "levin" else source
-  if path or data_path:
+  if source == "frames" and path:
+    config.data.frames.path = path
+  elif path or data_path:
     config.data.path = path or data_path
   return config
 

@@ -116,7 +116,8 @@ def is_pretrained(ckpt: str | None) -> bool:
 
 def load_generator(ckpt: str | None) -> tuple[ml_collections.ConfigDict, dict[str, Any],
                                                int | None]:
-  """``None`` or ``"pretrained[:NAME]"``: the shipped model; else a training run's path.
+  """``None`` or ``"pretrained[:NAME]"``: the shipped model; ``PATH/NAME.npz``: a model file
+  exported like it (with ``PATH/NAME.json``); else a training run's path.
 
   Returns:
     ``(config, {"params", "batch_stats"}, step)`` (step ``None`` when a shipped model does
@@ -125,9 +126,13 @@ def load_generator(ckpt: str | None) -> tuple[ml_collections.ConfigDict, dict[st
   Raises:
     UserError: a missing or damaged model or checkpoint (one line naming it).
   """
-  if is_pretrained(ckpt):
-    name = ckpt.split(":", 1)[1] if ckpt and ":" in ckpt else pretrained.DEFAULT_NAME
-    config, variables, meta = pretrained.load(name)
+  if is_pretrained(ckpt) or ckpt.endswith(".npz"):
+    if is_pretrained(ckpt):
+      name = ckpt.split(":", 1)[1] if ckpt and ":" in ckpt else pretrained.DEFAULT_NAME
+      config, variables, meta = pretrained.load(name)
+    else:  # A model file exported like the shipped one, e.g. from a GPU run.
+      config, variables, meta = pretrained.load(os.path.basename(ckpt)[:-4],
+                                                os.path.dirname(os.path.abspath(ckpt)))
     return config, variables, meta.get("provenance", {}).get("step")
   return restore_generator(ckpt)
 

@@ -56,7 +56,8 @@ def sha256(path: str) -> str:
 
 def export(config: ml_collections.ConfigDict, variables: dict[str, Any], *,
            name: str = DEFAULT_NAME, directory: str = DIRECTORY,
-           provenance: dict[str, Any] | None = None) -> tuple[str, str]:
+           provenance: dict[str, Any] | None = None,
+           dtype: str = "float32") -> tuple[str, str]:
   """Writes a generator as a shipped model (see the module docstring).
 
   Args:
@@ -66,6 +67,9 @@ def export(config: ml_collections.ConfigDict, variables: dict[str, Any], *,
     name: file stem.
     directory: destination folder (created if missing).
     provenance: JSON-serialisable facts about the run (workdir, step, data, ...).
+    dtype: of the stored arrays: "float32" (shipped models), or "float16" for half the size
+      (a model brought back from a machine that can return only small files); :func:`load`
+      returns float32 either way.
 
   Returns:
     ``(npz path, json path)``.
@@ -74,7 +78,7 @@ def export(config: ml_collections.ConfigDict, variables: dict[str, Any], *,
   npz_path, json_path = paths(name, directory)
   kept = {k: v for k, v in variables.items() if k in ("params", "batch_stats") and v}
   flat = traverse_util.flatten_dict(jax.device_get(kept), sep="/")
-  arrays = {k: np.asarray(v, np.float32) for k, v in flat.items()}
+  arrays = {k: np.asarray(v, np.dtype(dtype)) for k, v in flat.items()}
   tmp = npz_path + ".tmp.npz"
   np.savez(tmp, **arrays)
   os.replace(tmp, npz_path)
@@ -120,7 +124,7 @@ def load(name: str = DEFAULT_NAME, directory: str = DIRECTORY
     raise UserError(f"shipped model file {npz_path} fails its SHA-256 check (damaged or "
                     f"altered): {_RESTORE_HINT}")
   with np.load(npz_path, allow_pickle=False) as data:
-    flat = {k: np.asarray(data[k]) for k in data.files}
+    flat = {k: np.asarray(data[k], np.float32) for k in data.files}
   variables = traverse_util.unflatten_dict(flat, sep="/")
   _check_shapes(config, variables, npz_path)
   variables.setdefault("batch_stats", {})
@@ -149,10 +153,10 @@ def main(argv: list[str]) -> None:
   from biskip_jax import inference  # pylint: disable=g-import-not-at-top
   del argv
   f = flags.FLAGS
-  config, variables, step = inference.restore_generator(f.ckpt)
-  provenance = {"workdir": os.path.abspath(f.ckpt), "step": int(step)}
+  config, variables, step = inference.load_generator(f.ckpt)
+  provenance = {"source": os.path.basename(os.path.abspath(f.ckpt)), "step": step}
   npz_path, json_path = export(config, variables, name=f.name, directory=f.out_dir,
-                               provenance=provenance)
+                               provenance=provenance, dtype=f.dtype)
   print(f"wrote {npz_path} ({os.path.getsize(npz_path) / 2**20:.1f} MiB) and {json_path} "
         f"from step {step}")
 
@@ -161,8 +165,10 @@ if __name__ == "__main__":
   from absl import flags as _flags  # pylint: disable=g-import-not-at-top
 
   from biskip_jax import cli  # pylint: disable=g-import-not-at-top
-  _flags.DEFINE_string("ckpt", None, "Training workdir, its best/ or checkpoints/N.")
+  _flags.DEFINE_string("ckpt", None, "Training workdir, its best/ or checkpoints/N, or a "
+                       "model file NAME.npz (beside its NAME.json).")
   _flags.DEFINE_string("name", DEFAULT_NAME, "File stem of the shipped model.")
   _flags.DEFINE_string("out_dir", DIRECTORY, "Destination folder.")
+  _flags.DEFINE_enum("dtype", "float32", ["float32", "float16"], "dtype of the stored arrays.")
   _flags.mark_flag_as_required("ckpt")
   cli.run(main)

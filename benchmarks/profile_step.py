@@ -4,7 +4,7 @@
 
 Compiles the train step exactly as training runs it, times ``--steps`` steps, then traces
 ``--trace_steps`` more with ``jax.profiler`` and sums the XLA:CPU op events (one per thunk,
-on the executor's thread: the wall time of each op, its intra-op threads included) by kind:
+on the thread pool's threads) by kind:
 convolutions and dots (with what XLA fused into them), reductions (the norms, the losses),
 other fusions (element-wise work), copies and transposes, FFTs, and the rest. It prints:
 
@@ -43,12 +43,14 @@ _CORES = flags.DEFINE_integer("cores", os.cpu_count() or 1, "Cores for the peak.
 _FLOPS_PER_CYCLE = flags.DEFINE_integer(
     "flops_per_cycle", 32, "Single-precision FLOPs per cycle and core for the peak.")
 
-# Op kind by the HLO instruction name prefix of a thunk's event (e.g. "convolution.12",
-# "fusion.3", "copy.7"); fusions are split by what XLA fused in (reported in the name).
-_KINDS = (("convolution / dot (YNNPACK, oneDNN, Eigen)", r"^(convolution|ynn|onednn|.*conv|dot)"),
-          ("fft", r"^fft"),
-          ("reduction", r"^(reduce|.*reduce)"), ("copy/transpose", r"^(copy|transpose|.*copy)"),
+# Op kind by the HLO instruction name of a thunk's event (e.g. "conv_general_dilated.12",
+# "multiply_reduce_fusion.3", "copy.7"), first match wins.
+_KINDS = (("convolution", r"^(conv|convolution|ynn|onednn)"), ("fft", r"^fft"),
+          ("dot", r"^dot"), ("reduction (norms, losses)", r"^.*reduce"),
+          ("copy / transpose", r"^(copy|transpose|.*copy|.*transpose)"),
           ("fusion (element-wise)", r"^.*fusion"))
+# Events that wrap others or mark thread-pool activity, not ops.
+_NOT_OPS = ("ThunkExecutor", "ThreadpoolListener", "end: ")
 
 
 def kind_of(name: str) -> str:
@@ -84,7 +86,11 @@ def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
 
 
 def op_times(trace_dir: str) -> dict[str, float]:
-  """Seconds of XLA op events in a ``jax.profiler`` trace, summed by :func:`kind_of`."""
+  """Seconds of XLA:CPU op events in a ``jax.profiler`` trace, summed by :func:`kind_of`.
+
+  Ops run on the XLA thread pool's threads, several at once, so the sums add up the threads'
+  busy time (at most cores x wall time).
+  """
   path = None
   for folder, _, files in os.walk(trace_dir):
     path = next((os.path.join(folder, f) for f in files if f.endswith(".xplane.pb")), path)
@@ -94,12 +100,11 @@ def op_times(trace_dir: str) -> dict[str, float]:
     if not plane.name.startswith("/host:CPU"):
       continue
     for line in plane.lines:
-      if line.name == "python":
+      if not line.name.startswith("tf_XLAEigen"):
         continue
       for event in line.events:
-        if event.name.startswith(("ThreadpoolListener", "end: ")):
-          continue
-        totals[kind_of(event.name)] += event.duration_ns / 1e9
+        if not event.name.startswith(_NOT_OPS):
+          totals[kind_of(event.name)] += event.duration_ns / 1e9
   return dict(totals)
 
 
@@ -154,7 +159,7 @@ def main(argv):
         f"{achieved / mm:.0%} of it")
   total = sum(totals.values())
   per_step = 1e3 / _TRACE_STEPS.value
-  print("\n| op kind | ms/step | share |\n|---|---|---|")
+  print(f"\n| op kind | ms/step (busy time of {_CORES.value} threads) | share |\n|---|---|---|")
   for kind, t in sorted(totals.items(), key=lambda kv: -kv[1]):
     print(f"| {kind} | {t * per_step:.0f} | {t / total:.0%} |")
 

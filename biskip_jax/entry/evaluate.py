@@ -16,7 +16,8 @@ from biskip_jax import cli, eval_lib
 from biskip_jax.errors import UserError
 
 _CKPT = flags.DEFINE_string("ckpt", None, "Training workdir, its best/ or checkpoints/N; "
-                            "'pretrained': the shipped model.")
+                            "'pretrained': the shipped model; NAME.npz: a model file; "
+                            "'unsharp': Pillow's unsharp mask (a classical baseline).")
 _DATA = flags.DEFINE_string(
     "data", None, "gopro | kohler | synthetic | frames[:PATH] (held-out windows of video "
     "frames) | mix (the held-out pairs of every source of data.mix) | folder:PATH | levin:PATH "

@@ -101,9 +101,11 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--wheelhouse", default=os.path.join(_ROOT, ".whl"))
   parser.add_argument("--python", default=os.environ.get("PYTHON") or sys.executable)
   parser.add_argument("--batch", type=int, default=None, help="global batch (16; --tiny: 2)")
+  parser.add_argument("--margin_s", type=float, default=_MARGIN_S,
+                      help="seconds kept after training for its last checkpoint and the export")
   args = parser.parse_args(argv)
   budget = args.budget_s or (150.0 if args.tiny else 540.0)
-  margin = min(_MARGIN_S, budget / 4)
+  margin = min(args.margin_s, budget / 2)
   start = time.monotonic()
   os.makedirs(args.out, exist_ok=True)
   log = gpu_run._Log(os.path.join(args.out, "train_log.txt"))
@@ -160,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
   except subprocess.TimeoutExpired:
     proc.send_signal(signal.SIGTERM)  # A final checkpoint, then exit 143.
     try:
-      proc.wait(timeout=margin * 0.6)
+      proc.wait(timeout=margin / 2)
     except subprocess.TimeoutExpired:
       proc.kill()
       proc.wait()
@@ -173,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
 
   export = [args.python, "-m", "biskip_jax.pretrained", f"--ckpt={workdir}", f"--name={_NAME}",
             f"--out_dir={args.out}", "--dtype=float16"]
-  left = budget - (time.monotonic() - start) - 5
+  left = max(budget - (time.monotonic() - start) - 5, margin / 2)
   status, seconds = gpu_run.run_part(export, env, left, log)
   summary["export"] = status
   npz = os.path.join(args.out, _NAME + ".npz")

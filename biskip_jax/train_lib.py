@@ -177,8 +177,12 @@ class Validator:
         eval_lib.examples_of(config, what=f"--config.data.eval_split={config.data.eval_split}"),
         config.train.eval_num_images))
 
-  def __call__(self, state: train_step.TrainState) -> dict[str, float]:
-    """PSNR/SSIM of the generator (running statistics) on the held-out pairs."""
+  def __call__(self, state: train_step.TrainState) -> dict[str, float | int]:
+    """PSNR/SSIM of the generator (running statistics) on the held-out pairs, and how many.
+
+    The count goes in the logs beside the means (``step N eval: psnr=... ssim=...
+    num_images=2``): a validation on a few pairs differs from ``evaluate.py`` on all of them.
+    """
     from biskip_jax import eval_lib  # pylint: disable=g-import-not-at-top
     variables = {"params": state.gen.params, "batch_stats": state.gen.batch_stats}
     if self._deblurrer is None:
@@ -187,7 +191,7 @@ class Validator:
       self._deblurrer.variables = jax.device_put(variables)
     result = eval_lib.evaluate(self._deblurrer, self._examples, None, saliency=False,
                                progress=False, timing=False, baseline=False)
-    return {"psnr": result["psnr"], "ssim": result["ssim"]}
+    return {"psnr": result["psnr"], "ssim": result["ssim"], "num_images": result["num_images"]}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,

@@ -114,20 +114,29 @@ def is_pretrained(ckpt: str | None) -> bool:
   return ckpt is None or ckpt == PRETRAINED or ckpt.startswith(PRETRAINED + ":")
 
 
+def pretrained_name(ckpt: str | None) -> str:
+  """The shipped model a ``--ckpt`` of :func:`is_pretrained` names (``pretrained:NAME``)."""
+  return ckpt.split(":", 1)[1] if ckpt and ":" in ckpt else pretrained.DEFAULT_NAME
+
+
+def workdir_of(path: str) -> str:
+  """The training workdir of a ``--ckpt`` path (a workdir, its ``best`` or ``checkpoints/N``)."""
+  return _split_ckpt_path(path)[0]
+
+
 def load_generator(ckpt: str | None) -> tuple[ml_collections.ConfigDict, dict[str, Any],
                                                int | None]:
   """``None`` or ``"pretrained[:NAME]"``: the shipped model; else a training run's path.
 
   Returns:
-    ``(config, {"params", "batch_stats"}, step)`` (step ``None`` when a shipped model does
-    not record it).
+    ``(config, {"params", "batch_stats"}, step)``; a shipped model's step counts the steps
+    of every run behind it (``provenance.step``; ``None`` if it does not record it).
 
   Raises:
     UserError: a missing or damaged model or checkpoint (one line naming it).
   """
   if is_pretrained(ckpt):
-    name = ckpt.split(":", 1)[1] if ckpt and ":" in ckpt else pretrained.DEFAULT_NAME
-    config, variables, meta = pretrained.load(name)
+    config, variables, meta = pretrained.load(pretrained_name(ckpt))
     return config, variables, meta.get("provenance", {}).get("step")
   return restore_generator(ckpt)
 

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from biskip_jax import config_checks, train_lib, train_step
+from biskip_jax import config_checks, pretrained, train_lib, train_step
 from biskip_jax.errors import UserError
 from configs import tiny
 
@@ -299,7 +299,12 @@ def test_warm_start_takes_the_generator_of_a_run_and_nothing_else(tmp_path):
   config.train.seed = 1  # Another random init, so equality below means "copied".
   config.train.init_from = str(tmp_path / "source")
   fresh = train_step.create_train_state(config, 6, config.data.crop_size)
-  warm = train_lib.warm_start(fresh, config)
+  (tmp_path / "child").mkdir()
+  warm = train_lib.warm_start(fresh, config, str(tmp_path / "child"))
+  # The new run's export will count the source's 2 steps too.
+  assert pretrained.lineage(str(tmp_path / "child"), "child", 4) == {"step": 6, "runs": [
+      {"workdir": str(tmp_path / "source"), "steps": 2},
+      {"workdir": "child", "steps": 4, "init_from": str(tmp_path / "source")}]}
   for a, b in zip(jax.tree_util.tree_leaves(warm.gen.params),
                   jax.tree_util.tree_leaves(trained.gen.params)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -225,14 +225,16 @@ def dataset_config(config: Any, data: str, data_path: str | None,
   if data_config is not None:
     config.data = ml_collections.ConfigDict(data_config.to_dict())
   source, _, path = data.partition(":")
-  if source not in ("gopro", "kohler", "folder", "levin", "synthetic"):
-    raise UserError(f"--data={data!r}: expected gopro, kohler, synthetic, folder:PATH or "
-                    "levin:PATH")
+  if source not in ("gopro", "kohler", "folder", "levin", "synthetic", "frames", "mix"):
+    raise UserError(f"--data={data!r}: expected gopro, kohler, synthetic, frames[:PATH], mix, "
+                    "folder:PATH or levin:PATH")
   if source in ("folder", "levin") and not path:
     raise UserError(f"--data={source} needs a path: --data={source}:PATH with PATH/blur and "
                     "PATH/sharp")
   config.data.source = "folder" if source == "levin" else source
-  if path or data_path:
+  if source == "frames" and path:
+    config.data.frames.path = path
+  elif path or data_path:
     config.data.path = path or data_path
   return config
 
@@ -266,15 +268,23 @@ def run(ckpt: str, data: str, out_dir: str | None, data_path: str | None = None,
         data_config: Any = None, ensemble: bool = False) -> dict[str, Any]:
   """The work behind ``evaluate.py``: load the checkpoint, evaluate, write the outputs.
 
-  ``ckpt`` is a training run's path or ``"pretrained[:NAME]"`` (the shipped model);
+  ``ckpt`` is a training run's path, ``"pretrained[:NAME]"`` (the shipped model), a model
+  file ``NAME.npz`` or ``"unsharp"`` (Pillow's unsharp mask, a classical baseline);
   ``data_config`` optionally replaces the run's ``config.data`` (see :func:`dataset_config`);
   ``ensemble`` restores with the geometric self-ensemble (8 flips/transposes).
   """
-  from biskip_jax import inference  # pylint: disable=g-import-not-at-top
-  model_config, variables, step = inference.load_generator(ckpt)
+  from biskip_jax import baselines, inference  # pylint: disable=g-import-not-at-top
+  if ckpt == baselines.UNSHARP:  # A classical baseline under the same protocol.
+    import ml_collections  # pylint: disable=g-import-not-at-top
+
+    from configs import biskip  # pylint: disable=g-import-not-at-top
+    model_config = ml_collections.ConfigDict({"eval": biskip.get_config().eval.to_dict()})
+    step, deblurrer = None, baselines.unsharp_mask
+  else:
+    model_config, variables, step = inference.load_generator(ckpt)
+    deblurrer = deblurrer_for(model_config, variables, dtype=dtype, ensemble=ensemble)
   config = dataset_config(model_config, data, data_path, data_config)
   examples = examples_of(config, max_images, f"--data={data}")
-  deblurrer = deblurrer_for(model_config, variables, dtype=dtype, ensemble=ensemble)
   result = evaluate(deblurrer, examples, out_dir, num_figures=config.eval.num_figures,
                     saliency=saliency, aligned=data.startswith("levin:"),
                     info=dict(checkpoint=ckpt, step=step, data=data, dtype=dtype,

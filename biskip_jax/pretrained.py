@@ -63,7 +63,8 @@ def sha256(path: str) -> str:
 
 def export(config: ml_collections.ConfigDict, variables: dict[str, Any], *,
            name: str = DEFAULT_NAME, directory: str = DIRECTORY,
-           provenance: dict[str, Any] | None = None) -> tuple[str, str]:
+           provenance: dict[str, Any] | None = None,
+           dtype: str = "float32") -> tuple[str, str]:
   """Writes a generator as a shipped model (see the module docstring).
 
   Args:
@@ -73,6 +74,9 @@ def export(config: ml_collections.ConfigDict, variables: dict[str, Any], *,
     name: file stem.
     directory: destination folder (created if missing).
     provenance: JSON-serialisable facts about the run (workdir, step, data, ...).
+    dtype: of the stored arrays: "float32" (shipped models), or "float16" for half the size
+      (a model brought back from a machine that can return only small files); :func:`load`
+      returns float32 either way.
 
   Returns:
     ``(npz path, json path)``.
@@ -81,7 +85,7 @@ def export(config: ml_collections.ConfigDict, variables: dict[str, Any], *,
   npz_path, json_path = paths(name, directory)
   kept = {k: v for k, v in variables.items() if k in ("params", "batch_stats") and v}
   flat = traverse_util.flatten_dict(jax.device_get(kept), sep="/")
-  arrays = {k: np.asarray(v, np.float32) for k, v in flat.items()}
+  arrays = {k: np.asarray(v, np.dtype(dtype)) for k, v in flat.items()}
   tmp = npz_path + ".tmp.npz"
   np.savez(tmp, **arrays)
   os.replace(tmp, npz_path)
@@ -102,25 +106,30 @@ def _write_json(path: str, data: dict[str, Any]) -> None:
 
 
 def _runs_of(provenance: dict[str, Any]) -> list[dict[str, Any]]:
-  """The runs behind a shipped model's weights (a ``{"workdir", "step"}`` of one run too)."""
+  """The runs behind an exported model's weights (from a one-run ``{"workdir", "step"}`` too)."""
   if "runs" in provenance:
     return list(provenance["runs"])
-  if "step" in provenance:
-    return [{"workdir": provenance.get("workdir", ""), "steps": int(provenance["step"])}]
+  if provenance.get("step") is not None:
+    where = provenance.get("workdir") or provenance.get("source", "")
+    return [{"workdir": where, "steps": int(provenance["step"])}]
   return []
+
+
+def _provenance(runs: list[dict[str, Any]]) -> dict[str, Any]:
+  return {"step": sum(int(r["steps"]) for r in runs), "runs": runs}
 
 
 def runs_behind(source: str, step: int | None) -> list[dict[str, Any]]:
   """The training runs behind the weights ``train.init_from=source`` names, first to last.
 
   Args:
-    source: ``"pretrained[:NAME]"`` (its ``provenance``) or a training run's path (the runs
-      behind its own start, if it was warm-started, then itself).
-    step: the source's step (of a training run; ignored for a shipped model).
+    source: ``"pretrained[:NAME]"`` or ``PATH/NAME.npz`` (its ``provenance``), or a training
+      run's path (the runs behind its own start, if it was warm-started, then itself).
+    step: the source's step (of a training run; ignored for an exported model).
   """
   from biskip_jax import inference  # pylint: disable=g-import-not-at-top
-  if inference.is_pretrained(source):
-    with open(paths(inference.pretrained_name(source))[1]) as f:
+  if inference.is_model_file(source):
+    with open(paths(*inference.model_file(source))[1]) as f:
       return _runs_of(json.load(f).get("provenance", {}))
   return lineage(inference.workdir_of(source), source, int(step))["runs"]
 
@@ -144,8 +153,7 @@ def lineage(workdir: str, ckpt: str, step: int) -> dict[str, Any]:
     with open(path) as f:
       record = json.load(f)
     runs, run["init_from"] = list(record["runs"]), record["init_from"]
-  runs.append(run)
-  return {"step": sum(int(r["steps"]) for r in runs), "runs": runs}
+  return _provenance(runs + [run])
 
 
 def load(name: str = DEFAULT_NAME, directory: str = DIRECTORY
@@ -178,7 +186,7 @@ def load(name: str = DEFAULT_NAME, directory: str = DIRECTORY
     raise UserError(f"shipped model file {npz_path} fails its SHA-256 check (damaged or "
                     f"altered): {_RESTORE_HINT}")
   with np.load(npz_path, allow_pickle=False) as data:
-    flat = {k: np.asarray(data[k]) for k in data.files}
+    flat = {k: np.asarray(data[k], np.float32) for k in data.files}
   variables = traverse_util.unflatten_dict(flat, sep="/")
   _check_shapes(config, variables, npz_path)
   variables.setdefault("batch_stats", {})
@@ -207,10 +215,13 @@ def main(argv: list[str]) -> None:
   from biskip_jax import inference  # pylint: disable=g-import-not-at-top
   del argv
   f = flags.FLAGS
-  config, variables, step = inference.restore_generator(f.ckpt)
-  provenance = lineage(inference.workdir_of(f.ckpt), os.path.normpath(f.ckpt), step)
+  config, variables, step = inference.load_generator(f.ckpt)
+  if inference.is_model_file(f.ckpt):  # Exported already: the runs behind it as it says.
+    provenance = _provenance(runs_behind(f.ckpt, step))
+  else:
+    provenance = lineage(inference.workdir_of(f.ckpt), os.path.normpath(f.ckpt), step)
   npz_path, json_path = export(config, variables, name=f.name, directory=f.out_dir,
-                               provenance=provenance)
+                               provenance=provenance, dtype=f.dtype)
   print(f"wrote {npz_path} ({os.path.getsize(npz_path) / 2**20:.1f} MiB) and {json_path} "
         f"from step {step} ({provenance['step']} steps with the runs before it)")
 
@@ -219,8 +230,10 @@ if __name__ == "__main__":
   from absl import flags as _flags  # pylint: disable=g-import-not-at-top
 
   from biskip_jax import cli  # pylint: disable=g-import-not-at-top
-  _flags.DEFINE_string("ckpt", None, "Training workdir, its best/ or checkpoints/N.")
+  _flags.DEFINE_string("ckpt", None, "Training workdir, its best/ or checkpoints/N, or a "
+                       "model file NAME.npz (beside its NAME.json).")
   _flags.DEFINE_string("name", DEFAULT_NAME, "File stem of the shipped model.")
   _flags.DEFINE_string("out_dir", DIRECTORY, "Destination folder.")
+  _flags.DEFINE_enum("dtype", "float32", ["float32", "float16"], "dtype of the stored arrays.")
   _flags.mark_flag_as_required("ckpt")
   cli.run(main)

@@ -318,6 +318,7 @@ class _Loop:
         enabled=main and config.train.get("profile", False))
     self.validate = Validator(config) if config.train.eval_every > 0 else None
     self.best = self.ckpt.best_metric()
+    self.last_save = time.monotonic()
     self.accum: dict[str, list[jax.Array]] = {}
     self.problems: list[str] = []  # Work lost: the run ends with an error naming it.
 
@@ -404,9 +405,13 @@ class _Loop:
       self.ckpt.save_best(self.step, self.state, self.train_iter, self.best)
 
   def checkpoint(self, final: bool) -> None:
-    """Saves every ``train.checkpoint_every`` steps; the final one is retried, then reported."""
-    if not (self._every(self.config.train.checkpoint_every) or final):
+    """Saves every ``train.checkpoint_every`` steps (and ``train.checkpoint_every_secs``
+    seconds); the final one is retried, then reported."""
+    secs = self.config.train.get("checkpoint_every_secs", 0)
+    due = secs > 0 and time.monotonic() - self.last_save >= secs
+    if not (self._every(self.config.train.checkpoint_every) or final or due):
       return
+    self.last_save = time.monotonic()
     saved = self.ckpt.save(self.step, self.state, self.train_iter)
     for delay in FINAL_SAVE_RETRY_DELAYS if final else ():
       if saved:

@@ -149,3 +149,11 @@ def test_lineage_of_a_warm_started_run(tmp_path):
   assert [r["steps"] for r in lineage["runs"]] == [6000, 3000, 500, 7]
   assert lineage["runs"][-2] == {"workdir": str(child), "steps": 500, "init_from": "pretrained"}
   assert lineage["runs"][-1]["init_from"] == str(child) and lineage["step"] == 9507
+
+
+def test_runs_behind_a_model_file_are_those_its_json_names(tmp_path):
+  """A model file exported elsewhere (``--ckpt=PATH/NAME.npz``), with a one-run provenance."""
+  with open(tmp_path / "gpu.json", "w") as f:
+    json.dump({"provenance": {"source": "gpu_run", "step": 120}}, f)
+  assert pretrained.runs_behind(str(tmp_path / "gpu.npz"), None) == [
+      {"workdir": "gpu_run", "steps": 120}]

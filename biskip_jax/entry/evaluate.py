@@ -1,5 +1,5 @@
 """Evaluates a trained model: ``biskip-evaluate --ckpt=RUN --data=DATA`` (gopro, kohler,
-synthetic, folder:PATH or levin:PATH).
+synthetic, frames[:PATH], mix, folder:PATH or levin:PATH).
 
 The same as ``python evaluate.py ...`` from the repository root. Prints a table (per image and
 mean PSNR/SSIM, the blurred input's as a baseline, seconds per image) and, with ``--out``, writes
@@ -16,10 +16,12 @@ from biskip_jax import cli, eval_lib
 from biskip_jax.errors import UserError
 
 _CKPT = flags.DEFINE_string("ckpt", None, "Training workdir, its best/ or checkpoints/N; "
-                            "'pretrained': the shipped model.")
+                            "'pretrained': the shipped model; NAME.npz: a model file; "
+                            "'unsharp': Pillow's unsharp mask (a classical baseline).")
 _DATA = flags.DEFINE_string(
-    "data", None, "gopro | kohler | synthetic | folder:PATH | levin:PATH (folder pairs scored "
-    "also up to a sub-pixel shift, Levin et al.'s protocol).")
+    "data", None, "gopro | kohler | synthetic | frames[:PATH] (held-out windows of video "
+    "frames) | mix (the held-out pairs of every source of data.mix) | folder:PATH | levin:PATH "
+    "(folder pairs scored also up to a sub-pixel shift, Levin et al.'s protocol).")
 _DATA_PATH = flags.DEFINE_string("data_path", None,
                                  "Dataset root for gopro/kohler (default: the run's "
                                  "config.data.path).")

@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Iterable
 
-from biskip_jax import inference, video
+from biskip_jax import cli, inference, video
 from biskip_jax.errors import UserError, os_errors_as_user_errors
 from biskip_jax.image_io import IMAGE_EXTENSIONS, BadImageError, load_image, save_image
 
@@ -80,7 +80,7 @@ def expand_inputs(inputs: Iterable[str], out_dir: str | None = None, *, videos: 
       else:
         kind = "image or video" if with_videos else "image"
         missing.append(f"{item}: folder holds no {kind} files" + (
-            f" other than {skipped} results of an earlier deblur.py (name them as files to "
+            f" other than {skipped} results of an earlier deblur run (name them as files to "
             "restore them again)" if skipped else ""))
     elif os.path.isfile(item):
       files.append(item)
@@ -170,7 +170,7 @@ def run(ckpt: str | None, out_dir: str, inputs: list[str], fmt: str = "png",
   rate = video.parse_rate(fps)
   files, failures = expand_inputs(inputs, out_dir, videos=True, video_folders=video_folders)
   for msg in failures:
-    print(f"deblur.py: {msg}", file=sys.stderr)
+    print(f"{cli.prog()}: {msg}", file=sys.stderr)
   if not files:
     raise UserError("nothing to deblur: " + "; ".join(failures))
   if any(_is_clip(p) for p in files):
@@ -195,9 +195,9 @@ def run(ckpt: str | None, out_dir: str, inputs: list[str], fmt: str = "png",
       written += 1
     except BadImageError as e:
       failures.append(str(e))
-      print(f"deblur.py: skipped {e}", file=sys.stderr)
+      print(f"{cli.prog()}: skipped {e}", file=sys.stderr)
   # Counts outputs actually written (missing inputs are failures but not files).
-  summary = f"deblur.py: {written} of {len(files)} written to {out_dir}"
+  summary = f"{cli.prog()}: {written} of {len(files)} written to {out_dir}"
   if failures:
     summary += f"; {len(failures)} input(s) failed"
   print(summary, file=sys.stderr)
@@ -208,7 +208,7 @@ def _restore_image(path: str, out: str, restore: video.Restore) -> None:
   image = load_image(path)
   frames = _frame_count(path)
   if frames > 1:
-    print(f"deblur.py: warning: {path} holds {frames} frames (an animation or a multi-page "
+    print(f"{cli.prog()}: warning: {path} holds {frames} frames (an animation or a multi-page "
           "file); only the first is restored", file=sys.stderr)
   with os_errors_as_user_errors(f"--out {os.path.dirname(out)}: cannot write {out}"):
     save_image(out, restore(image))

@@ -183,8 +183,12 @@ def summarize(rows: list[dict[str, Any]], out_dir: str | None,
   return result
 
 
-def format_table(result: dict[str, Any], max_rows: int = 20) -> str:
-  """A terminal table: per-image rows (up to ``max_rows``) and the mean."""
+def format_table(result: dict[str, Any], max_rows: int = 20, csv_path: str | None = None) -> str:
+  """A terminal table: per-image rows (up to ``max_rows``) and the mean.
+
+  ``csv_path``: where :func:`summarize` wrote every row (``OUT/per_image.csv``), named in the
+  line that counts the rows left out; None when nothing was written.
+  """
   cols = [c for c in _COLUMNS[1:] if c in result or any(c in r for r in result["per_image"])]
   width = max([len("mean")] + [len(r["name"]) for r in result["per_image"][:max_rows]])
   widths = [max(13, len(c)) for c in cols]
@@ -197,7 +201,9 @@ def format_table(result: dict[str, Any], max_rows: int = 20) -> str:
   for r in result["per_image"][:max_rows]:
     lines.append(f"{r['name']:<{width}} " + fmt(r))
   if len(result["per_image"]) > max_rows:
-    lines.append(f"... ({len(result['per_image']) - max_rows} more in per_image.csv)")
+    more = len(result["per_image"]) - max_rows
+    lines.append(f"... ({more} more in {csv_path})" if csv_path else
+                 f"... ({more} more not shown; with --out=DIR all are in DIR/per_image.csv)")
   mean_row = {**result, "seconds": result.get("seconds_per_image")}
   lines.append(f"{'mean':<{width}} " + fmt(mean_row))
   return "\n".join(lines)

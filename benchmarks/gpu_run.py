@@ -114,9 +114,10 @@ def _normalise(dist: str) -> str:
   return re.sub(r"[-_.]+", "_", dist).lower()
 
 
-def missing_modules(python: str, env: dict[str, str]) -> dict[str, str]:
-  """Modules of :data:`REQUIRED` that fail to import in ``python`` -> their error."""
-  proc = subprocess.run([python, "-c", _CHECK_IMPORTS, *REQUIRED], capture_output=True,
+def missing_modules(python: str, env: dict[str, str],
+                    required: dict[str, str] = REQUIRED) -> dict[str, str]:
+  """Modules of ``required`` (:data:`REQUIRED`) that fail to import in ``python`` -> error."""
+  proc = subprocess.run([python, "-c", _CHECK_IMPORTS, *required], capture_output=True,
                         text=True, env=env, cwd=_ROOT, timeout=180)
   if proc.returncode != 0:
     raise RuntimeError(f"{python} cannot run the import check: {proc.stderr[-500:]}")

@@ -11,6 +11,10 @@ on the machine) at the versions pinned in ``requirements.txt`` into ``.whl/`` (g
 refuses anything that is not pure Python (an x86-64 or CPython-version build made here might
 not load there), and prints the size, which counts towards the 64 MiB a device call carries.
 Then carry it: ``run(command="bash benchmarks/gpu.sh", carry=[".whl"])``.
+
+``--set=train`` adds what ``benchmarks/gpu_train.sh`` (training) needs: grain and array_record
+are compiled, so their wheels are downloaded for ``--python_version`` on manylinux x86-64 (the
+GPU machine's platform), not for this machine.
 """
 
 import argparse
@@ -21,6 +25,12 @@ import sys
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT = ("ml_collections", "absl-py")
+# What train.py needs beyond the GPU image (benchmarks/gpu_train.py): grain and array_record
+# are compiled, so their wheels are those of the GPU machine's Python on manylinux x86-64.
+SETS = {"bench": DEFAULT,
+        "train": DEFAULT + ("grain", "array_record", "portpicker", "clu", "tensorboardX")}
+_PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_24_x86_64",
+              "manylinux_2_27_x86_64", "manylinux_2_28_x86_64")
 MAX_BYTES = 8 * 2**20  # Leaves the rest of the 64 MiB for the working tree.
 
 
@@ -42,11 +52,17 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--dest", default=os.path.join(_ROOT, ".whl"))
   parser.add_argument("--python_version", default="3.12",
                       help="the GPU machine's Python (its image has 3.12)")
+  parser.add_argument("--set", default="bench", choices=sorted(SETS),
+                      help="bench: what gpu.sh needs (pure Python); train: what gpu_train.sh "
+                      "needs (compiled wheels for --python_version on manylinux x86-64 too)")
   args = parser.parse_args(argv)
-  specs = args.packages or [pinned(p) for p in DEFAULT]
+  specs = args.packages or [pinned(p) for p in SETS[args.set]]
+  compiled = args.set == "train"
   os.makedirs(args.dest, exist_ok=True)
   cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
          "--python-version", args.python_version, "-d", args.dest, *specs]
+  if compiled:
+    cmd[-len(specs):-len(specs)] = [a for p in _PLATFORMS for a in ("--platform", p)]
   print(" ".join(cmd[2:]), flush=True)
   if subprocess.run(cmd).returncode != 0:
     print(f"error: pip download failed for {' '.join(specs)}", file=sys.stderr)
@@ -54,10 +70,12 @@ def main(argv: list[str] | None = None) -> int:
   total = 0
   for name in sorted(os.listdir(args.dest)):
     path = os.path.join(args.dest, name)
-    if not name.endswith("-none-any.whl"):
+    tag = "cp" + args.python_version.replace(".", "")
+    if not (name.endswith("-none-any.whl") or (compiled and f"-{tag}-" in name
+                                                  and "x86_64" in name)):
       os.remove(path)
-      print(f"error: {name} is not a pure-Python wheel; removed (build it on the GPU "
-            "machine's platform instead)", file=sys.stderr)
+      print(f"error: {name} is neither pure Python nor a {tag} x86-64 wheel; removed (build "
+            "it on the GPU machine's platform instead)", file=sys.stderr)
       return 1
     total += os.path.getsize(path)
     print(f"{name}  {os.path.getsize(path) / 1024:.0f} KiB")

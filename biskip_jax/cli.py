@@ -1,5 +1,15 @@
-"""Shared start-up of the entry points: absl flag parsing with one-line error messages."""
+"""Shared start-up of the entry points: absl flag parsing with one-line error messages, and
+the one place that turns a ``--config`` value into a config file.
 
+``--config`` takes a file path (``configs/biskip.py``, ``/path/to/my_config.py``) or the name of a
+config shipped with the package (``biskip``, ``quickstart``, ``pretrain``, ``tiny``), each
+optionally followed by ``:ARG`` for its ``get_config`` (a Table 1 scheme, e.g.
+``biskip:SA1P-BS``). A path that does not exist but names a shipped config
+(``configs/biskip.py`` run from outside the repository) is the shipped one, so the installed
+console scripts and notebooks work from any directory (:func:`config_path`).
+"""
+
+import glob
 import logging as pylogging
 import os
 import re
@@ -8,14 +18,23 @@ import sys
 import traceback
 from typing import Callable
 
+import ml_collections
 from absl import app, flags, logging
+from ml_collections import config_flags
+from ml_collections.config_flags.config_flags import ConfigFileFlagParser  # Not re-exported.
+
+from biskip_jax.errors import UserError
+
+# Flags defined through this module's helpers belong to the module that calls them (absl lists
+# a module's own flags under --helpshort).
+flags.disclaim_key_flags()
 
 
 def _config_files(argv: list[str]) -> list[str]:
-  """The files named by ``--config=FILE[:ARG]`` / ``--config FILE`` in ``argv``."""
+  """The files named by ``--config=SPEC`` / ``--config SPEC`` in ``argv`` (:func:`config_path`)."""
   values = [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
   values += [b for a, b in zip(argv, argv[1:]) if a == "--config"]
-  return [v if os.path.lexists(v) else v.split(":", 1)[0] for v in values]
+  return [config_path(v).partition(":")[0] for v in values]
 
 
 def _config_file_error(e: BaseException, files: list[str]) -> str | None:
@@ -36,7 +55,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
   So is a config file that does not compile or run (its file and line named), or one that is
   not a regular file (a FIFO would block the loader for ever).
   """
-  prog = argv[0].rsplit("/", 1)[-1]
+  prog = os.path.basename(argv[0])
   from biskip_jax.output_files import file_kind  # pylint: disable=g-import-not-at-top
   for path in _config_files(argv):
     kind = file_kind(path)
@@ -114,6 +133,74 @@ def prog() -> str:
   return os.path.basename(sys.argv[0])
 
 
+def shipped_configs() -> dict[str, str]:
+  """The configs shipped with the package: ``{name: path}`` (``configs/NAME.py``)."""
+  import configs  # pylint: disable=g-import-not-at-top
+  folder = os.path.dirname(os.path.abspath(configs.__file__))
+  return {os.path.splitext(os.path.basename(p))[0]: p
+          for p in sorted(glob.glob(os.path.join(folder, "*.py")))
+          if not os.path.basename(p).startswith("_")}
+
+
+def config_path(spec: str) -> str:
+  """The config file behind a ``--config`` value ``PATH[:ARG]``, ``:ARG`` kept.
+
+  An existing file is itself. Otherwise ``NAME``, ``NAME.py`` or ``configs/NAME.py`` where
+  ``NAME`` is a shipped config (:func:`shipped_configs`) is that config's file, wherever the
+  package is installed and whatever the working directory. Anything else comes back unchanged
+  (the loader then reports it missing).
+  """
+  path, sep, arg = spec.partition(":")
+  if os.path.isfile(path):
+    return spec
+  folder, base = os.path.split(os.path.normpath(path)) if path else ("", "")
+  name = base[:-3] if base.endswith(".py") else base
+  shipped = shipped_configs()
+  if name in shipped and folder in ("", "configs") and (base.endswith(".py") or not folder):
+    return shipped[name] + sep + arg
+  return spec
+
+
+def _not_found(spec: str, name: str = "config") -> str:
+  path = spec.partition(":")[0]
+  return (f"--{name}={spec}: no file {path}, and no shipped config of that name (shipped: "
+          f"{', '.join(shipped_configs())})")
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+  """The config a ``--config`` value names (see :func:`config_path`), unlocked, for notebooks.
+
+  E.g. ``load_config("biskip:A2-S")`` or ``load_config("configs/quickstart.py")``.
+
+  Raises:
+    UserError: no such file and no shipped config of that name.
+  """
+  resolved = config_path(spec)
+  if not os.path.isfile(resolved.partition(":")[0]):
+    raise UserError(_not_found(spec))
+  config = ConfigFileFlagParser(name="config", lock_config=False).parse(resolved)
+  config.keys()  # A file that fails to load gives a stand-in that raises when touched.
+  return config
+
+
+class _ConfigFileParser(ConfigFileFlagParser):
+  """ml_collections' ``--config`` parser, given the file :func:`config_path` finds."""
+
+  def parse(self, path):
+    return super().parse(config_path(path))
+
+
+def define_config_flag(help_string: str, *, name: str = "config") -> flags.FlagHolder:
+  """``config_flags.DEFINE_config_file(name, lock_config=True)`` taking shipped config names.
+
+  Read it with :func:`config_flag`, which reports a config that cannot be loaded on one line.
+  """
+  help_string += f" Shipped configs: {', '.join(shipped_configs())}."
+  holder = config_flags.DEFINE_config_file(name, None, help_string, lock_config=True)
+  flags.FLAGS[name].parser = _ConfigFileParser(name=name, lock_config=True)
+  return holder
+
+
 def run(main: Callable[[list[str]], None]) -> None:
   """``absl.app.run`` with :func:`_parse_flags` (grain workers need absl's parsed flags).
 
@@ -150,13 +237,16 @@ def config_flag(name: str = "config"):
     where = _config_file_error(e, _config_files(sys.argv))
     if where is None:
       raise
-    print(f"{sys.argv[0].rsplit('/', 1)[-1]}: error: --{name}: {where}", file=sys.stderr)
+    print(f"{prog()}: error: --{name}: {where}", file=sys.stderr)
     sys.exit(2)
   except OSError as e:
     lines = [l.strip() for l in str(e).splitlines() if l.strip()]
     reason = next((l for l in reversed(lines) if l.startswith("[Errno")), lines[-1])
-    path = flags.FLAGS[name].config_filename if hasattr(flags.FLAGS[name],
+    spec = flags.FLAGS[name].config_filename if hasattr(flags.FLAGS[name],
                                                         "config_filename") else ""
-    print(f"{sys.argv[0].rsplit('/', 1)[-1]}: error: --{name}={path}: cannot load the config "
-          f"file ({reason})", file=sys.stderr)
+    if not os.path.exists(config_path(spec).partition(":")[0]):
+      message = _not_found(spec, name)
+    else:
+      message = f"--{name}={spec}: cannot load the config file ({reason})"
+    print(f"{prog()}: error: {message}", file=sys.stderr)
     sys.exit(2)

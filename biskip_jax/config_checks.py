@@ -67,6 +67,7 @@ _FIELDS: dict[str, str] = {
     "train.log_every": ">= 1",
     "train.image_every": ">= 0",
     "train.checkpoint_every": ">= 1",
+    "train.checkpoint_every_secs": ">= 0",
     "train.keep_checkpoints": ">= 1",
     "train.eval_every": ">= 0",
     "train.eval_num_images": ">= 1",
@@ -239,6 +240,9 @@ def check_settings(config: ml_collections.ConfigDict) -> None:
   if b < 1 or b % n_dev:
     raise UserError(f"--config.train.batch_size={b} must be a positive multiple of the "
                     f"{n_dev} devices the batch is split over")
+  if config.train.get("checkpoint_every_secs", 0) > 0 and jax.process_count() > 1:
+    raise UserError("--config.train.checkpoint_every_secs needs a single process (processes "
+                    "would disagree on when to save): use --config.train.checkpoint_every")
   if config.train.n_critic < 1 and config.loss.adversarial:
     raise UserError("--config.train.n_critic must be >= 1 for adversarial schemes")
 

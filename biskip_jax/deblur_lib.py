@@ -20,12 +20,12 @@ import os
 import sys
 from typing import Iterable
 
-from biskip_jax import inference, video
+from biskip_jax import cli, inference, video
 from biskip_jax.errors import UserError
 from biskip_jax.image_io import IMAGE_EXTENSIONS, BadImageError, load_image, save_image
 from biskip_jax.output_files import OutputFolder, file_kind
 
-PROGRAM = "deblur.py"
+PROGRAM = "deblur"  # Names its record of outputs, .deblur_outputs.jsonl.
 # The record of outputs written by earlier versions (a JSON list of names), still honoured.
 _LEGACY_RECORD = ".deblur_outputs.json"
 # Errors of the whole --out disk, not of one file: the run stops rather than fail every input.
@@ -108,7 +108,7 @@ def expand_inputs(inputs: Iterable[str], out_dir: str | None = None, *, videos: 
       else:
         kind = "image or video" if with_videos else "image"
         missing.append(f"{item}: folder holds no {kind} files" + (
-            f" other than {skipped} results of an earlier deblur.py (name them as files to "
+            f" other than {skipped} results of an earlier deblur run (name them as files to "
             "restore them again)" if skipped else ""))
     elif kind is not None:
       missing.append(_not_regular(item, kind))
@@ -180,7 +180,7 @@ def plan_outputs(files: list[str], out_dir: str, fmt: str,
     if rel != name:
       why = (f"the result of {owners[name]}" if name in owners
              else f"{outputs.path(name)} {outputs.why_not(name)}")
-      print(f"{PROGRAM}: {path} is written as {outputs.path(rel)} ({why})", file=sys.stderr)
+      print(f"{cli.prog()}: {path} is written as {outputs.path(rel)} ({why})", file=sys.stderr)
     outs.append(outputs.path(rel))
   return outs
 
@@ -205,7 +205,7 @@ def run(ckpt: str | None, out_dir: str, inputs: list[str], fmt: str = "png",
   rate = video.parse_rate(fps)
   files, failures = expand_inputs(inputs, out_dir, videos=True, video_folders=video_folders)
   for msg in failures:
-    print(f"{PROGRAM}: {msg}", file=sys.stderr)
+    print(f"{cli.prog()}: {msg}", file=sys.stderr)
   if not files:
     raise UserError("nothing to deblur: " + "; ".join(failures))
   if any(_is_clip(p) for p in files):
@@ -235,9 +235,9 @@ def run(ckpt: str | None, out_dir: str, inputs: list[str], fmt: str = "png",
         raise UserError(f"{e}: stopped after {written} of {len(files)} inputs") from cause
       msg = str(e) if isinstance(e, BadImageError) else f"{path}: {e}"
       failures.append(msg)
-      tqdm.write(f"{PROGRAM}: skipped {msg}", file=sys.stderr)  # On a line of its own.
+      tqdm.write(f"{cli.prog()}: skipped {msg}", file=sys.stderr)  # On a line of its own.
   # Counts outputs actually written (missing inputs are failures but not files).
-  summary = f"{PROGRAM}: {written} of {len(files)} written to {out_dir}"
+  summary = f"{cli.prog()}: {written} of {len(files)} written to {out_dir}"
   if failures:
     summary += f"; {len(failures)} input(s) failed"
   print(summary, file=sys.stderr)
@@ -249,6 +249,6 @@ def _restore_image(path: str, out: str, restore: video.Restore) -> None:
   frames = _frame_count(path)
   if frames > 1:
     from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-    tqdm.write(f"deblur.py: warning: {path} holds {frames} frames (an animation or a "
+    tqdm.write(f"{cli.prog()}: warning: {path} holds {frames} frames (an animation or a "
                "multi-page file); only the first is restored", file=sys.stderr)
   save_image(out, restore(image))

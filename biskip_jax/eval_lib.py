@@ -41,7 +41,7 @@ from biskip_jax.datasets import load_image, save_image
 from biskip_jax.errors import UserError, os_errors_as_user_errors
 from biskip_jax.output_files import OutputFolder, atomic_write
 
-PROGRAM = "evaluate.py"
+PROGRAM = "evaluate"  # Names its record of outputs, .evaluate_outputs.jsonl.
 
 _COLUMNS = ("name", "psnr", "ssim", "blurred_psnr", "blurred_ssim", "aligned_psnr",
             "aligned_ssim", "blurred_aligned_psnr", "blurred_aligned_ssim", "seconds",
@@ -191,8 +191,12 @@ def summarize(rows: list[dict[str, Any]], out_dir: str | None,
   return result
 
 
-def format_table(result: dict[str, Any], max_rows: int = 20) -> str:
-  """A terminal table: per-image rows (up to ``max_rows``) and the mean."""
+def format_table(result: dict[str, Any], max_rows: int = 20, csv_path: str | None = None) -> str:
+  """A terminal table: per-image rows (up to ``max_rows``) and the mean.
+
+  ``csv_path``: where :func:`summarize` wrote every row (``OUT/per_image.csv``), named in the
+  line that counts the rows left out; None when nothing was written.
+  """
   cols = [c for c in _COLUMNS[1:] if c in result or any(c in r for r in result["per_image"])]
   width = max([len("mean")] + [len(r["name"]) for r in result["per_image"][:max_rows]])
   widths = [max(13, len(c)) for c in cols]
@@ -205,7 +209,9 @@ def format_table(result: dict[str, Any], max_rows: int = 20) -> str:
   for r in result["per_image"][:max_rows]:
     lines.append(f"{r['name']:<{width}} " + fmt(r))
   if len(result["per_image"]) > max_rows:
-    lines.append(f"... ({len(result['per_image']) - max_rows} more in per_image.csv)")
+    more = len(result["per_image"]) - max_rows
+    lines.append(f"... ({more} more in {csv_path})" if csv_path else
+                 f"... ({more} more not shown; with --out=DIR all are in DIR/per_image.csv)")
   mean_row = {**result, "seconds": result.get("seconds_per_image")}
   lines.append(f"{'mean':<{width}} " + fmt(mean_row))
   return "\n".join(lines)
@@ -227,14 +233,16 @@ def dataset_config(config: Any, data: str, data_path: str | None,
   if data_config is not None:
     config.data = ml_collections.ConfigDict(data_config.to_dict())
   source, _, path = data.partition(":")
-  if source not in ("gopro", "kohler", "folder", "levin", "synthetic"):
-    raise UserError(f"--data={data!r}: expected gopro, kohler, synthetic, folder:PATH or "
-                    "levin:PATH")
+  if source not in ("gopro", "kohler", "folder", "levin", "synthetic", "frames", "mix"):
+    raise UserError(f"--data={data!r}: expected gopro, kohler, synthetic, frames[:PATH], mix, "
+                    "folder:PATH or levin:PATH")
   if source in ("folder", "levin") and not path:
     raise UserError(f"--data={source} needs a path: --data={source}:PATH with PATH/blur and "
                     "PATH/sharp")
   config.data.source = "folder" if source == "levin" else source
-  if path or data_path:
+  if source == "frames" and path:
+    config.data.frames.path = path
+  elif path or data_path:
     config.data.path = path or data_path
   return config
 
@@ -268,17 +276,25 @@ def run(ckpt: str, data: str, out_dir: str | None, data_path: str | None = None,
         data_config: Any = None, ensemble: bool = False) -> dict[str, Any]:
   """The work behind ``evaluate.py``: load the checkpoint, evaluate, write the outputs.
 
-  ``ckpt`` is a training run's path or ``"pretrained[:NAME]"`` (the shipped model);
+  ``ckpt`` is a training run's path, ``"pretrained[:NAME]"`` (the shipped model), a model
+  file ``NAME.npz`` or ``"unsharp"`` (Pillow's unsharp mask, a classical baseline);
   ``data_config`` optionally replaces the run's ``config.data`` (see :func:`dataset_config`);
   ``ensemble`` restores with the geometric self-ensemble (8 flips/transposes).
   """
-  from biskip_jax import inference  # pylint: disable=g-import-not-at-top
+  from biskip_jax import baselines, inference  # pylint: disable=g-import-not-at-top
   if out_dir:
     _summary_files(OutputFolder(out_dir, PROGRAM))  # Before the model loads.
-  model_config, variables, step = inference.load_generator(ckpt)
+  if ckpt == baselines.UNSHARP:  # A classical baseline under the same protocol.
+    import ml_collections  # pylint: disable=g-import-not-at-top
+
+    from configs import biskip  # pylint: disable=g-import-not-at-top
+    model_config = ml_collections.ConfigDict({"eval": biskip.get_config().eval.to_dict()})
+    step, deblurrer = None, baselines.unsharp_mask
+  else:
+    model_config, variables, step = inference.load_generator(ckpt)
+    deblurrer = deblurrer_for(model_config, variables, dtype=dtype, ensemble=ensemble)
   config = dataset_config(model_config, data, data_path, data_config)
   examples = examples_of(config, max_images, f"--data={data}")
-  deblurrer = deblurrer_for(model_config, variables, dtype=dtype, ensemble=ensemble)
   result = evaluate(deblurrer, examples, out_dir, num_figures=config.eval.num_figures,
                     saliency=saliency, aligned=data.startswith("levin:"),
                     info=dict(checkpoint=ckpt, step=step, data=data, dtype=dtype,

@@ -178,7 +178,7 @@ def export(ckpt: str, fmt: str, out: str) -> dict[str, Any]:
     require_onnx()  # Before the minutes of loading and converting.
   if not out or out.endswith(os.sep) or os.path.isdir(out):
     raise UserError(f"--out {out!r} must name a file, not a folder")
-  outputs = OutputFolder(os.path.dirname(os.path.abspath(out)), "export.py",
+  outputs = OutputFolder(os.path.dirname(os.path.abspath(out)), "export",
                          where=f"--out {out}")
   names = [os.path.basename(out), os.path.basename(out) + ".json"]
   for name in names:  # Before the minutes of loading and converting.

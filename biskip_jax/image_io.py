@@ -95,13 +95,15 @@ def _to_rgb_uint8(img: Image.Image) -> np.ndarray:
   return np.asarray(img, dtype=np.uint8).copy()
 
 
-def _open(fp: Any, name: str) -> np.ndarray:
+def _open(fp: Any, name: str, advice: str = "") -> np.ndarray:
   try:
     with Image.open(fp) as img:
       img.load()
       return _to_rgb_uint8(img)
   except _DECODE_ERRORS as e:
-    raise BadImageError(f"Cannot read image {name}: {e}. Replace or remove the file.") from e
+    # Pillow names what it was given: for bytes, "<_io.BytesIO object at 0x...>".
+    reason = str(e).replace(repr(fp), repr(name))
+    raise BadImageError(f"Cannot read image {name}: {reason}." + advice) from e
 
 
 def load_image(path: str | os.PathLike[str]) -> np.ndarray:
@@ -123,11 +125,12 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     raise BadImageError(f"Cannot read image {path}: it is {kind}, not a regular file.")
   if os.path.isfile(path) and os.path.getsize(path) == 0:
     raise BadImageError(f"Cannot read image {path}: the file is empty (0 bytes).")
-  return _open(path, path)
+  return _open(path, path, " Replace or remove the file.")
 
 
 def decode_image(data: bytes, name: str) -> np.ndarray:
-  """Decodes image bytes (PNG, JPEG, ...) like :func:`load_image`; ``name`` goes in errors."""
+  """Decodes image bytes (PNG, JPEG, ...) like :func:`load_image`; ``name`` (e.g. an upload's
+  file name) stands for the bytes in errors."""
   if not data:
     raise BadImageError(f"Cannot read image {name}: no data.")
   return _open(io.BytesIO(data), name)

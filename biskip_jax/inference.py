@@ -118,20 +118,38 @@ def is_pretrained(ckpt: str | None) -> bool:
   return ckpt is None or ckpt == PRETRAINED or ckpt.startswith(PRETRAINED + ":")
 
 
+def is_model_file(ckpt: str | None) -> bool:
+  """Whether a ``--ckpt`` value names an exported model: shipped, or ``PATH/NAME.npz``."""
+  return is_pretrained(ckpt) or ckpt.endswith(".npz")
+
+
+def model_file(ckpt: str | None) -> tuple[str, str]:
+  """``(name, directory)`` of the model a ``--ckpt`` of :func:`is_model_file` names."""
+  if is_pretrained(ckpt):
+    name = ckpt.split(":", 1)[1] if ckpt and ":" in ckpt else pretrained.DEFAULT_NAME
+    return name, pretrained.DIRECTORY
+  return os.path.basename(ckpt)[:-4], os.path.dirname(os.path.abspath(ckpt))
+
+
+def workdir_of(path: str) -> str:
+  """The training workdir of a ``--ckpt`` path (a workdir, its ``best`` or ``checkpoints/N``)."""
+  return _split_ckpt_path(path)[0]
+
+
 def load_generator(ckpt: str | None) -> tuple[ml_collections.ConfigDict, dict[str, Any],
                                                int | None]:
-  """``None`` or ``"pretrained[:NAME]"``: the shipped model; else a training run's path.
+  """``None`` or ``"pretrained[:NAME]"``: the shipped model; ``PATH/NAME.npz``: a model file
+  exported like it (with ``PATH/NAME.json``); else a training run's path.
 
   Returns:
-    ``(config, {"params", "batch_stats"}, step)`` (step ``None`` when a shipped model does
-    not record it).
+    ``(config, {"params", "batch_stats"}, step)``; a shipped model's step counts the steps
+    of every run behind it (``provenance.step``; ``None`` if it does not record it).
 
   Raises:
     UserError: a missing or damaged model or checkpoint (one line naming it).
   """
-  if is_pretrained(ckpt):
-    name = ckpt.split(":", 1)[1] if ckpt and ":" in ckpt else pretrained.DEFAULT_NAME
-    config, variables, meta = pretrained.load(name)
+  if is_model_file(ckpt):
+    config, variables, meta = pretrained.load(*model_file(ckpt))
     return config, variables, meta.get("provenance", {}).get("step")
   return restore_generator(ckpt)
 

@@ -99,7 +99,8 @@ class OutputFolder:
 
   Args:
     folder: the output folder (created by :meth:`writing` if needed).
-    program: the program's name, e.g. ``"deblur.py"``; it names the record and the messages.
+    program: the program's short name, e.g. ``"deblur"`` (for ``deblur.py`` and
+      ``biskip-deblur`` alike); it names the record and the messages.
     where: what messages start with (default ``"--out FOLDER"``).
     legacy: an older record to read as well (a JSON ``{"outputs": [names]}``).
   """
@@ -108,7 +109,8 @@ class OutputFolder:
                legacy: str | None = None):
     self.folder, self.program = folder, program
     self.where = where or f"--out {folder}"
-    self.record_path = os.path.join(folder, f".{os.path.splitext(program)[0]}_outputs.jsonl")
+    self._by = f"{'an' if program[:1] in 'aeiou' else 'a'} {program} run"  # For messages.
+    self.record_path = os.path.join(folder, f".{program}_outputs.jsonl")
     self._legacy = os.path.join(folder, legacy) if legacy else None
     self._entries: dict[str, list[int] | None] | None = None
     self._lines = 0  # In the record file: compacted when far more than its entries.
@@ -148,10 +150,10 @@ class OutputFolder:
     if not stat.S_ISREG(st.st_mode):
       return f"is {file_kind(self.path(rel), follow=False)}"
     if rel not in self.entries:
-      return f"exists and was not written by {self.program}"
+      return f"exists and was not written by {self._by}"
     recorded = self.entries[rel]
     if recorded is not None and list(recorded) != _fingerprint(st):
-      return f"was written by {self.program} but changed since"
+      return f"was written by {self._by} but changed since"
     return None
 
   def free_name(self, rel: str, taken: Container[str]) -> str:

@@ -18,7 +18,7 @@ import jax
 log = logging.getLogger("biskip_jax")
 
 # The loss terms shown in the progress line, in this order (when the step reports them).
-PROGRESS_TERMS = ("g_loss", "content", "pixel", "feature", "g_adv", "d_loss", "gp",
+PROGRESS_TERMS = ("g_loss", "content", "pixel", "fft", "feature", "g_adv", "d_loss", "gp",
                   "wasserstein")
 
 

@@ -8,7 +8,13 @@ A shipped model is two files in ``biskip_jax/pretrained/`` (package data):
 * ``NAME.json``: ``{"sha256": ..., "bytes": ..., "config": {...}, "provenance": {...}}``: the
   ``.npz``'s checksum and size, the training run's config (inference reads ``model`` and
   ``eval``; ``evaluate.py --data=synthetic`` reads ``data``, the run's held-out photos), and
-  where the weights came from (run, step).
+  where the weights came from (:func:`lineage`): ``{"step": 9000, "runs": [{"workdir":
+  "runs/pretrain", "steps": 6000}, {"workdir": "runs/pretrain2", "steps": 3000, "init_from":
+  "pretrained"}]}``, every run behind the weights from the first, and ``step`` their sum.
+
+A run warm-started with ``train.init_from`` continues another model's training: its own step
+count is not the model's. So the warm start records the runs behind its source in
+``WORKDIR/init_from.json`` (:func:`record_init_from`), read back when the run is exported.
 
 ``load(NAME)`` checks the size and the SHA-256 before reading a byte of the arrays, and checks
 every array's shape against the generator the config builds; a missing, truncated or altered
@@ -35,6 +41,7 @@ from biskip_jax.errors import UserError
 from biskip_jax.output_files import atomic_write
 
 DEFAULT_NAME = "biskip_general"  # The model `deblur.py` uses without --ckpt.
+INIT_FROM_FILE = "init_from.json"  # In a warm-started run's workdir: the runs behind its start.
 DIRECTORY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
 _RESTORE_HINT = ("restore it with `git checkout -- biskip_jax/pretrained/` or reinstall "
                  "biskip-jax, or pass --ckpt=RUN to use a training run instead")
@@ -57,7 +64,8 @@ def sha256(path: str) -> str:
 
 def export(config: ml_collections.ConfigDict, variables: dict[str, Any], *,
            name: str = DEFAULT_NAME, directory: str = DIRECTORY,
-           provenance: dict[str, Any] | None = None) -> tuple[str, str]:
+           provenance: dict[str, Any] | None = None,
+           dtype: str = "float32") -> tuple[str, str]:
   """Writes a generator as a shipped model (see the module docstring).
 
   Args:
@@ -67,6 +75,9 @@ def export(config: ml_collections.ConfigDict, variables: dict[str, Any], *,
     name: file stem.
     directory: destination folder (created if missing).
     provenance: JSON-serialisable facts about the run (workdir, step, data, ...).
+    dtype: of the stored arrays: "float32" (shipped models), or "float16" for half the size
+      (a model brought back from a machine that can return only small files); :func:`load`
+      returns float32 either way.
 
   Returns:
     ``(npz path, json path)``.
@@ -75,7 +86,7 @@ def export(config: ml_collections.ConfigDict, variables: dict[str, Any], *,
   npz_path, json_path = paths(name, directory)
   kept = {k: v for k, v in variables.items() if k in ("params", "batch_stats") and v}
   flat = traverse_util.flatten_dict(jax.device_get(kept), sep="/")
-  arrays = {k: np.asarray(v, np.float32) for k, v in flat.items()}
+  arrays = {k: np.asarray(v, np.dtype(dtype)) for k, v in flat.items()}
   with atomic_write(npz_path) as f:
     np.savez(f, **arrays)
   meta = {
@@ -84,9 +95,64 @@ def export(config: ml_collections.ConfigDict, variables: dict[str, Any], *,
       "config": config.to_dict(),
       "provenance": provenance or {},
   }
-  with atomic_write(json_path, "w") as f:
-    json.dump(meta, f, indent=1, sort_keys=True, default=list)
+  _write_json(json_path, meta)
   return npz_path, json_path
+
+
+def _write_json(path: str, data: dict[str, Any]) -> None:
+  with atomic_write(path, "w") as f:
+    json.dump(data, f, indent=1, sort_keys=True, default=list)
+
+
+def _runs_of(provenance: dict[str, Any]) -> list[dict[str, Any]]:
+  """The runs behind an exported model's weights (from a one-run ``{"workdir", "step"}`` too)."""
+  if "runs" in provenance:
+    return list(provenance["runs"])
+  if provenance.get("step") is not None:
+    where = provenance.get("workdir") or provenance.get("source", "")
+    return [{"workdir": where, "steps": int(provenance["step"])}]
+  return []
+
+
+def _provenance(runs: list[dict[str, Any]]) -> dict[str, Any]:
+  return {"step": sum(int(r["steps"]) for r in runs), "runs": runs}
+
+
+def runs_behind(source: str, step: int | None) -> list[dict[str, Any]]:
+  """The training runs behind the weights ``train.init_from=source`` names, first to last.
+
+  Args:
+    source: ``"pretrained[:NAME]"`` or ``PATH/NAME.npz`` (its ``provenance``), or a training
+      run's path (the runs behind its own start, if it was warm-started, then itself).
+    step: the source's step (of a training run; ignored for an exported model).
+  """
+  from biskip_jax import inference  # pylint: disable=g-import-not-at-top
+  if inference.is_model_file(source):
+    with open(paths(*inference.model_file(source))[1]) as f:
+      return _runs_of(json.load(f).get("provenance", {}))
+  return lineage(inference.workdir_of(source), source, int(step))["runs"]
+
+
+def record_init_from(workdir: str, source: str, step: int | None) -> None:
+  """Writes ``WORKDIR/init_from.json``: the source of a warm start and the runs behind it."""
+  _write_json(os.path.join(workdir, INIT_FROM_FILE),
+              {"init_from": source, "runs": runs_behind(source, step)})
+
+
+def lineage(workdir: str, ckpt: str, step: int) -> dict[str, Any]:
+  """The ``provenance`` of the weights of run ``workdir`` at ``step`` (``ckpt``: as named).
+
+  ``runs``: those recorded by the run's warm start, if any, then the run itself; ``step``:
+  their steps summed, the optimisation steps behind the weights.
+  """
+  run: dict[str, Any] = {"workdir": ckpt, "steps": int(step)}
+  runs = []
+  path = os.path.join(workdir, INIT_FROM_FILE)
+  if os.path.isfile(path):
+    with open(path) as f:
+      record = json.load(f)
+    runs, run["init_from"] = list(record["runs"]), record["init_from"]
+  return _provenance(runs + [run])
 
 
 def load(name: str = DEFAULT_NAME, directory: str = DIRECTORY
@@ -119,7 +185,7 @@ def load(name: str = DEFAULT_NAME, directory: str = DIRECTORY
     raise UserError(f"shipped model file {npz_path} fails its SHA-256 check (damaged or "
                     f"altered): {_RESTORE_HINT}")
   with np.load(npz_path, allow_pickle=False) as data:
-    flat = {k: np.asarray(data[k]) for k in data.files}
+    flat = {k: np.asarray(data[k], np.float32) for k in data.files}
   variables = traverse_util.unflatten_dict(flat, sep="/")
   _check_shapes(config, variables, npz_path)
   variables.setdefault("batch_stats", {})
@@ -148,20 +214,25 @@ def main(argv: list[str]) -> None:
   from biskip_jax import inference  # pylint: disable=g-import-not-at-top
   del argv
   f = flags.FLAGS
-  config, variables, step = inference.restore_generator(f.ckpt)
-  provenance = {"workdir": os.path.abspath(f.ckpt), "step": int(step)}
+  config, variables, step = inference.load_generator(f.ckpt)
+  if inference.is_model_file(f.ckpt):  # Exported already: the runs behind it as it says.
+    provenance = _provenance(runs_behind(f.ckpt, step))
+  else:
+    provenance = lineage(inference.workdir_of(f.ckpt), os.path.normpath(f.ckpt), step)
   npz_path, json_path = export(config, variables, name=f.name, directory=f.out_dir,
-                               provenance=provenance)
+                               provenance=provenance, dtype=f.dtype)
   print(f"wrote {npz_path} ({os.path.getsize(npz_path) / 2**20:.1f} MiB) and {json_path} "
-        f"from step {step}")
+        f"from step {step} ({provenance['step']} steps with the runs before it)")
 
 
 if __name__ == "__main__":
   from absl import flags as _flags  # pylint: disable=g-import-not-at-top
 
   from biskip_jax import cli  # pylint: disable=g-import-not-at-top
-  _flags.DEFINE_string("ckpt", None, "Training workdir, its best/ or checkpoints/N.")
+  _flags.DEFINE_string("ckpt", None, "Training workdir, its best/ or checkpoints/N, or a "
+                       "model file NAME.npz (beside its NAME.json).")
   _flags.DEFINE_string("name", DEFAULT_NAME, "File stem of the shipped model.")
   _flags.DEFINE_string("out_dir", DIRECTORY, "Destination folder.")
+  _flags.DEFINE_enum("dtype", "float32", ["float32", "float16"], "dtype of the stored arrays.")
   _flags.mark_flag_as_required("ckpt")
   cli.run(main)

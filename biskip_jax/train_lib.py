@@ -11,6 +11,7 @@ Workdir layout::
                                add a ``"split": "spl"`` row per log step with the step's
                                per-sample l_i and v_i (eq. 4, 11), λ, q and the epoch
   WORKDIR/profile/             a jax.profiler trace of ``train.profile_steps`` (train.profile)
+  WORKDIR/init_from.json       a warm-started run's source and the runs behind it (lineage)
 
 Logs go through :mod:`biskip_jax.writers` (TensorBoard, ``metrics.jsonl``, the terminal); the
 progress line and the profiler window are :mod:`biskip_jax.periodic_actions`.
@@ -40,6 +41,7 @@ from biskip_jax import (
   image_io,
   input_pipeline,
   periodic_actions,
+  pretrained,
   spl,
   train_step,
   vgg,
@@ -177,8 +179,12 @@ class Validator:
         eval_lib.examples_of(config, what=f"--config.data.eval_split={config.data.eval_split}"),
         config.train.eval_num_images))
 
-  def __call__(self, state: train_step.TrainState) -> dict[str, float]:
-    """PSNR/SSIM of the generator (running statistics) on the held-out pairs."""
+  def __call__(self, state: train_step.TrainState) -> dict[str, float | int]:
+    """PSNR/SSIM of the generator (running statistics) on the held-out pairs, and how many.
+
+    The count goes in the logs beside the means (``step N eval: psnr=... ssim=...
+    num_images=2``): a validation on a few pairs differs from ``evaluate.py`` on all of them.
+    """
     from biskip_jax import eval_lib  # pylint: disable=g-import-not-at-top
     variables = {"params": state.gen.params, "batch_stats": state.gen.batch_stats}
     if self._deblurrer is None:
@@ -187,7 +193,7 @@ class Validator:
       self._deblurrer.variables = jax.device_put(variables)
     result = eval_lib.evaluate(self._deblurrer, self._examples, None, saliency=False,
                                progress=False, timing=False, baseline=False)
-    return {"psnr": result["psnr"], "ssim": result["ssim"]}
+    return {"psnr": result["psnr"], "ssim": result["ssim"], "num_images": result["num_images"]}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -216,12 +222,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     return _train(config, workdir, stop_at_step)
 
 
-def warm_start(state: train_step.TrainState,
-               config: ml_collections.ConfigDict) -> train_step.TrainState:
+def warm_start(state: train_step.TrainState, config: ml_collections.ConfigDict,
+               workdir: str | None = None) -> train_step.TrainState:
   """Replaces a new run's generator variables with those named by ``train.init_from``.
 
   The source is a shipped model (``"pretrained[:NAME]"``) or a training run / checkpoint
   path; only the generator is taken (the critic, both optimizers and the step start fresh).
+  With ``workdir`` (the new run's), the runs behind the source are recorded there
+  (``pretrained.record_init_from``): an export of the run then counts their steps too.
 
   Raises:
     UserError: the source is missing or damaged, or its model differs from ``config.model``.
@@ -233,7 +241,7 @@ def warm_start(state: train_step.TrainState,
     raise UserError(f"{flag} does not exist: expected a training run's workdir (or its "
                     "checkpoints/N or best folder) or pretrained[:NAME] for a shipped model")
   try:
-    src_config, variables = inference.load_generator(source)[:2]
+    src_config, variables, src_step = inference.load_generator(source)
   except UserError as e:
     raise UserError(f"{flag}: {e}") from e
   as_json = lambda c: json.loads(c.model.to_json_best_effort())  # Tuples equal lists.
@@ -249,6 +257,10 @@ def warm_start(state: train_step.TrainState,
       or shapes(new_stats) != shapes(state.gen.batch_stats)):
     raise UserError(f"{flag}: its generator's arrays do not fit this run's model")
   cast = lambda new, old: jax.tree.map(lambda n, o: jnp.asarray(n, o.dtype), new, old)
+  if workdir is not None and jax.process_index() == 0:
+    with os_errors_as_user_errors(f"--workdir {workdir}: cannot write "
+                                  f"{pretrained.INIT_FROM_FILE}"):
+      pretrained.record_init_from(workdir, source, src_step)
   log.info("generator initialised from %s", source)
   return state.replace(gen=state.gen.replace(
       params=cast(variables["params"], state.gen.params),
@@ -306,6 +318,7 @@ class _Loop:
         enabled=main and config.train.get("profile", False))
     self.validate = Validator(config) if config.train.eval_every > 0 else None
     self.best = self.ckpt.best_metric()
+    self.last_save = time.monotonic()
     self.accum: dict[str, list[jax.Array]] = {}
     self.problems: list[str] = []  # Work lost: the run ends with an error naming it.
 
@@ -315,7 +328,7 @@ class _Loop:
       log.info("resumed from %s at step %d", self.ckpt.directory, int(state.step))
       return state
     if self.config.train.get("init_from", ""):
-      state = warm_start(state, self.config)
+      state = warm_start(state, self.config, self.workdir)
     from clu import parameter_overview  # pylint: disable=g-import-not-at-top
     log.info("generator:\n%s", parameter_overview.get_parameter_overview(state.gen.params))
     log.info("critic:\n%s", parameter_overview.get_parameter_overview(state.critic.params))
@@ -392,9 +405,13 @@ class _Loop:
       self.ckpt.save_best(self.step, self.state, self.train_iter, self.best)
 
   def checkpoint(self, final: bool) -> None:
-    """Saves every ``train.checkpoint_every`` steps; the final one is retried, then reported."""
-    if not (self._every(self.config.train.checkpoint_every) or final):
+    """Saves every ``train.checkpoint_every`` steps (and ``train.checkpoint_every_secs``
+    seconds); the final one is retried, then reported."""
+    secs = self.config.train.get("checkpoint_every_secs", 0)
+    due = secs > 0 and time.monotonic() - self.last_save >= secs
+    if not (self._every(self.config.train.checkpoint_every) or final or due):
       return
+    self.last_save = time.monotonic()
     saved = self.ckpt.save(self.step, self.state, self.train_iter)
     for delay in FINAL_SAVE_RETRY_DELAYS if final else ():
       if saved:

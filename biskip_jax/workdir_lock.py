@@ -43,10 +43,11 @@ class WorkdirLock:
       if e.errno in (errno.EACCES, errno.EAGAIN):
         holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
         os.close(fd)
-        raise UserError(f"--workdir {self.workdir} is in use by a running train.py ({holder}): "
-                        "wait for it to end or stop it, or use another --workdir") from e
+        raise UserError(f"--workdir {self.workdir} is in use by another training process "
+                        f"({holder}): wait for it to end or stop it, or use another --workdir"
+                        ) from e
       # A file system without locks (e.g. some NFS setups): train unguarded, but say so.
-      log.warning("cannot lock %s (%s): make sure no other train.py uses this workdir",
+      log.warning("cannot lock %s (%s): make sure no other training process uses this workdir",
                   self.path, e.strerror or e)
       os.close(fd)
       return self

@@ -85,6 +85,9 @@ def get_config(scheme: str = "SA1P-BS") -> ml_collections.ConfigDict:
   t.log_every = 100  # Steps between progress lines / scalar logs.
   t.image_every = 2000  # Steps between image summaries in TensorBoard.
   t.checkpoint_every = 2000  # Steps between checkpoints.
+  # > 0: also a checkpoint when this many seconds have passed since the last (runs on machines
+  # lent for minutes). One process only: processes would not agree on the step.
+  t.checkpoint_every_secs = 0
   t.keep_checkpoints = 3  # Latest checkpoints kept (plus the best by validation PSNR).
   t.eval_every = 0  # Steps between validation runs; 0 disables validation.
   t.eval_num_images = 16  # Validation images (from data.eval_split) per run.

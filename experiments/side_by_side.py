@@ -1,4 +1,4 @@
-r"""Blurred | restored figures of real photos (no sharp reference needed).
+r"""Blurred | restored [| unsharp mask] figures of real photos (no sharp reference needed).
 
   python -m experiments.side_by_side --out=docs/unpaired.jpg PHOTO_OR_FOLDER...
   python -m experiments.side_by_side --ckpt=runs/biskip --out=fig.jpg photos/
@@ -7,6 +7,9 @@ Each photo is restored whole by the model (``--ckpt``: a training run, or ``pret
 shipped model), then one row of the figure shows the same window of the input and of the
 result at 1:1 scale (``--crop`` pixels, centred, or the whole image if smaller), so that the
 blur and its removal are visible at full resolution. Rows are stacked in input order.
+``--unsharp`` adds a third panel: the input through Pillow's unsharp mask (radius 2, 150 %),
+the baseline a restoration should beat. The window is fixed by the rule above, before any
+output is seen.
 """
 
 import os
@@ -16,7 +19,7 @@ import numpy as np
 from absl import flags
 from PIL import Image
 
-from biskip_jax import cli, deblur_lib, inference
+from biskip_jax import baselines, cli, deblur_lib, inference
 from biskip_jax.errors import UserError
 from biskip_jax.image_io import BadImageError, load_image
 
@@ -30,6 +33,7 @@ def define_flags() -> None:
   flags.DEFINE_string("out", None, "Figure to write (.jpg or .png).")
   flags.DEFINE_integer("crop", 320, "Side of the centred 1:1 window shown per photo.")
   flags.DEFINE_integer("max_images", 8, "At most this many photos (0: all).")
+  flags.DEFINE_bool("unsharp", False, "Add a third panel: the unsharp-mask baseline.")
   flags.mark_flags_as_required(["out"])
 
 
@@ -41,17 +45,19 @@ def centre_window(image: np.ndarray, size: int) -> np.ndarray:
   return image[y0:y0 + ch, x0:x0 + cw]
 
 
-def compose(rows: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-  """Stacks ``(blurred, restored)`` rows on a white canvas: ``uint8[H, W, 3]``."""
+def compose(rows: list[tuple[np.ndarray, ...]]) -> np.ndarray:
+  """Stacks rows of panels (``(blurred, restored[, ...])``) on a white canvas, ``uint8``."""
   if not rows:
     raise UserError("no photo to show")
-  heights = [max(a.shape[0], b.shape[0]) for a, b in rows]
-  widths = [a.shape[1] + _GAP + b.shape[1] for a, b in rows]
+  heights = [max(p.shape[0] for p in row) for row in rows]
+  widths = [sum(p.shape[1] for p in row) + _GAP * (len(row) - 1) for row in rows]
   canvas = np.full((sum(heights) + _GAP * (len(rows) - 1), max(widths), 3), 255, np.uint8)
   y = 0
-  for (a, b), h in zip(rows, heights):
-    canvas[y:y + a.shape[0], :a.shape[1]] = a
-    canvas[y:y + b.shape[0], a.shape[1] + _GAP:a.shape[1] + _GAP + b.shape[1]] = b
+  for row, h in zip(rows, heights):
+    x = 0
+    for p in row:
+      canvas[y:y + p.shape[0], x:x + p.shape[1]] = p
+      x += p.shape[1] + _GAP
     y += h + _GAP
   return canvas
 
@@ -73,15 +79,18 @@ def main(argv: list[str]) -> None:
       except BadImageError as e:
         print(f"side_by_side.py: skipped {e}", file=sys.stderr)
         continue
-      restored = deblurrer(image)
-      rows.append((centre_window(image, FLAGS.crop), centre_window(restored, FLAGS.crop)))
+      panels = [image, deblurrer(image)]
+      if FLAGS.unsharp:
+        panels.append(baselines.unsharp_mask(image))
+      rows.append(tuple(centre_window(p, FLAGS.crop) for p in panels))
       print(f"{os.path.basename(path)}: {image.shape[1]}x{image.shape[0]}", file=sys.stderr)
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
     Image.fromarray(compose(rows)).save(FLAGS.out, quality=90)
   except UserError as e:
     print(f"side_by_side.py: error: {e}", file=sys.stderr)
     sys.exit(2)
-  print(f"wrote {FLAGS.out} ({len(rows)} rows: blurred | restored)")
+  print(f"wrote {FLAGS.out} ({len(rows)} rows: blurred | restored"
+        f"{' | unsharp mask' if FLAGS.unsharp else ''})")
 
 
 if __name__ == "__main__":

@@ -187,3 +187,66 @@ def test_gpu_script_stops_on_a_missing_package_without_a_wheel(tmp_path):
   assert "error: still not importable: ml_collections" in proc.stdout
   assert "benchmarks.wheelhouse" in proc.stdout
   assert os.path.exists(tmp_path / "o" / "results.md")
+
+
+def _tiny_training_data(folder) -> None:
+  """frames/ (one sequence of 12 frames) and photos/ (3 photos), as benchmarks.gpu_data
+  writes them."""
+  from biskip_jax.datasets import save_image
+  rng = np.random.default_rng(0)
+  scene = rng.integers(0, 256, (48, 80, 3), dtype=np.uint8)
+  for t in range(12):
+    save_image(folder / "frames" / "seq" / f"{t:06d}.png", scene[:, t:t + 56])
+  for k in range(3):
+    save_image(folder / "photos" / f"p{k}.png", rng.integers(0, 256, (60, 70, 3), np.uint8))
+
+
+@pytest.mark.slow
+def test_gpu_training_script_dry_run_writes_a_small_float16_model(tmp_path):
+  """bash benchmarks/gpu_train.sh --tiny: unpacks a hidden package, trains until the deadline
+  minus its margin, stops by SIGTERM with a checkpoint, exports the generator in float16."""
+  shadow = tmp_path / "shadow" / "ml_collections"
+  shadow.mkdir(parents=True)
+  (shadow / "__init__.py").write_text("raise ImportError('hidden: a GPU machine lacks it')\n")
+  wheelhouse = tmp_path / "whl"
+  wheelhouse.mkdir()
+  _wheel_of_installed("ml_collections", str(wheelhouse))
+  _tiny_training_data(tmp_path / "data")
+  out = tmp_path / "out"
+  env = dict(os.environ, PYTHON=sys.executable, PYTHONPATH=str(tmp_path / "shadow"))
+  env.pop("OUT", None)
+  proc = subprocess.run(["bash", "benchmarks/gpu_train.sh", str(out), "--tiny",
+                         "--budget_s=150", "--margin_s=60", f"--data={tmp_path / 'data'}",
+                         f"--wheelhouse={wheelhouse}"], capture_output=True, text=True,
+                        env=env, timeout=400, cwd=_ROOT)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  assert "unpacked from" in proc.stdout and "ml_collections-" in proc.stdout
+  assert sorted(os.listdir(out)) == ["biskip_gpu.json", "biskip_gpu.npz", "metrics.jsonl",
+                                     "summary.json", "train_log.txt"]
+  summary = json.loads((out / "summary.json").read_text())
+  assert summary["train_exit"] == 143  # Stopped by the deadline's SIGTERM, checkpoint saved.
+  assert summary["seconds"] <= 150 + 5
+  with np.load(out / "biskip_gpu.npz") as z:
+    assert {z[k].dtype for k in z.files} == {np.dtype(np.float16)}
+  # The float16 file loads (as float32) wherever a --ckpt is taken.
+  from biskip_jax import inference
+  config, variables, step = inference.load_generator(str(out / "biskip_gpu.npz"))
+  assert step > 0 and config.model.channels == [4, 8, 8, 8, 8]
+  assert variables["params"]["out"]["kernel"].dtype == np.float32
+  steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+  assert max(steps) == step
+
+
+def test_gpu_data_subset_is_bounded(tmp_path):
+  from benchmarks import gpu_data
+  _tiny_training_data(tmp_path / "src")
+  got = gpu_data.build(str(tmp_path / "src" / "frames"), str(tmp_path / "src" / "photos"),
+                       str(tmp_path / "out"), num_frames=5, photo_every=2, max_mb=1.0)
+  assert got["frames"] == 5 and got["photos"] == 2
+  assert sorted(os.listdir(tmp_path / "out" / "frames" / "seq")) == [
+      f"{t:06d}.png" for t in range(5)]
+  sizes = [os.path.getsize(tmp_path / "src" / "frames" / "seq" / f"{t:06d}.png")
+           for t in range(3)]
+  tight = gpu_data.build(str(tmp_path / "src" / "frames"), str(tmp_path / "src" / "photos"),
+                         str(tmp_path / "out2"), num_frames=12, max_mb=(sum(sizes) + 1) / 2**20)
+  assert tight == {"frames": 3, "photos": 0, "bytes": sum(sizes)}

@@ -168,7 +168,7 @@ def test_export_never_replaces_a_file_it_did_not_write(tmp_path):
   mine = tmp_path / "model.onnx"
   mine.write_bytes(b"the user's model")
   os.symlink(tmp_path / "elsewhere", tmp_path / "link.onnx")
-  for out, why in ((mine, "exists and was not written by export.py"), (tmp_path / "link.onnx",
+  for out, why in ((mine, "exists and was not written by an export run"), (tmp_path / "link.onnx",
                                                                        "is a link")):
     # Refused before the (missing) checkpoint is looked at: nothing is loaded or converted.
     with pytest.raises(UserError) as e:

@@ -460,8 +460,8 @@ def test_second_train_py_on_a_busy_workdir_stops_at_once(good_run, compile_cache
       second.cleanup()
     lines = second.stderr.strip().splitlines()
     assert len(lines) == 1, lines
-    assert lines[0].startswith(f"train.py: error: --workdir {workdir} is in use by a running "
-                               f"train.py (pid {first.proc.pid} on "), lines
+    assert lines[0].startswith(f"train.py: error: --workdir {workdir} is in use by another "
+                               f"training process (pid {first.proc.pid} on "), lines
     assert first.proc.poll() is None  # The first run goes on, its files untouched.
     assert os.stat(config_json).st_mtime_ns == before
   finally:

@@ -57,6 +57,24 @@ def test_pixel_loss_errors(images):
     losses.pixel_loss(x, y[:, :4], "l1")
 
 
+def test_frequency_loss_matches_torch_rfft2_as_mimo_unet_uses_it(images):
+  import torch
+  x, y = images
+  got = losses.frequency_loss(jnp.asarray(x), jnp.asarray(y))
+  assert got.shape == (3,)
+  # MIMO-UNet: L1Loss between torch.stack((fft.real, fft.imag), -1) of rfft2 over H and W,
+  # here per sample (channels first, as torch's images are).
+  fx = torch.fft.rfft2(torch.from_numpy(x).permute(0, 3, 1, 2))
+  fy = torch.fft.rfft2(torch.from_numpy(y).permute(0, 3, 1, 2))
+  d = torch.stack([fx.real, fx.imag], -1) - torch.stack([fy.real, fy.imag], -1)
+  want = d.abs().reshape(3, -1).mean(1).numpy()
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5)
+  # A constant offset c lives in the DC bin alone: |c| H W over the (H, W // 2 + 1, C, 2) bins.
+  z = jnp.zeros((1, 4, 6, 1))
+  np.testing.assert_allclose(np.asarray(losses.frequency_loss(z + 0.5, z)),
+                             [0.5 * 24 / (4 * 4 * 1 * 2)], rtol=1e-6)
+
+
 def test_feature_and_bilevel_loss_match_numpy():
   rng = np.random.default_rng(1)
   fx = rng.normal(size=(2, 3, 2, 7)).astype(np.float32)

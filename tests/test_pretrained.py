@@ -114,3 +114,46 @@ def test_deblur_py_without_ckpt_uses_the_shipped_model(tmp_path):
   assert out.shape == _photo().shape
   expected = inference.Deblurrer.pretrained()(_photo())
   np.testing.assert_array_equal(out, expected)
+
+
+def test_shipped_model_names_the_steps_of_every_run_behind_it():
+  """The model card's lineage: 6000 steps of runs/pretrain, then 3000 warm-started ones."""
+  _, json_path = pretrained.paths()
+  with open(json_path) as f:
+    provenance = json.load(f)["provenance"]
+  assert [(r["workdir"], r["steps"]) for r in provenance["runs"]] == [
+      ("runs/pretrain", 6000), ("runs/pretrain2", 3000)]
+  assert provenance["runs"][1]["init_from"] == "pretrained" and provenance["step"] == 9000
+  with open(os.path.join(ROOT, "docs", "MODEL_CARD.md")) as f:
+    assert "(9000 steps)" in f.read()
+
+
+def test_lineage_of_a_warm_started_run(tmp_path):
+  # A run without a warm start: itself.
+  assert pretrained.lineage(str(tmp_path), "runs/a", 40) == {
+      "step": 40, "runs": [{"workdir": "runs/a", "steps": 40}]}
+  # Warm-started from the shipped model: its runs first (read from its JSON at the start).
+  child = tmp_path / "child"
+  child.mkdir()
+  pretrained.record_init_from(str(child), "pretrained", None)
+  assert pretrained.lineage(str(child), "runs/child", 500) == {
+      "step": 9500, "runs": [{"workdir": "runs/pretrain", "steps": 6000},
+                             {"workdir": "runs/pretrain2", "steps": 3000,
+                              "init_from": "pretrained"},
+                             {"workdir": "runs/child", "steps": 500, "init_from": "pretrained"}]}
+  # Warm-started from that run at its step 500: the chain goes on.
+  grandchild = tmp_path / "grandchild"
+  grandchild.mkdir()
+  pretrained.record_init_from(str(grandchild), str(child), 500)
+  lineage = pretrained.lineage(str(grandchild), "runs/grandchild", 7)
+  assert [r["steps"] for r in lineage["runs"]] == [6000, 3000, 500, 7]
+  assert lineage["runs"][-2] == {"workdir": str(child), "steps": 500, "init_from": "pretrained"}
+  assert lineage["runs"][-1]["init_from"] == str(child) and lineage["step"] == 9507
+
+
+def test_runs_behind_a_model_file_are_those_its_json_names(tmp_path):
+  """A model file exported elsewhere (``--ckpt=PATH/NAME.npz``), with a one-run provenance."""
+  with open(tmp_path / "gpu.json", "w") as f:
+    json.dump({"provenance": {"source": "gpu_run", "step": 120}}, f)
+  assert pretrained.runs_behind(str(tmp_path / "gpu.npz"), None) == [
+      {"workdir": "gpu_run", "steps": 120}]

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -10,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from biskip_jax import config_checks, train_lib, train_step
+from biskip_jax import config_checks, pretrained, train_lib, train_step
 from biskip_jax.errors import UserError
 from configs import tiny
 
@@ -272,9 +273,22 @@ def test_validation_compiles_once_per_run_and_uses_the_current_weights():
   sizes = len({ex["blur"].shape for ex in validate._examples})  # pylint: disable=protected-access
   params = jax.tree_util.tree_map(lambda p: p * 1.5, state.gen.params)
   second = validate(state.replace(gen=state.gen.replace(params=params)))
-  assert set(first) == {"psnr", "ssim"} and first["psnr"] != second["psnr"]
+  assert set(first) == {"psnr", "ssim", "num_images"} and first["psnr"] != second["psnr"]
+  assert first["num_images"] == 2
   # The same compiled function served both validations: one program per image size.
   assert validate._deblurrer._fn is fn and fn._cache_size() == sizes  # pylint: disable=protected-access
+
+
+@pytest.mark.slow
+def test_the_validation_line_says_how_many_images_it_used(tmp_path, caplog):
+  config = tiny.get_config("1-BS")
+  config.train.num_steps, config.train.eval_every = 2, 2
+  config.data.synthetic.num_eval, config.train.eval_num_images = 3, 2  # 2 of the split's 3.
+  with caplog.at_level("INFO", logger="biskip_jax"):
+    train_lib.train_and_evaluate(config, str(tmp_path))
+  lines = [r.getMessage() for r in caplog.records if " eval: " in r.getMessage()]
+  assert len(lines) == 1 and re.fullmatch(r"step 2 eval: psnr=\S+ ssim=\S+ num_images=2",
+                                          lines[0]), lines
 
 
 def test_warm_start_takes_the_generator_of_a_run_and_nothing_else(tmp_path):
@@ -285,7 +299,12 @@ def test_warm_start_takes_the_generator_of_a_run_and_nothing_else(tmp_path):
   config.train.seed = 1  # Another random init, so equality below means "copied".
   config.train.init_from = str(tmp_path / "source")
   fresh = train_step.create_train_state(config, 6, config.data.crop_size)
-  warm = train_lib.warm_start(fresh, config)
+  (tmp_path / "child").mkdir()
+  warm = train_lib.warm_start(fresh, config, str(tmp_path / "child"))
+  # The new run's export will count the source's 2 steps too.
+  assert pretrained.lineage(str(tmp_path / "child"), "child", 4) == {"step": 6, "runs": [
+      {"workdir": str(tmp_path / "source"), "steps": 2},
+      {"workdir": "child", "steps": 4, "init_from": str(tmp_path / "source")}]}
   for a, b in zip(jax.tree_util.tree_leaves(warm.gen.params),
                   jax.tree_util.tree_leaves(trained.gen.params)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from biskip_jax import conv, train_step, vgg
+from biskip_jax import conv, image_io, train_step, vgg
+from biskip_jax import losses as losses_lib
 from configs import tiny
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -118,6 +119,23 @@ def test_content_loss_falls_on_a_fixed_batch():
   assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:3]), losses
   # Without an adversarial term the critic is untouched.
   assert float(m["d_loss"]) == 0.0 and int(state.critic.opt_state[1].count) == 0
+
+
+def test_frequency_term_adds_to_the_content_loss():
+  config = tiny.get_config("1-BS")
+  config.loss.gamma_fft = 3.0
+  mesh, state, step = _setup(config)
+  batch = _batch(4)
+  restored = state.gen.apply_fn({"params": state.gen.params,
+                                 "batch_stats": state.gen.batch_stats},
+                                image_io.to_model_range(batch["blur"]), train=True,
+                                mutable=["batch_stats"])[0]
+  sharp = image_io.to_model_range(batch["sharp"])
+  _, m = step(state, train_step.shard_batch(batch, mesh), {})
+  fft = np.asarray(losses_lib.frequency_loss(restored, sharp))
+  pixel = np.abs(np.asarray(restored) - np.asarray(sharp)).mean(axis=(1, 2, 3))
+  np.testing.assert_allclose(float(m["fft"]), fft.mean(), rtol=1e-4)
+  np.testing.assert_allclose(float(m["content"]), (100.0 * pixel + 3.0 * fft).mean(), rtol=1e-4)
 
 
 @pytest.mark.slow

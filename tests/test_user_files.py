@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import features
 
-from biskip_jax import deblur_lib, eval_lib, inference, output_files
+from biskip_jax import cli, deblur_lib, eval_lib, inference, output_files
 from biskip_jax.datasets import BadImageError, folder, frames, load_image, save_image, synthetic
 from biskip_jax.errors import UserError
 
@@ -97,12 +97,13 @@ def test_deblur_replaces_only_its_own_results(stub_model, tmp_path, capsys):
   expected = {"a_1.png": 1, "b_1.png": 2, "c.png": 3, "c_1.png": 4}
   for name, seed in expected.items():
     np.testing.assert_array_equal(load_image(out / name), _negative(_image(seed)))
-  notes = _lines(err, "deblur.py: ")
-  assert f"deblur.py: {inputs / 'a.png'} is written as {out / 'a_1.png'} ({out / 'a.png'} " \
-         "exists and was not written by deblur.py)" in notes, err
-  assert f"deblur.py: {inputs / 'b.png'} is written as {out / 'b_1.png'} ({out / 'b.png'} is " \
+  prog = cli.prog()  # The program's name: deblur.py, biskip-deblur, here pytest's.
+  notes = _lines(err, f"{prog}: ")
+  assert f"{prog}: {inputs / 'a.png'} is written as {out / 'a_1.png'} ({out / 'a.png'} " \
+         "exists and was not written by a deblur run)" in notes, err
+  assert f"{prog}: {inputs / 'b.png'} is written as {out / 'b_1.png'} ({out / 'b.png'} is " \
          "a link)" in notes, err
-  assert f"deblur.py: {more / 'c.bmp'} is written as {out / 'c_1.png'} (the result of " \
+  assert f"{prog}: {more / 'c.bmp'} is written as {out / 'c_1.png'} (the result of " \
          f"{inputs / 'c.png'})" in notes, err
   assert len(notes) == 4, notes  # The three renames and the summary.
 
@@ -120,7 +121,8 @@ def test_deblur_replaces_only_its_own_results(stub_model, tmp_path, capsys):
   capsys.readouterr()
   assert deblur_lib.run(None, str(out), cmd) == []
   assert (out / "c.png").read_bytes() == b"retouched by hand"
-  assert f"({out / 'c.png'} was written by deblur.py but changed since)" in capsys.readouterr().err
+  assert f"({out / 'c.png'} was written by a deblur run but changed since)" in (
+      capsys.readouterr().err)
 
 
 def test_an_older_record_of_results_is_honoured(stub_model, tmp_path, capsys):
@@ -168,7 +170,7 @@ def test_a_record_line_cut_short_marks_nothing(tmp_path):
   (tmp_path / ".deblur_outputs.jsonl").write_text('{"name": "a.png"}\n{"name": "b.p')
   outputs = deblur_lib.output_folder(str(tmp_path))
   assert outputs.why_not("a.png") is None  # Recorded, unfinished: a run stopped while writing.
-  assert outputs.why_not("b.png") == "exists and was not written by deblur.py"
+  assert outputs.why_not("b.png") == "exists and was not written by a deblur run"
   assert outputs.free_name("b.png", set()) == "b_1.png"
 
 
@@ -224,7 +226,8 @@ def test_an_output_name_that_cannot_be_written_does_not_stop_the_rest(stub_model
   assert failures[0].endswith("(File name too long)"), failures
   assert sorted(os.listdir(out)) == [".deblur_outputs.jsonl", "a.webp", "z.webp"]
   err = capsys.readouterr().err
-  assert _lines(err, "deblur.py: skipped ") == [f"deblur.py: skipped {failures[0]}"], err
+  prog = cli.prog()
+  assert _lines(err, f"{prog}: skipped ") == [f"{prog}: skipped {failures[0]}"], err
   assert "2 of 3 written" in err and "Traceback" not in err
 
 
@@ -285,7 +288,7 @@ def test_evaluate_replaces_its_own_outputs_and_no_others(tmp_path):
   with pytest.raises(UserError) as e:
     eval_lib.run(str(tmp_path / "no_such_run"), "synthetic", str(mine))
   assert str(e.value).startswith(f"--out {mine}: {mine}/metrics.json exists and was not written "
-                                 "by evaluate.py; "), e.value
+                                 "by an evaluate run; "), e.value
   assert os.listdir(mine) == ["metrics.json"]
 
 

@@ -27,7 +27,8 @@ def main(argv):
   cli.log_progress_to_stderr()
   try:
     if len(argv) > 1:
-      raise UserError(f"unexpected arguments {' '.join(argv[1:])}: demo.py takes only flags")
+      raise UserError(f"unexpected arguments {' '.join(argv[1:])}: {cli.prog()} takes only "
+                      "flags")
     demo_lib.import_streamlit()  # A missing extra stops before the model loads.
     deblurrer = inference.Deblurrer.load(_CKPT.value, dtype=_DTYPE.value)
     name = _CKPT.value + ("" if deblurrer.step is None else f" (step {deblurrer.step})")

@@ -1,5 +1,5 @@
 """Evaluates a trained model: ``biskip-evaluate --ckpt=RUN --data=DATA`` (gopro, kohler,
-synthetic, folder:PATH or levin:PATH).
+synthetic, frames[:PATH], mix, folder:PATH or levin:PATH).
 
 The same as ``python evaluate.py ...`` from the repository root. Prints a table (per image and
 mean PSNR/SSIM, the blurred input's as a baseline, seconds per image) and, with ``--out``, writes
@@ -7,19 +7,21 @@ mean PSNR/SSIM, the blurred input's as a baseline, seconds per image) and, with 
 figures.
 """
 
+import os
 import sys
 
 from absl import app, flags
-from ml_collections import config_flags
 
 from biskip_jax import cli, eval_lib
 from biskip_jax.errors import UserError
 
 _CKPT = flags.DEFINE_string("ckpt", None, "Training workdir, its best/ or checkpoints/N; "
-                            "'pretrained': the shipped model.")
+                            "'pretrained': the shipped model; NAME.npz: a model file; "
+                            "'unsharp': Pillow's unsharp mask (a classical baseline).")
 _DATA = flags.DEFINE_string(
-    "data", None, "gopro | kohler | synthetic | folder:PATH | levin:PATH (folder pairs scored "
-    "also up to a sub-pixel shift, Levin et al.'s protocol).")
+    "data", None, "gopro | kohler | synthetic | frames[:PATH] (held-out windows of video "
+    "frames) | mix (the held-out pairs of every source of data.mix) | folder:PATH | levin:PATH "
+    "(folder pairs scored also up to a sub-pixel shift, Levin et al.'s protocol).")
 _DATA_PATH = flags.DEFINE_string("data_path", None,
                                  "Dataset root for gopro/kohler (default: the run's "
                                  "config.data.path).")
@@ -29,10 +31,9 @@ _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute
 _SALIENCY = flags.DEFINE_bool("saliency", True, "Compute the saliency indicator (§6.2).")
 _ENSEMBLE = flags.DEFINE_bool("ensemble", False, "Geometric self-ensemble: average the "
                               "restorations of the 8 flips/transposes (8x the compute).")
-config_flags.DEFINE_config_file(
-    "config", None, "Optional config file whose data section (with --config.data.* "
-    "overrides) replaces the run's, e.g. configs/quickstart.py for its held-out pairs.",
-    lock_config=True)
+cli.define_config_flag(
+    "Optional config (a file or a shipped config's name) whose data section (with "
+    "--config.data.* overrides) replaces the run's, e.g. quickstart for its held-out pairs.")
 flags.mark_flags_as_required(["ckpt", "data"])
 
 
@@ -50,7 +51,8 @@ def main(argv):
   except UserError as e:
     print(f"{cli.prog()}: error: {e}", file=sys.stderr)
     sys.exit(2)
-  print(eval_lib.format_table(result))
+  out = _OUT.value
+  print(eval_lib.format_table(result, csv_path=os.path.join(out, "per_image.csv") if out else None))
 
 
 def run() -> None:

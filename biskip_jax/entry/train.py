@@ -1,4 +1,4 @@
-"""Trains Bi-Skip: ``biskip-train --config=configs/biskip.py[:SCHEME] --workdir=DIR``.
+"""Trains Bi-Skip: ``biskip-train --config=biskip[:SCHEME] --workdir=DIR``.
 
 The same as ``python train.py ...`` from the repository root. Any config field can be
 overridden, e.g. ``--config.train.num_steps=1000``. Running the same command again resumes from
@@ -9,14 +9,13 @@ with status 128 + the signal's number (143, 130): not a success.
 import sys
 
 from absl import app, flags
-from ml_collections import config_flags
 
 from biskip_jax import cli, train_lib
 from biskip_jax.errors import UserError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and logs.")
-config_flags.DEFINE_config_file("config", None, "Training configuration file[:SCHEME].",
-                                lock_config=True)
+cli.define_config_flag("Training configuration: a file or a shipped config's name, then "
+                       ":SCHEME, e.g. biskip:A2-S.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 

@@ -458,7 +458,7 @@ def test_inference_with_a_bad_config_json_is_one_line(workdir, tmp_path):
 
 def test_deblur_warns_that_only_the_first_frame_of_an_animation_is_restored(workdir, tmp_path,
                                                                               capsys):
-  from biskip_jax import deblur_lib  # pylint: disable=g-import-not-at-top
+  from biskip_jax import cli, deblur_lib  # pylint: disable=g-import-not-at-top
   path, _, _ = workdir
   frames = [Image.fromarray(_photo(16, 20)), Image.fromarray(_photo(16, 20)[::-1].copy())]
   gif = tmp_path / "anim.gif"
@@ -469,7 +469,7 @@ def test_deblur_warns_that_only_the_first_frame_of_an_animation_is_restored(work
   assert failures == []
   err = capsys.readouterr().err
   for f in (gif, tif):
-    assert (f"deblur.py: warning: {f} holds 2 frames (an animation or a multi-page file); only "
+    assert (f"{cli.prog()}: warning: {f} holds 2 frames (an animation or a multi-page file); only "
             "the first is restored") in err, err
   assert sorted(os.listdir(tmp_path / "out")) == [".deblur_outputs.jsonl", "anim.png",
                                                   "pages.png"]

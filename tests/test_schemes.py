@@ -104,20 +104,29 @@ def test_pretrain_config_loads_and_builds(tmp_path):
   assert c.scheme == "1-BS" and not c.loss.perceptual and not c.loss.adversarial
   assert pretrain.get_config("S1-BS").loss.self_paced
   assert tuple(c.model.channels) == (32, 64, 128, 128, 128) and c.model.zero_residual
-  # Every training crop of the run gets its own kernel (no record is seen twice).
+  # Every synthetic training crop of the run gets its own kernel (no record is seen twice).
   steps = c.train.num_epochs * c.train.steps_per_epoch
   assert c.data.synthetic.num_train >= steps * c.train.batch_size
-  # Data: a fake photo folder holding the held-out names plus two training photos.
+  assert c.data.source == "mix" and c.data.mix.frames > 0 and c.data.mix.synthetic > 0
+  # Data: a photo folder (every holdout_every-th photo held out) and one frame sequence.
   rng = np.random.default_rng(0)
-  for name in (*c.data.synthetic.holdout, "train_a", "train_b"):
-    datasets.save_image(tmp_path / f"{name}.png", rng.integers(0, 256, (300, 260, 3), np.uint8))
-  c.data.synthetic.images = str(tmp_path)
+  photos = tmp_path / "photos"
+  photos.mkdir()
+  names = [f"p{i:02d}" for i in range(12)]
+  for name in names:
+    datasets.save_image(photos / f"{name}.png", rng.integers(0, 256, (300, 280, 3), np.uint8))
+  seq = tmp_path / "frames" / "seq"
+  seq.mkdir(parents=True)
+  for t in range(80):  # The last 15 % (12 frames) hold one 11-frame evaluation window.
+    datasets.save_image(seq / f"{t:06d}.png", rng.integers(0, 256, (270, 260, 3), np.uint8))
+  c.data.synthetic.images = str(photos)
+  c.data.frames.path = str(tmp_path / "frames")
   train = input_pipeline.get_source(c, c.data.train_split, training=True)
-  assert sorted(s.rsplit("/", 1)[1] for s in train.specs) == ["train_a.png", "train_b.png"]
   blur, sharp = train.random_crop(0, c.data.crop_size, np.random.default_rng(0))
   assert blur.shape == sharp.shape == (c.data.crop_size, c.data.crop_size, 3)
   ev = input_pipeline.get_source(c, c.data.eval_split)
-  assert len(ev) == c.data.synthetic.num_eval == len(c.data.synthetic.holdout)
+  assert len(ev) == c.data.synthetic.num_eval + 1
+  assert c.train.eval_num_images == c.data.synthetic.num_eval + c.data.frames.num_eval
   # The generator builds (shapes only, no compile).
   g = models.generator_from_config(c.model)
   x = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)

@@ -3,6 +3,7 @@
   python -m benchmarks.train_step                  # the paper's step (SA1P-BS), batch 1 and 16
   python -m benchmarks.train_step --breakdown      # also 1-BS and 1P-BS: where the time goes
   python -m benchmarks.train_step --quick          # tiny model, seconds (what CI runs)
+  python -m benchmarks.train_step --compile_times=1,2,5   # compile seconds against n_critic
 
 The paper's step (§5, Algorithm 1): batch 1 of 256x256 crops, scheme SA1P-BS, i.e. one
 generator forward, ``n_critic`` = 2 WGAN-GP critic updates (gradient penalty: a double
@@ -16,6 +17,11 @@ penalty's double backward is not supported by compiled autograd).
 
 VGG19 weights are random here (speed does not depend on them). Peak memory as in
 ``benchmarks/inference.py``.
+
+``--compile_times`` only compiles: the step of 1-BS and of the config's scheme (batch 1, the
+same config otherwise) at each listed ``n_critic``, lowered from abstract inputs (no weights,
+nothing runs), one after another in this process, so that the ratios between rows are
+comparable on a busy machine. 1-BS has no critic: its rows show the noise.
 """
 
 import os
@@ -23,13 +29,14 @@ import statistics
 import time
 
 import jax
+import jax.numpy as jnp
 import torch
 from absl import app, flags
 from ml_collections import config_flags
 
 from benchmarks import common
 from benchmarks import torch_reference as tr
-from biskip_jax import schemes, train_step
+from biskip_jax import schemes, train_step, vgg
 from configs import tiny
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -57,6 +64,10 @@ _TRACE = flags.DEFINE_string(
     "trace", None, "Keep a jax.profiler trace of --trace_steps JAX steps at the first batch "
     "size and dtype in this folder (TensorBoard's profile plugin or Perfetto read it).")
 _TRACE_STEPS = flags.DEFINE_integer("trace_steps", 3, "Steps in the --trace trace.")
+_COMPILE_TIMES = flags.DEFINE_string(
+    "compile_times", "", "Comma-separated n_critic values: only compile the step of 1-BS and "
+    "of the config's scheme at each (batch 1, --crop, the first of --dtypes) and print the "
+    "seconds; nothing runs.")
 _QUICK = flags.DEFINE_bool(
     "quick", False, "Tiny model on 32x32 crops, one short block: checks that the script runs.")
 
@@ -170,9 +181,60 @@ def _bench(table: common.Table, scheme: str, batch: int, dtype: str, modes: list
                common.fmt_mb(common.torch_peak_bytes()), "", f"{sec / t_sec:.3g}"])
 
 
+def abstract_step_inputs(config, batch: int, crop: int):
+  """Shapes and dtypes of the train step's arguments ``(state, batch, vgg_params)``.
+
+  Enough to lower and compile the step: nothing is initialised or allocated.
+  """
+  state = jax.eval_shape(lambda: train_step.create_train_state(config, 1000, crop))
+  images = jax.ShapeDtypeStruct((batch, crop, crop, 3), jnp.uint8)
+  vgg_params = {}
+  if config.loss.perceptual:
+    net = vgg.VGG19Features(layer=config.loss.vgg_layer)
+    vgg_params = jax.eval_shape(net.init, jax.random.key(0), jnp.zeros((1, crop, crop, 3)))
+  return state, {"blur": images, "sharp": images}, vgg_params
+
+
+def _compile_times(n_critics: list[int], crop: int, dtype: str) -> None:
+  """Trace-and-lower and compile seconds of the step per scheme and ``n_critic``."""
+  scheme = _CONFIG.value.scheme
+  title = f"Train-step compile time ({dtype}, batch 1, crops {crop}x{crop})"
+  header = ["scheme", "n_critic", "lower s", "compile s", "compile / first row"]
+  table = common.Table(title, header, _JSON_OUT.value)
+  print(f"# {title}")
+  print("Device:", table.meta["device"])
+  mesh = train_step.make_mesh()
+  first = None
+  for name in ("1-BS", scheme):
+    for n in n_critics:
+      config = _config_for(name, 1, crop, dtype)
+      config.train.n_critic = n
+      state, batch, vgg_params = abstract_step_inputs(config, 1, crop)
+      jitted = train_step.jit_train_step(config, config.train.num_epochs, mesh, state)
+      t0 = time.perf_counter()
+      lowered = jitted.lower(state, batch, vgg_params)
+      t1 = time.perf_counter()
+      lowered.compile()
+      t2 = time.perf_counter()
+      first = first or t2 - t1
+      table.add([name, n, f"{t1 - t0:.1f}", f"{t2 - t1:.1f}", f"{(t2 - t1) / first:.2f}"])
+  table.print()
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if _COMPILE_TIMES.value:
+    try:
+      n_critics = [int(n) for n in _COMPILE_TIMES.value.split(",") if n]
+    except ValueError:
+      raise app.UsageError(f"--compile_times={_COMPILE_TIMES.value}: expected comma-separated "
+                           "integers such as 1,2,5") from None
+    if not n_critics or min(n_critics) < 1:
+      raise app.UsageError(f"--compile_times={_COMPILE_TIMES.value}: n_critic must be >= 1")
+    _compile_times(n_critics, 32 if _QUICK.value else _CROP.value,
+                   _DTYPES.value.split(",")[0])
+    return
   gpu = jax.default_backend() == "gpu"
   torch.backends.cudnn.benchmark = True
   modes = [m for m in (_TORCH.value if _TORCH.value is not None else

@@ -66,7 +66,8 @@ def _implementations(config, variables) -> tuple[dict, int]:
   exported = jax.export.deserialize(export_lib.export_stablehlo(fn, multiple).serialize())
   shlo = jax.jit(exported.call, compiler_options=options)
   t0 = time.perf_counter()
-  session = ort.InferenceSession(export_lib.export_onnx(fn, multiple).SerializeToString(),
+  onnx_fn, _ = export_lib.generator_fn(config, variables, export_lib.ONNX_CONV_PLATFORM)
+  session = ort.InferenceSession(export_lib.export_onnx(onnx_fn, multiple).SerializeToString(),
                                  providers=["CPUExecutionProvider"])
   print(f"ONNX conversion and session: {time.perf_counter() - t0:.1f} s")
   return {

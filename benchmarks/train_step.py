@@ -3,6 +3,7 @@
   python -m benchmarks.train_step                  # the paper's step (SA1P-BS), batch 1 and 16
   python -m benchmarks.train_step --breakdown      # also 1-BS and 1P-BS: where the time goes
   python -m benchmarks.train_step --quick          # tiny model, seconds (what CI runs)
+  python -m benchmarks.train_step --compile_times=1,2,5   # compile seconds against n_critic
 
 The paper's step (§5, Algorithm 1): batch 1 of 256x256 crops, scheme SA1P-BS, i.e. one
 generator forward, ``n_critic`` = 2 WGAN-GP critic updates (gradient penalty: a double
@@ -16,6 +17,11 @@ penalty's double backward is not supported by compiled autograd).
 
 VGG19 weights are random here (speed does not depend on them). Peak memory as in
 ``benchmarks/inference.py``.
+
+``--compile_times`` only compiles: the step of 1-BS and of the config's scheme (batch 1, the
+same config otherwise) at each listed ``n_critic``, lowered from abstract inputs (no weights,
+nothing runs), one after another in this process, so that the ratios between rows are
+comparable on a busy machine. 1-BS has no critic: its rows show the noise.
 """
 
 import os
@@ -57,6 +63,10 @@ _TRACE = flags.DEFINE_string(
     "trace", None, "Keep a jax.profiler trace of --trace_steps JAX steps at the first batch "
     "size and dtype in this folder (TensorBoard's profile plugin or Perfetto read it).")
 _TRACE_STEPS = flags.DEFINE_integer("trace_steps", 3, "Steps in the --trace trace.")
+_COMPILE_TIMES = flags.DEFINE_string(
+    "compile_times", "", "Comma-separated n_critic values: only compile the step of 1-BS and "
+    "of the config's scheme at each (batch 1, --crop, the first of --dtypes) and print the "
+    "seconds; nothing runs.")
 _QUICK = flags.DEFINE_bool(
     "quick", False, "Tiny model on 32x32 crops, one short block: checks that the script runs.")
 
@@ -119,6 +129,11 @@ def _bench(table: common.Table, scheme: str, batch: int, dtype: str, modes: list
   compile_s = time.perf_counter() - t0
   peak = common.xla_peak_bytes(compiled)
   gflop = common.gflop(lowered)
+  loop_note = ("GFLOP/step is XLA's cost analysis, which counts the body of the critic's "
+               "fori_loop once: n_critic - 1 critic updates are not in it")
+  if (gflop is not None and config.loss.adversarial and config.train.n_critic > 1
+      and loop_note not in table.meta["notes"]):
+    table.note(loop_note)
   holder = {"state": state}
 
   def jax_step():
@@ -170,9 +185,49 @@ def _bench(table: common.Table, scheme: str, batch: int, dtype: str, modes: list
                common.fmt_mb(common.torch_peak_bytes()), "", f"{sec / t_sec:.3g}"])
 
 
+def _compile_times(n_critics: list[int], crop: int, dtype: str) -> None:
+  """Trace-and-lower and compile seconds of the step per scheme and ``n_critic``."""
+  scheme = _CONFIG.value.scheme
+  title = f"Train-step compile time ({dtype}, batch 1, crops {crop}x{crop})"
+  # CPU seconds (all threads of this process) move less than wall seconds on a shared machine.
+  header = ["scheme", "n_critic", "lower s", "compile s", "compile CPU s",
+            "compile / first row"]
+  table = common.Table(title, header, _JSON_OUT.value)
+  print(f"# {title}")
+  print("Device:", table.meta["device"])
+  mesh = train_step.make_mesh()
+  first = None
+  for name in ("1-BS", scheme):
+    for n in n_critics:
+      config = _config_for(name, 1, crop, dtype)
+      config.train.n_critic = n
+      state, batch, vgg_params = train_step.abstract_step_inputs(config, 1, crop)
+      jitted = train_step.jit_train_step(config, config.train.num_epochs, mesh, state)
+      t0 = time.perf_counter()
+      lowered = jitted.lower(state, batch, vgg_params)
+      t1, c1 = time.perf_counter(), time.process_time()
+      lowered.compile()
+      t2, c2 = time.perf_counter(), time.process_time()
+      first = first or t2 - t1
+      table.add([name, n, f"{t1 - t0:.1f}", f"{t2 - t1:.1f}", f"{c2 - c1:.1f}",
+                 f"{(t2 - t1) / first:.2f}"])
+  table.print()
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if _COMPILE_TIMES.value:
+    try:
+      n_critics = [int(n) for n in _COMPILE_TIMES.value.split(",") if n]
+    except ValueError:
+      raise app.UsageError(f"--compile_times={_COMPILE_TIMES.value}: expected comma-separated "
+                           "integers such as 1,2,5") from None
+    if not n_critics or min(n_critics) < 1:
+      raise app.UsageError(f"--compile_times={_COMPILE_TIMES.value}: n_critic must be >= 1")
+    _compile_times(n_critics, 32 if _QUICK.value else _CROP.value,
+                   _DTYPES.value.split(",")[0])
+    return
   gpu = jax.default_backend() == "gpu"
   torch.backends.cudnn.benchmark = True
   modes = [m for m in (_TORCH.value if _TORCH.value is not None else

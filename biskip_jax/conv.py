@@ -1,4 +1,4 @@
-"""Stride-1 2-D convolution whose gradients XLA:CPU computes fast (issue 9).
+"""Stride-1 2-D convolution whose gradients XLA:CPU computes fast.
 
 Every conv of the generator, the critic and VGG19 goes through :func:`conv2d`. Its forward
 pass is ``lax.conv_general_dilated``. Its backward pass is written out by hand, on CPU only
@@ -9,12 +9,12 @@ pass is ``lax.conv_general_dilated``. Its backward pass is written out by hand, 
   stacked, and one 1-D conv along the rows contracts rows, columns and batch at once, with
   ``N·W`` features per row. JAX's rule instead emits a conv whose window is the whole image
   and whose feature size is the batch (1 in the paper's step), which XLA:CPU runs at a small
-  fraction of its forward speed (150 ms against 5 ms for a 1x1 conv on 256x256x32).
+  fraction of its forward speed (benchmarks/RESULTS.md).
 
 Both are themselves written with :func:`conv2d` and a small custom VJP, so that the gradient
 penalty of eq. 7 (a gradient of a gradient) stays on fast convs too. JAX's rule there ends in
 convs that XLA rewrites with reversed windows (``ConvOperandSwapper``), which XLA:CPU runs on a
-slow generic path: the penalty's double backward took 8x PyTorch's time
+slow generic path, several times PyTorch's time for the penalty's double backward
 (benchmarks/RESULTS.md). Optimisation barriers keep XLA from folding the transposes and pads
 back into the conv, which would bring those forms back.
 
@@ -55,10 +55,9 @@ def compiler_options(platform: str) -> dict[str, str]:
   compiler_options=...)``).
 
   On CPU, jaxlib 0.10's XLA runs convolutions and reductions through YNNPACK by default. On
-  this model its convs were up to 2x slower than XLA's own (Eigen) ones, the small layers most
-  (a 3x3 64->64 conv on 64x64: 3.8-5.3 ms against 2.1-2.9 ms); the generator's 256x256 forward
-  took 283 ms against 217 ms and the paper's train step 3090 ms against 2755 ms
-  (benchmarks/RESULTS.md). So CPU programs turn YNNPACK fusions off. Other platforms, a jaxlib
+  this model its convs were slower than XLA's own (Eigen) ones, the small layers most, and so
+  were the generator's forward pass and the train step (benchmarks/RESULTS.md, "YNNPACK"). So
+  CPU programs turn YNNPACK fusions off. Other platforms, a jaxlib
   without the option, or ``XLA_FLAGS`` that set it (the user's choice, e.g. on a CPU where
   YNNPACK is faster): ``{}``.
   """

@@ -44,20 +44,26 @@ from biskip_jax.output_files import OutputFolder, atomic_write
 FORMATS = ("stablehlo", "onnx")
 ONNX_OPSET = 23
 JAX2ONNX_VERSION = "0.17.1"
+# jax2onnx converts one form of each conv, not a switch on the platform: ONNX files get the
+# CPU forms (sub-pixel up-sampling, BiSkip.platform), whatever runtime reads them.
+ONNX_CONV_PLATFORM = "cpu"
 INSTALL_HINT = ("pip install -e '.[export]' && pip install --no-deps "
                 f"jax2onnx=={JAX2ONNX_VERSION}")
 
 
-def generator_fn(config: ml_collections.ConfigDict,
-                 variables: dict[str, Any]) -> tuple[Callable[[jax.Array], jax.Array], int]:
+def generator_fn(config: ml_collections.ConfigDict, variables: dict[str, Any],
+                 platform: str | None = None) -> tuple[Callable[[jax.Array], jax.Array], int]:
   """The generator in inference mode, weights closed over, in float32.
+
+  ``platform``: None for StableHLO (each platform's conv forms, chosen when the file is
+  compiled), :data:`ONNX_CONV_PLATFORM` for :func:`export_onnx`.
 
   Returns:
     ``(fn, multiple)``: ``fn(x [B, H, W, 3] float32 in [-1, 1]) -> [B, H, W, 3]``, and the
     multiple of the sides at which it needs no padding (32 for five levels).
   """
   # Exported files are float32: the compute dtype is a device's.
-  model = models.generator_from_config(config.model, "float32")
+  model = models.generator_from_config(config.model, "float32", platform)
   return (lambda x: model.apply(variables, x, train=False)), model.multiple
 
 
@@ -110,7 +116,7 @@ def onnx_versions() -> dict[str, Any]:
 
 def export_onnx(fn: Callable[[jax.Array], jax.Array], multiple: int) -> Any:
   """``fn`` as an ``onnx.ModelProto`` (opset 23) with input ``x`` and output ``y``, both
-  [b, multiple*h, multiple*w, 3].
+  [b, multiple*h, multiple*w, 3]; ``fn`` from ``generator_fn(..., ONNX_CONV_PLATFORM)``.
 
   The intermediate shape annotations jax2onnx writes are dropped: some give NHWC shapes to
   values its convs produce in NCHW, which onnxruntime warns about and then ignores.
@@ -185,7 +191,8 @@ def export(ckpt: str, fmt: str, out: str) -> dict[str, Any]:
     outputs.check(name)
   config, variables, step = inference.load_generator(ckpt)
   outputs.record(names)  # Fails fast on a folder that cannot be written.
-  fn, multiple = generator_fn(config, variables)
+  fn, multiple = generator_fn(config, variables,
+                              ONNX_CONV_PLATFORM if fmt == "onnx" else None)
   meta = metadata(config, ckpt=ckpt, step=step, fmt=fmt, multiple=multiple)
   data = serialize(fn, multiple, fmt, meta)
   with outputs.writing(names[0]) as path, atomic_write(path) as f:

@@ -9,7 +9,7 @@ every other conv of the paths (the parameter counts DESIGN §2 pins, e.g. 6,082,
 include that norm's scale and bias, and match only with it).
 """
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -22,6 +22,7 @@ from biskip_jax.schemes import VARIANTS  # Table 1's generator bodies.
 NORMS = ("batch", "instance", "none")
 POOLS = ("avg", "max")
 
+_DIMS = ("NHWC", "HWIO", "NHWC")
 _xavier = nn.initializers.xavier_uniform()
 _zeros = nn.initializers.zeros
 
@@ -83,22 +84,45 @@ class _ConvNormAct(nn.Module):
     return nn.leaky_relu(x, self.act_slope)
 
 
-class UpConv(nn.Module):
-  """5x5 stride-2 transposed conv ("SAME"), computed as a 3x3 conv and a depth-to-space.
+def _by_platform(rewrite: Callable[..., jax.Array], native: Callable[..., jax.Array],
+                 *operands: jax.Array, platform: str | None) -> jax.Array:
+  """``rewrite(*operands)`` on CPU, ``native(*operands)`` elsewhere.
 
-  The same function and parameters (``kernel`` [5, 5, C_in, C_out], ``bias`` [C_out], same
-  initial values) as ``nn.ConvTranspose(features, (5, 5), strides=(2, 2), padding="SAME")``.
-  Output pixel ``(2m + a, 2n + b)`` only meets the taps of one parity of the 5x5 kernel
-  (rows 1, 3 for a = 0 and 0, 2, 4 for a = 1, likewise columns), so the four output phases
-  are one 3x3 conv of the input with 4·C_out channels built from those taps (36 taps per 2x2
-  output block, 11 of them zero, against 25 useful: 1.44x the useful FLOPs). Every gradient is
-  then that of a plain stride-1 conv, which XLA:CPU computes far faster than the weight
-  gradient of an input-dilated conv (7x for forward + backward; benchmarks/RESULTS.md).
+  With ``platform=None`` the choice is made when the program is lowered, for the platform it is
+  lowered for (``lax.platform_dependent``, as :mod:`biskip_jax.conv` chooses its gradients):
+  a program traced on a CPU host but exported for CUDA gets the native form. A platform name
+  forces one form (tests compare the two on one machine).
+  """
+  if platform is None:
+    return lax.platform_dependent(*operands, cpu=rewrite, default=native)
+  return (rewrite if platform == "cpu" else native)(*operands)
+
+
+class UpConv(nn.Module):
+  """5x5 stride-2 transposed conv ("SAME"), as ``nn.ConvTranspose(features, (5, 5),
+  strides=(2, 2), padding="SAME")``: the same function and parameters (``kernel``
+  [5, 5, C_in, C_out], ``bias`` [C_out], same initial values).
+
+  On GPUs and TPUs it is that transposed conv (``lax.conv_transpose``). On CPU it is computed
+  as a 3x3 conv and a depth-to-space: output pixel ``(2m + a, 2n + b)`` only meets the taps of
+  one parity of the 5x5 kernel (rows 1, 3 for a = 0 and 0, 2, 4 for a = 1, likewise columns),
+  so the four output phases are one 3x3 conv of the input with 4·C_out channels built from
+  those taps (36 taps per 2x2 output block, 11 of them zero, against 25 useful: 1.44x the
+  useful FLOPs). Every gradient is then that of a plain stride-1 conv, which XLA:CPU computes
+  far faster than the weight gradient of an input-dilated conv (benchmarks/RESULTS.md).
+
+  Attributes:
+    features: C_out.
+    dtype: compute dtype (parameters stay float32).
+    platform: None to choose the form by the platform the program is lowered for; "cpu"
+      forces the sub-pixel form, any other name the transposed conv (see
+      :func:`_by_platform`).
 
   Args of ``__call__``: x [N, H, W, C_in]. Returns [N, 2H, 2W, C_out].
   """
   features: int
   dtype: Any = jnp.float32
+  platform: str | None = None
 
   # _TAPS[a][u]: the kernel row of 3x3 tap u (input row m + u - 1) for output parity a; 5 is
   # an appended row of zeros.
@@ -106,30 +130,52 @@ class UpConv(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    n, h, w, cin = x.shape
+    cin = x.shape[-1]
     kernel = self.param("kernel", _xavier, (5, 5, cin, self.features), jnp.float32)
     bias = self.param("bias", _zeros, (self.features,), jnp.float32)
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=_dtype(self.dtype))
+    return _by_platform(self._subpixel, self._transposed, x, kernel,
+                        platform=self.platform) + bias
+
+  @staticmethod
+  def _transposed(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    return lax.conv_transpose(x, kernel, (2, 2), "SAME", dimension_numbers=_DIMS)
+
+  @classmethod
+  def _subpixel(cls, x: jax.Array, kernel: jax.Array) -> jax.Array:
+    n, h, w, cin = x.shape
+    cout = kernel.shape[-1]
     padded = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))
-    taps = jnp.asarray(self._TAPS)
+    taps = jnp.asarray(cls._TAPS)
     k3 = padded[taps[:, None, :, None], taps[None, :, None, :]]  # [2, 2, 3, 3, C_in, C_out]
-    k3 = jnp.transpose(k3, (2, 3, 4, 0, 1, 5)).reshape(3, 3, cin, 4 * self.features)
-    x, k3, bias = nn.dtypes.promote_dtype(x, k3, bias, dtype=_dtype(self.dtype))
+    k3 = jnp.transpose(k3, (2, 3, 4, 0, 1, 5)).reshape(3, 3, cin, 4 * cout)
     y = conv2d(x, k3, "SAME")
-    y = y.reshape(n, h, w, 2, 2, self.features).transpose(0, 1, 3, 2, 4, 5)
-    return y.reshape(n, 2 * h, 2 * w, self.features) + bias
+    y = y.reshape(n, h, w, 2, 2, cout).transpose(0, 1, 3, 2, 4, 5)
+    return y.reshape(n, 2 * h, 2 * w, cout)
 
 
 class StridedConv(nn.Module):
-  """k x k stride-s "SAME" conv, computed as a space-to-depth and a stride-1 conv.
+  """k x k stride-s "SAME" conv, as ``nn.Conv(features, (k, k), strides=(s, s),
+  padding="SAME")``: the same function and parameters (``kernel`` [k, k, C_in, C_out],
+  ``bias`` [C_out], same initial values).
 
-  The same function and parameters (``kernel`` [k, k, C_in, C_out], ``bias`` [C_out], same
-  initial values) as ``nn.Conv(features, (k, k), strides=(s, s), padding="SAME")``. The input
-  is padded as "SAME" pads it (and with zeros up to a multiple of s), each s x s block becomes
-  one pixel of s²·C_in channels, and the kernel, zero-padded to a multiple of s, becomes a
-  ⌈k/s⌉ x ⌈k/s⌉ kernel over those blocks (for the critic's 4x4 stride 2: a 2x2 conv, no
-  wasted taps). Every gradient is then that of a stride-1 conv: XLA:CPU computes the input and
-  weight gradients of a strided conv as dilated convs, which made the gradient penalty's double
-  backward 8x slower than PyTorch's (benchmarks/RESULTS.md).
+  On GPUs and TPUs it is that strided conv. On CPU it is computed as a space-to-depth and a
+  stride-1 conv: the input is padded as "SAME" pads it (and with zeros up to a multiple of s),
+  each s x s block becomes one pixel of s²·C_in channels, and the kernel, zero-padded to a
+  multiple of s, becomes a ⌈k/s⌉ x ⌈k/s⌉ kernel over those blocks (for the critic's 4x4
+  stride 2: a 2x2 conv, no wasted taps). Every gradient is then that of a stride-1 conv:
+  XLA:CPU computes the input and weight gradients of a strided conv as dilated convs, which
+  made the gradient penalty's double backward several times slower than PyTorch's
+  (benchmarks/RESULTS.md).
+
+  Attributes:
+    features: C_out.
+    kernel_size: k.
+    stride: s.
+    dtype: compute dtype (parameters stay float32).
+    platform: None to choose the form by the platform the program is lowered for; "cpu"
+      forces the space-to-depth form, any other name the strided conv (see
+      :func:`_by_platform`).
 
   Args of ``__call__``: x [N, H, W, C_in]. Returns [N, ⌈H/s⌉, ⌈W/s⌉, C_out].
   """
@@ -137,14 +183,25 @@ class StridedConv(nn.Module):
   kernel_size: int
   stride: int
   dtype: Any = jnp.float32
+  platform: str | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    k, s = self.kernel_size, self.stride
-    n, h, w, cin = x.shape
-    kernel = self.param("kernel", _xavier, (k, k, cin, self.features), jnp.float32)
+    k = self.kernel_size
+    kernel = self.param("kernel", _xavier, (k, k, x.shape[-1], self.features), jnp.float32)
     bias = self.param("bias", _zeros, (self.features,), jnp.float32)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=_dtype(self.dtype))
+    return _by_platform(self._space_to_depth, self._strided, x, kernel,
+                        platform=self.platform) + bias
+
+  def _strided(self, x: jax.Array, kernel: jax.Array) -> jax.Array:
+    s = self.stride
+    return lax.conv_general_dilated(x, kernel, (s, s), "SAME", dimension_numbers=_DIMS)
+
+  def _space_to_depth(self, x: jax.Array, kernel: jax.Array) -> jax.Array:
+    k, s = self.kernel_size, self.stride
+    n, h, w, cin = x.shape
+    cout = kernel.shape[-1]
     kb = -(-k // s)  # kernel side in blocks
     pads, blocks = [], []
     for size in (h, w):
@@ -156,10 +213,9 @@ class StridedConv(nn.Module):
     x = x.reshape(n, blocks[0], s, blocks[1], s, cin).transpose(0, 1, 3, 2, 4, 5)
     x = x.reshape(n, blocks[0], blocks[1], s * s * cin)
     kernel = jnp.pad(kernel, ((0, kb * s - k), (0, kb * s - k), (0, 0), (0, 0)))
-    kernel = kernel.reshape(kb, s, kb, s, cin, self.features).transpose(0, 2, 1, 3, 4, 5)
-    kernel = kernel.reshape(kb, kb, s * s * cin, self.features)
-    y = conv2d(x, kernel, "VALID")
-    return y + bias
+    kernel = kernel.reshape(kb, s, kb, s, cin, cout).transpose(0, 2, 1, 3, 4, 5)
+    kernel = kernel.reshape(kb, kb, s * s * cin, cout)
+    return conv2d(x, kernel, "VALID")
 
 
 class ResBlock(nn.Module):
@@ -198,6 +254,8 @@ class BiSkip(nn.Module):
     zero_residual: initialise the last conv to zero so that G starts as the identity
       ``G(b) = b`` (not in the paper, which uses Xavier everywhere; speeds up short runs).
     dtype: compute dtype (parameters stay float32).
+    platform: the form of the up-sampling convs (:class:`UpConv`): None to choose by the
+      platform the program is lowered for, a name to force one (ONNX export).
   """
   variant: str = "BS"
   channels: Sequence[int] = (32, 64, 128, 128, 128)
@@ -209,6 +267,7 @@ class BiSkip(nn.Module):
   bn_momentum: float = 0.9
   zero_residual: bool = False
   dtype: Any = jnp.float32
+  platform: str | None = None
 
   @property
   def multiple(self) -> int:
@@ -272,7 +331,7 @@ class BiSkip(nn.Module):
     # Expansive path: transposed conv up, concat skips, 3x3 and 1x1 convs.
     for i in reversed(range(levels)):
       c = self.channels[i]
-      h_ = UpConv(c, dtype=dt, name=f"up{i}")(h_)
+      h_ = UpConv(c, dtype=dt, platform=self.platform, name=f"up{i}")(h_)
       h_ = nn.leaky_relu(_Norm(self.norm, self.bn_momentum, dt, name=f"up{i}_norm")(h_, train),
                          self.act_slope)
       if i >= 1:
@@ -350,22 +409,25 @@ class Critic(nn.Module):
     return jnp.mean(h.astype(jnp.float32), axis=(1, 2, 3))
 
 
-def generator_from_config(model_config: Any, dtype: str | None = None) -> BiSkip:
-  """Builds a :class:`BiSkip` from ``config.model``; ``dtype`` overrides its compute dtype."""
+def generator_from_config(model_config: Any, dtype: str | None = None,
+                          platform: str | None = None) -> BiSkip:
+  """Builds a :class:`BiSkip` from ``config.model``; ``dtype`` overrides its compute dtype,
+  ``platform`` forces the form of its up-sampling convs (``BiSkip.platform``)."""
   return BiSkip(variant=model_config.variant, channels=tuple(model_config.channels),
                 skip_channels=tuple(model_config.skip_channels),
                 num_res_blocks=model_config.num_res_blocks, norm=model_config.norm,
                 pool=model_config.pool, act_slope=model_config.act_slope,
                 bn_momentum=model_config.bn_momentum,
                 zero_residual=model_config.get("zero_residual", False),
-                dtype=dtype or model_config.dtype)
+                dtype=dtype or model_config.dtype, platform=platform)
 
 
-def critic_from_config(critic_config: Any) -> Critic:
-  """Builds a :class:`Critic` from ``config.critic``."""
+def critic_from_config(critic_config: Any, dtype: str = "float32") -> Critic:
+  """Builds a :class:`Critic` from ``config.critic`` computing in ``dtype`` (the critic only
+  trains, so its dtype is ``train.compute_dtype``; parameters stay float32)."""
   return Critic(features=critic_config.features, num_layers=critic_config.num_layers,
                 norm=critic_config.norm, norm_affine=critic_config.norm_affine,
-                conditional=critic_config.conditional)
+                conditional=critic_config.conditional, dtype=dtype)
 
 
 def count_params(params: Any) -> int:

@@ -34,11 +34,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 
 from biskip_jax import (
   checkpointing,
   config_checks,
-  image_io,
   input_pipeline,
   periodic_actions,
   pretrained,
@@ -304,6 +304,7 @@ class _Loop:
     self.state = train_step.replicate(state, self.mesh)
     self.p_step = train_step.jit_train_step(config, total_epochs, self.mesh, self.state)
     self.end_epoch = jax.jit(spl.end_epoch)
+    self.summary_images = train_step.jit_summary_images(self.mesh)
     self.lr = train_step.learning_rates(config, self.total_steps)
     main = jax.process_index() == 0
     self.failures = writers.FailureLog()
@@ -388,12 +389,9 @@ class _Loop:
       self.step = int(self.state.step)
 
   def _write_images(self, batch: dict[str, np.ndarray]) -> None:
-    """Blurred | restored | sharp of the latest batch: ``[N, H, 3W, 3]`` uint8."""
-    gen = self.state.gen
-    restored = gen.apply_fn({"params": gen.params, "batch_stats": gen.batch_stats},
-                            image_io.to_model_range(jnp.asarray(batch["blur"])))
-    restored = np.asarray(image_io.from_model_range(restored))
-    grid = np.concatenate([batch["blur"], restored, batch["sharp"]], axis=2)
+    """Blurred | restored | sharp of the latest global batch: ``[N, H, 3W, 3]`` uint8."""
+    grid = self.summary_images(self.state.gen, train_step.shard_batch(batch, self.mesh))
+    grid = multihost_utils.process_allgather(grid, tiled=True)  # Every process's part.
     self.writer.write_images(self.step, {"train/blur_restored_sharp": grid})
 
   def _validate(self) -> None:

@@ -2,11 +2,13 @@
 
 One call of the step does, on a global batch of blurred/sharp pairs (DESIGN §6):
 
-1. ``x̃ = G(b)`` once, keeping its VJP for the generator update;
+1. ``x̃ = G(b)`` once, keeping its VJP for the generator update (:func:`generator_forward`);
 2. per-sample bi-level loss ``l_i`` (eq. 4) and self-paced weights ``v_i`` (eq. 11, with no
    gradient through ``v``);
-3. ``n_critic`` critic updates on the batch (eq. 12: weighted WGAN loss + gradient penalty);
-4. one generator update (eq. 13: ``-mean v_i D(x̃_i) + mean v_i l_i``) through the saved VJP;
+3. ``n_critic`` critic updates on the batch (eq. 12: weighted WGAN loss + gradient penalty;
+   :func:`critic_update` in a ``lax.fori_loop``, :func:`critic_updates`);
+4. one generator update (eq. 13: ``-mean v_i D(x̃_i) + mean v_i l_i``) through the saved VJP
+   (:func:`generator_update`);
 5. the SPL running maximum of ``l_i`` for λ_{t+1} (Algorithm 1, line 10).
 
 A step whose losses or gradients are not finite is not applied: the state is kept as it was
@@ -15,7 +17,7 @@ A step whose losses or gradients are not finite is not applied: the state is kep
 
 import dataclasses
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import flax
 import jax
@@ -155,6 +157,24 @@ def create_train_state(config: ml_collections.ConfigDict, total_steps: int,
                     bad_steps=zero(), skipped_steps=zero())
 
 
+def abstract_step_inputs(config: ml_collections.ConfigDict, batch_size: int,
+                         crop_size: int) -> tuple[TrainState, Batch, Any]:
+  """Shapes and dtypes (``jax.ShapeDtypeStruct``) of :func:`train_step`'s arguments
+  ``(state, batch, vgg_params)`` for a batch of ``[batch_size, crop_size, crop_size, 3]``.
+
+  Enough to lower, compile or export the step (``jax.jit(...).lower(*args)``): nothing is
+  initialised, allocated or downloaded.
+  """
+  state = jax.eval_shape(lambda: create_train_state(config, 1000, crop_size))
+  images = jax.ShapeDtypeStruct((batch_size, crop_size, crop_size, 3), jnp.uint8)
+  vgg_params = {}
+  if config.loss.perceptual:
+    net = vgg.VGG19Features(layer=config.loss.vgg_layer)
+    vgg_params = jax.eval_shape(net.init, jax.random.key(0),
+                                jnp.zeros((1, crop_size, crop_size, 3)))
+  return state, {"blur": images, "sharp": images}, vgg_params
+
+
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
@@ -195,7 +215,7 @@ class StepFns:
 
   @functools.cached_property
   def critic(self) -> models.Critic:
-    return models.critic_from_config(self.config.critic).clone(dtype=self.dtype)
+    return models.critic_from_config(self.config.critic, self.dtype)
 
   @functools.cached_property
   def vgg(self) -> vgg.VGG19Features:
@@ -229,6 +249,138 @@ class StepFns:
     return self.critic.apply({"params": critic_params}, *args)
 
 
+class GeneratorForward(NamedTuple):
+  """``x̃ = G(b)`` once per step, with the VJPs that the generator update pulls back through.
+
+  Attributes:
+    restored: [N, H, W, 3] float32, x̃ (batch norm on batch statistics).
+    content: [N] float32, the per-sample loss l_i (eq. 4, plus any frequency term).
+    parts: [N] per-sample terms of l_i by name ("pixel", "feature", "fft" when set).
+    batch_stats: the generator's batch-norm statistics updated by this forward pass.
+    g_vjp: ``dx̃ -> (d params,)``, the generator's VJP.
+    content_vjp: ``dl -> (dx̃,)``, the content loss's VJP (VGG19 is not run a second time).
+  """
+  restored: jax.Array
+  content: jax.Array
+  parts: dict[str, jax.Array]
+  batch_stats: Any
+  g_vjp: Callable[[jax.Array], tuple[Any]]
+  content_vjp: Callable[[jax.Array], tuple[jax.Array]]
+
+
+def generator_forward(fns: StepFns, gen: GeneratorState, blurred: jax.Array, sharp: jax.Array,
+                      vgg_params: Any) -> GeneratorForward:
+  """Steps 1–2 of Algorithm 1's update: x̃ = G(b) and l_i (eq. 4), each with its VJP.
+
+  Args:
+    fns: the objective's building blocks.
+    gen: the generator state.
+    blurred, sharp: [N, H, W, 3] float32 in [-1, 1].
+    vgg_params: VGG19 parameters (ignored unless ``config.loss.perceptual``).
+  """
+  def g_forward(params):
+    out, mutated = fns.generator.apply(
+        {"params": params, "batch_stats": gen.batch_stats}, blurred, train=True,
+        mutable=["batch_stats"])
+    return out, mutated.get("batch_stats", {})
+
+  restored, g_vjp, batch_stats = jax.vjp(g_forward, gen.params, has_aux=True)
+  sharp_features = (jax.lax.stop_gradient(fns.features(vgg_params, sharp))
+                    if fns.config.loss.perceptual else None)
+  content, content_vjp, parts = jax.vjp(
+      lambda r: fns.content(r, sharp, sharp_features, vgg_params), restored, has_aux=True)
+  return GeneratorForward(restored, content, parts, batch_stats, g_vjp, content_vjp)
+
+
+_CRITIC_METRICS = ("d_loss", "gp", "wasserstein", "d_grad_norm")
+
+
+def critic_update(fns: StepFns, critic: train_state.TrainState, sharp: jax.Array,
+                  fake: jax.Array, blurred: jax.Array, weights: jax.Array,
+                  key: jax.Array) -> tuple[train_state.TrainState, Metrics]:
+  """One critic update (eq. 12): Adam on the weighted WGAN loss with gradient penalty.
+
+  Args:
+    fns: the objective's building blocks.
+    critic: the critic state.
+    sharp: [N, H, W, 3] real images x in [-1, 1].
+    fake: [N, H, W, 3] restored images x̃ (no gradient flows into the generator).
+    blurred: [N, H, W, 3] inputs b (the critic's condition, if conditional).
+    weights: [N] self-paced weights v_i (eq. 11).
+    key: draws the penalty's interpolation factors α_i (eq. 7).
+
+  Returns:
+    ``(critic, metrics)``: float32 scalars ``d_loss``, ``gp`` (mean penalty),
+    ``wasserstein`` and ``d_grad_norm`` of this update's gradient.
+  """
+  lc = fns.config.loss
+
+  def d_loss_fn(params):
+    d_real = fns.score(params, sharp, blurred)
+    d_fake = fns.score(params, fake, blurred)
+    gp = losses.gradient_penalty(lambda z: fns.score(params, z, blurred), sharp, fake, key)
+    loss = losses.critic_loss(d_real, d_fake, gp, weights, lc.gp_weight)
+    return loss, dict(d_loss=loss, gp=jnp.mean(gp),
+                      wasserstein=losses.wasserstein_estimate(d_real, d_fake))
+
+  grads, metrics = jax.grad(d_loss_fn, has_aux=True)(critic.params)
+  metrics["d_grad_norm"] = optax.tree.norm(grads)
+  metrics = {k: jnp.asarray(metrics[k], jnp.float32) for k in _CRITIC_METRICS}
+  return critic.apply_gradients(grads=grads), metrics
+
+
+def critic_updates(fns: StepFns, critic: train_state.TrainState, sharp: jax.Array,
+                   fake: jax.Array, blurred: jax.Array, weights: jax.Array, key: jax.Array,
+                   num_updates: int) -> tuple[train_state.TrainState, Metrics, jax.Array]:
+  """``num_updates`` :func:`critic_update` s on one batch (Algorithm 1's ``n_critic``).
+
+  Update ``k`` (0-based) draws its α_i from ``fold_in(key, k)``. The updates run in a
+  ``lax.fori_loop``: the critic's program is compiled once, whatever ``num_updates`` is.
+
+  Returns:
+    ``(critic, metrics, finite)``: the metrics of the last update, and whether every update's
+    loss and gradient were finite.
+  """
+  def body(k, carry):
+    critic_, _, finite = carry
+    critic_, metrics = critic_update(fns, critic_, sharp, fake, blurred, weights,
+                                     jax.random.fold_in(key, k))
+    # A non-finite element makes the global norm non-finite (one reduction, not one per
+    # leaf: per-leaf checks multiply XLA's compile time).
+    finite = finite & jnp.isfinite(metrics["d_grad_norm"]) & jnp.isfinite(metrics["d_loss"])
+    return critic_, metrics, finite
+
+  zeros = {k: jnp.zeros((), jnp.float32) for k in _CRITIC_METRICS}
+  return jax.lax.fori_loop(0, num_updates, body, (critic, zeros, jnp.array(True)))
+
+
+def generator_update(fns: StepFns, gen: GeneratorState, forward: GeneratorForward,
+                     critic_params: Any, weights: jax.Array,
+                     blurred: jax.Array) -> tuple[GeneratorState, Metrics]:
+  """The generator update (eq. 13: ``-mean v_i D(x̃_i) + mean v_i l_i``) through the VJPs of
+  :func:`generator_forward`, against the critic after its updates.
+
+  Returns:
+    ``(gen, metrics)``: ``gen`` with the Adam update and the forward pass's batch statistics;
+    float32 scalars ``g_loss``, ``g_adv`` (the adversarial term) and ``g_grad_norm``.
+  """
+  lc = fns.config.loss
+  n = forward.restored.shape[0]
+
+  def g_loss_fn(restored, content):
+    d_fake = fns.score(critic_params, restored, blurred) if lc.adversarial else jnp.zeros((n,))
+    loss = losses.generator_loss(d_fake, content, weights, lc.adversarial)
+    adv = -jnp.mean(weights * d_fake) if lc.adversarial else jnp.zeros(())
+    return loss, adv
+
+  (g_loss, g_adv), (d_restored, d_content) = jax.value_and_grad(
+      g_loss_fn, argnums=(0, 1), has_aux=True)(forward.restored, forward.content)
+  (d_restored_content,) = forward.content_vjp(d_content)
+  (g_grads,) = forward.g_vjp(d_restored + d_restored_content)
+  gen = gen.apply_gradients(grads=g_grads, batch_stats=forward.batch_stats)
+  return gen, dict(g_loss=g_loss, g_adv=g_adv, g_grad_norm=optax.tree.norm(g_grads))
+
+
 def train_step(state: TrainState, batch: Batch, vgg_params: Any, *,
                fns: StepFns) -> tuple[TrainState, Metrics]:
   """One Bi-Skip training step (Algorithm 1, lines 5–10). Pure; jit it with shardings.
@@ -240,78 +392,38 @@ def train_step(state: TrainState, batch: Batch, vgg_params: Any, *,
     fns: the objective's building blocks.
 
   Returns:
-    ``(new_state, metrics)``; metrics are float32 scalars.
+    ``(new_state, metrics)``; metrics are float32 scalars, except the [N] arrays of
+    :data:`PER_SAMPLE_METRICS`.
   """
-  config = fns.config
-  lc = config.loss
+  lc = fns.config.loss
   b = image_io.to_model_range(batch["blur"])
   x = image_io.to_model_range(batch["sharp"])
   n = x.shape[0]
   key = jax.random.fold_in(state.rng, state.step)
 
-  # 1. Generator forward once; keep its VJP (batch statistics updated here).
-  def g_forward(params):
-    out, mutated = fns.generator.apply(
-        {"params": params, "batch_stats": state.gen.batch_stats}, b, train=True,
-        mutable=["batch_stats"])
-    return out, mutated.get("batch_stats", {})
-
-  restored, g_vjp, new_batch_stats = jax.vjp(g_forward, state.gen.params, has_aux=True)
-
-  # 2. Bi-level loss l_i (eq. 4) and self-paced weights v_i (eq. 11), no gradient through v.
-  sharp_features = (jax.lax.stop_gradient(fns.features(vgg_params, x))
-                    if lc.perceptual else None)
-  # Once, with its VJP: step 4 reuses it rather than running VGG19 on x̃ a second time.
-  content_l, content_vjp, parts = jax.vjp(
-      lambda r: fns.content(r, x, sharp_features, vgg_params), restored, has_aux=True)
+  # 1–2. x̃ = G(b) once (batch statistics updated here), l_i (eq. 4), and the self-paced
+  # weights v_i (eq. 11) with no gradient through v.
+  forward = generator_forward(fns, state.gen, b, x, vgg_params)
   q = spl.q_schedule(state.spl.epoch, fns.total_epochs)
   if lc.self_paced:
-    weights = jax.lax.stop_gradient(spl.spl_weights(content_l, state.spl.lam, q))
+    weights = jax.lax.stop_gradient(spl.spl_weights(forward.content, state.spl.lam, q))
   else:
     weights = jnp.ones((n,), jnp.float32)
 
   # 3. n_critic critic updates (eq. 12) on this batch, x̃ held fixed.
-  fake = jax.lax.stop_gradient(restored)
-  critic = state.critic
-  d_metrics = dict(d_loss=jnp.zeros(()), gp=jnp.zeros(()), wasserstein=jnp.zeros(()),
-                   d_grad_norm=jnp.zeros(()))
-  d_finite = jnp.array(True)
+  critic, d_finite = state.critic, jnp.array(True)
+  d_metrics = {k: jnp.zeros((), jnp.float32) for k in _CRITIC_METRICS}
   if lc.adversarial:
-    def d_loss_fn(params, gp_key):
-      d_real = fns.score(params, x, b)
-      d_fake = fns.score(params, fake, b)
-      gp = losses.gradient_penalty(lambda z: fns.score(params, z, b), x, fake, gp_key)
-      loss = losses.critic_loss(d_real, d_fake, gp, weights, lc.gp_weight)
-      return loss, dict(d_loss=loss, gp=jnp.mean(gp),
-                        wasserstein=losses.wasserstein_estimate(d_real, d_fake))
+    critic, d_metrics, d_finite = critic_updates(
+        fns, critic, x, jax.lax.stop_gradient(forward.restored), b, weights, key,
+        fns.config.train.n_critic)
 
-    for k in range(config.train.n_critic):
-      grads, d_metrics = jax.grad(d_loss_fn, has_aux=True)(
-          critic.params, jax.random.fold_in(key, k))
-      d_metrics["d_grad_norm"] = optax.tree.norm(grads)
-      # A non-finite element makes the global norm non-finite (one reduction, not one per
-      # leaf: per-leaf checks multiply XLA's compile time).
-      d_finite = d_finite & jnp.isfinite(d_metrics["d_grad_norm"]) & jnp.isfinite(
-          d_metrics["d_loss"])
-      critic = critic.apply_gradients(grads=grads)
+  # 4. Generator update (eq. 13) through the saved VJPs.
+  gen, g_metrics = generator_update(fns, state.gen, forward, critic.params, weights, b)
 
-  # 4. Generator update (eq. 13) through the saved VJP.
-  def g_loss_fn(restored_, content_):
-    d_fake_ = fns.score(critic.params, restored_, b) if lc.adversarial else jnp.zeros((n,))
-    loss = losses.generator_loss(d_fake_, content_, weights, lc.adversarial)
-    adv = -jnp.mean(weights * d_fake_) if lc.adversarial else jnp.zeros(())
-    return loss, adv
-
-  (g_loss, g_adv), (d_restored, d_content) = jax.value_and_grad(
-      g_loss_fn, argnums=(0, 1), has_aux=True)(restored, content_l)
-  (d_restored_content,) = content_vjp(d_content)
-  (g_grads,) = g_vjp(d_restored + d_restored_content)
-  gen = state.gen.apply_gradients(grads=g_grads, batch_stats=new_batch_stats)
-  g_grad_norm = optax.tree.norm(g_grads)
-
-  finite = (d_finite & jnp.isfinite(g_loss) & jnp.all(jnp.isfinite(content_l))
-            & jnp.isfinite(g_grad_norm))
-  new_spl = spl.observe(state.spl, content_l)
+  finite = (d_finite & jnp.isfinite(g_metrics["g_loss"])
+            & jnp.all(jnp.isfinite(forward.content)) & jnp.isfinite(g_metrics["g_grad_norm"]))
+  new_spl = spl.observe(state.spl, forward.content)
   # One conditional for the whole update (a per-leaf select would compile hundreds of tiny
   # kernels): a non-finite step leaves networks, optimizers and SPL state untouched.
   gen, critic, new_spl = jax.lax.cond(
@@ -321,15 +433,38 @@ def train_step(state: TrainState, batch: Batch, vgg_params: Any, *,
       step=state.step + 1, gen=gen, critic=critic, spl=new_spl,
       bad_steps=jnp.where(finite, 0, state.bad_steps + 1),
       skipped_steps=state.skipped_steps + jnp.where(finite, 0, 1))
+  parts = forward.parts
   metrics = dict(
-      g_loss=g_loss, g_adv=g_adv, content=jnp.mean(content_l),
+      g_loss=g_metrics["g_loss"], g_adv=g_metrics["g_adv"], content=jnp.mean(forward.content),
       pixel=jnp.mean(parts["pixel"]), feature=jnp.mean(parts["feature"]),
       **({"fft": jnp.mean(parts["fft"])} if "fft" in parts else {}),
       v_mean=jnp.mean(weights), v_min=jnp.min(weights), lam=state.spl.lam, q=jnp.asarray(q),
-      g_grad_norm=g_grad_norm, finite=finite.astype(jnp.float32), **d_metrics)
+      g_grad_norm=g_metrics["g_grad_norm"], finite=finite.astype(jnp.float32), **d_metrics)
   # Per sample, [N] over the global batch: l_i (eq. 4) and the v_i (eq. 11) this step used.
-  metrics.update({PER_SAMPLE_LOSS: content_l, PER_SAMPLE_WEIGHT: weights})
+  metrics.update({PER_SAMPLE_LOSS: forward.content, PER_SAMPLE_WEIGHT: weights})
   return new_state, {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
+
+
+def summary_images(gen: GeneratorState, batch: Batch) -> jax.Array:
+  """Blurred | restored | sharp side by side: uint8 [N, H, 3W, 3].
+
+  The generator runs as at inference (running statistics, ``config.model.dtype``). Pure; jit
+  it (:func:`jit_summary_images`).
+
+  Args:
+    gen: the generator state.
+    batch: ``{"blur": uint8 [N, H, W, 3], "sharp": uint8 [N, H, W, 3]}``.
+  """
+  restored = gen.apply_fn({"params": gen.params, "batch_stats": gen.batch_stats},
+                          image_io.to_model_range(batch["blur"]))
+  return jnp.concatenate([batch["blur"], image_io.from_model_range(restored), batch["sharp"]],
+                         axis=2)
+
+
+def jit_summary_images(mesh: Mesh) -> Callable[[GeneratorState, Batch], jax.Array]:
+  """:func:`summary_images` jitted for programs on ``mesh`` (compiled once per run)."""
+  return jax.jit(summary_images,
+                 compiler_options=conv.compiler_options(mesh.devices.flat[0].platform))
 
 
 def make_mesh(devices: Any = None) -> Mesh:

@@ -98,7 +98,7 @@ def test_onnx_with_instance_norm_equals_the_jax_model():
   rng = np.random.default_rng(1)
   variables = jax.tree_util.tree_map(
       lambda s: (0.2 * rng.standard_normal(s.shape)).astype(np.float32), shapes)
-  fn, multiple = export_lib.generator_fn(config, variables)
+  fn, multiple = export_lib.generator_fn(config, variables, export_lib.ONNX_CONV_PLATFORM)
   data = export_lib.export_onnx(fn, multiple).SerializeToString()
   for shape in SHAPES:
     x = _inputs(shape, seed=2)

@@ -268,12 +268,14 @@ def test_zero_residual_option_starts_at_identity():
   assert np.all(np.asarray(_init(models.BiSkip(**TINY))["params"]["out"]["kernel"]) != 0)
 
 
+@pytest.mark.parametrize("platform", ["cpu", "cuda"])
 @pytest.mark.parametrize("shape", [(2, 7, 5, 6), (1, 4, 4, 3)])
 @pytest.mark.slow
-def test_upconv_equals_flax_conv_transpose(shape):
-  """The sub-pixel UpConv is nn.ConvTranspose(5x5, stride 2, SAME): same init, output, grads."""
+def test_upconv_equals_flax_conv_transpose(shape, platform):
+  """UpConv is nn.ConvTranspose(5x5, stride 2, SAME): same init, output, grads, in the CPU
+  (sub-pixel) form and the other platforms' (transposed conv) form alike."""
   x = jnp.asarray(np.random.default_rng(0).normal(size=shape), jnp.float32)
-  up = models.UpConv(4)
+  up = models.UpConv(4, platform=platform)
   ref = flax.linen.ConvTranspose(4, (5, 5), strides=(2, 2), padding="SAME",
                                  kernel_init=flax.linen.initializers.xavier_uniform())
   v = up.init(jax.random.key(1), x)
@@ -291,14 +293,24 @@ def test_upconv_equals_flax_conv_transpose(shape):
                          g, g_ref)
 
 
+def _penalty(m):
+  """eq. 7's shape: a norm of the input gradient, differentiated again."""
+  def f(v, x):
+    gx = jax.grad(lambda x: jnp.sum(jnp.sin(m.apply(v, x))))(x)
+    return jnp.sum(jnp.sqrt(jnp.sum(gx ** 2, axis=(1, 2, 3))) - 1) ** 2
+  return f
+
+
+@pytest.mark.parametrize("platform", ["cpu", "cuda"])
 @pytest.mark.parametrize("shape,kernel,stride", [
     ((2, 8, 6, 3), 4, 2), ((1, 7, 9, 2), 4, 2), ((1, 5, 5, 2), 4, 1), ((1, 9, 4, 2), 3, 2),
     ((1, 10, 7, 2), 5, 3)])
 @pytest.mark.slow
-def test_strided_conv_equals_flax_conv(shape, kernel, stride):
-  """StridedConv is nn.Conv(k, stride s, SAME): same init, output, grads and GP double grads."""
+def test_strided_conv_equals_flax_conv(shape, kernel, stride, platform):
+  """StridedConv is nn.Conv(k, stride s, SAME): same init, output, grads and GP double grads,
+  in the CPU (space-to-depth) form and the other platforms' (strided conv) form alike."""
   x = jnp.asarray(np.random.default_rng(0).normal(size=shape), jnp.float32)
-  conv = models.StridedConv(4, kernel, stride)
+  conv = models.StridedConv(4, kernel, stride, platform=platform)
   ref = flax.linen.Conv(4, (kernel, kernel), strides=(stride, stride), padding="SAME",
                         kernel_init=flax.linen.initializers.xavier_uniform())
   v = conv.init(jax.random.key(1), x)
@@ -308,13 +320,35 @@ def test_strided_conv_equals_flax_conv(shape, kernel, stride):
   y, y_ref = conv.apply(v, x), ref.apply(v, x)
   assert y.shape == (shape[0], -(-shape[1] // stride), -(-shape[2] // stride), 4)
   np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
-
-  def penalty(m):  # eq. 7's shape: a norm of the input gradient, differentiated again.
-    def f(v, x):
-      gx = jax.grad(lambda x: jnp.sum(jnp.sin(m.apply(v, x))))(x)
-      return jnp.sum(jnp.sqrt(jnp.sum(gx ** 2, axis=(1, 2, 3))) - 1) ** 2
-    return f
-  g = jax.grad(penalty(conv), argnums=(0, 1))(v, x)
-  g_ref = jax.grad(penalty(ref), argnums=(0, 1))(v, x)
+  g = jax.grad(_penalty(conv), argnums=(0, 1))(v, x)
+  g_ref = jax.grad(_penalty(ref), argnums=(0, 1))(v, x)
   jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
                          g, g_ref)
+
+
+@pytest.mark.parametrize("layer", [models.UpConv(6), models.StridedConv(6, 4, 2)],
+                         ids=["UpConv", "StridedConv"])
+def test_cpu_rewrites_and_native_convs_agree_and_share_parameters(layer):
+  """The two forms of each layer take one parameter tree (a checkpoint loads on any platform)
+  and compute the same outputs, gradients and penalty gradients; unforced, a CPU program runs
+  the CPU form and a program lowered for CUDA holds the native conv (stride or dilation 2)."""
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 8, 6, 5)), jnp.float32)
+  forms = {p: layer.clone(platform=p) for p in ("cpu", "cuda")}
+  variables = {p: m.init(jax.random.key(1), x) for p, m in forms.items()}
+  assert jax.tree_util.tree_structure(variables["cpu"]) == jax.tree_util.tree_structure(
+      variables["cuda"])
+  jax.tree_util.tree_map(np.testing.assert_array_equal, variables["cpu"], variables["cuda"])
+  v = jax.tree_util.tree_map(lambda a: a + 0.1 * jax.random.normal(jax.random.key(3), a.shape),
+                             variables["cpu"])
+  out = {p: jax.jit(m.apply)(v, x) for p, m in forms.items()}
+  np.testing.assert_allclose(out["cpu"], out["cuda"], rtol=1e-5, atol=1e-5)
+  grads = {p: jax.jit(jax.grad(_penalty(m), argnums=(0, 1)))(v, x) for p, m in forms.items()}
+  # Float32 sums in another order: errors relative to the gradient's scale, not per element.
+  close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6 * np.abs(b).max())
+  jax.tree_util.tree_map(close, grads["cpu"], grads["cuda"])
+
+  native = "stride = [2, 2]" if isinstance(layer, models.StridedConv) else "lhs_dilate = [2, 2]"
+  apply = jax.jit(layer.apply)
+  assert native not in apply.lower(v, x).as_text()
+  assert native in jax.export.export(apply, platforms=["cuda"])(v, x).mlir_module()
+  np.testing.assert_array_equal(apply(v, x), out["cpu"])

@@ -38,8 +38,10 @@ def _leaves(state):
 
 @pytest.mark.slow
 def test_interrupted_run_resumes_bit_for_bit(tmp_path):
-  profiled = _config()  # Tracing steps 1 and 2 changes nothing but the profile folder.
+  # Tracing steps 1 and 2 and image summaries change nothing but the profile folder and logs.
+  profiled = _config()
   profiled.train.profile, profiled.train.profile_steps = True, (1, 3)
+  profiled.train.image_every = 3
   straight = train_lib.train_and_evaluate(profiled, str(tmp_path / "a"))
   first = train_lib.train_and_evaluate(_config(), str(tmp_path / "b"), stop_at_step=3)
   assert int(first.step) == 3
@@ -52,7 +54,11 @@ def test_interrupted_run_resumes_bit_for_bit(tmp_path):
   assert ma[6] == mb[6] and float(ma[6]["lam"]) < float("inf")
   with open(tmp_path / "b" / "config.json") as f:
     assert json.load(f)["model"]["channels"] == [4, 8, 8, 8, 8]
-  assert any(n.startswith("events.out.tfevents") for n in os.listdir(tmp_path / "a"))
+  events = [n for n in os.listdir(tmp_path / "a") if n.startswith("events.out.tfevents")]
+  assert events
+  assert b"train/blur_restored_sharp" in (tmp_path / "a" / events[0]).read_bytes()
+  assert not any(b"train/blur_restored_sharp" in p.read_bytes()
+                 for p in (tmp_path / "b").glob("events.out.tfevents*"))
   assert any(".xplane.pb" in f for _, _, files in os.walk(tmp_path / "a" / "profile")
              for f in files)
   assert not (tmp_path / "b" / "profile").exists()

@@ -1,5 +1,6 @@
 """Tests for the jit-compiled train step (Algorithm 1, DESIGN §6)."""
 
+import functools
 import os
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from biskip_jax import conv, image_io, train_step, vgg
+from biskip_jax import conv, image_io, models, train_step, vgg
 from biskip_jax import losses as losses_lib
 from configs import tiny
 
@@ -292,3 +293,115 @@ def test_step_is_compiled_with_conv_compiler_options(monkeypatch):
   mesh, state, step = _setup(tiny.get_config("1-BS"))
   with pytest.raises(Exception, match="NOT_A_FUSION_TYPE"):
     step(state, train_step.shard_batch(_batch(0), mesh), {})
+
+
+@pytest.mark.slow
+def test_critic_loop_equals_the_updates_applied_by_hand():
+  """n_critic = 2 in the step's fori_loop equals two critic updates written out (α_i from
+  fold_in(key, 0) and fold_in(key, 1)), and the generator updates against the second critic."""
+  config = tiny.get_config("SA1-BS")
+  config.train.n_critic = 2
+  # No norms: a bias before a norm has no true gradient, and Adam would scale its rounding
+  # noise up to ±lr, making the two programs' parameters incomparable there.
+  config.model.norm = config.critic.norm = "none"
+  mesh, state, step = _setup(config)
+  fns = train_step.StepFns(config, 10)
+  batch = train_step.shard_batch(_batch(4), mesh)
+
+  @jax.jit
+  def by_hand(state, batch):
+    b = image_io.to_model_range(batch["blur"])
+    x = image_io.to_model_range(batch["sharp"])
+    forward = train_step.generator_forward(fns, state.gen, b, x, {})
+    weights = jnp.ones((b.shape[0],), jnp.float32)  # First epoch: λ = ∞, every v_i = 1.
+    key = jax.random.fold_in(state.rng, state.step)
+    fake = jax.lax.stop_gradient(forward.restored)
+    critic, _ = train_step.critic_update(fns, state.critic, x, fake, b, weights,
+                                         jax.random.fold_in(key, 0))
+    critic, metrics = train_step.critic_update(fns, critic, x, fake, b, weights,
+                                               jax.random.fold_in(key, 1))
+    gen, _ = train_step.generator_update(fns, state.gen, forward, critic.params, weights, b)
+    return critic, gen, metrics
+
+  critic, gen, metrics = jax.device_get(by_hand(state, batch))
+  before = jax.device_get((state.critic.params, state.gen.params))
+  new_state, m = step(state, batch, {})  # Donates state: the reference and copy came first.
+  new_state = jax.device_get(new_state)
+  assert float(m["v_mean"]) == 1.0 and float(m["finite"]) == 1.0
+  assert int(new_state.critic.opt_state[1].count) == int(critic.opt_state[1].count) == 2
+
+  def same_update(new, ref, old, lr):
+    # Adam divides each gradient by its own size, so an element with a small gradient turns
+    # float32 rounding into a visible share of its step: compare each leaf's update as a
+    # whole (relative L2), and no element by more than a tenth of one step (the lr).
+    step_, ref_step = np.asarray(new, np.float64) - old, np.asarray(ref, np.float64) - old
+    assert np.linalg.norm(step_ - ref_step) <= 1e-4 * np.linalg.norm(ref_step)
+    np.testing.assert_allclose(new, ref, rtol=0, atol=0.1 * lr)
+
+  jax.tree_util.tree_map(functools.partial(same_update, lr=config.optim.d_lr),
+                         new_state.critic.params, critic.params, before[0])
+  jax.tree_util.tree_map(functools.partial(same_update, lr=config.optim.g_lr),
+                         new_state.gen.params, gen.params, before[1])
+  for name, value in metrics.items():
+    assert float(m[name]) == pytest.approx(float(value), rel=1e-5, abs=1e-7), name
+
+
+def _lowered_text(config, platform=None, crop=32):
+  """The train step's StableHLO (jitted without shardings) from abstract inputs: lowered for
+  this host, or exported for ``platform``."""
+  fn = jax.jit(functools.partial(train_step.train_step, fns=train_step.StepFns(config, 10)))
+  args = train_step.abstract_step_inputs(config, 1, crop)
+  if platform is None:
+    return fn.lower(*args).as_text()
+  exported = jax.export.export(fn, platforms=[platform])(*args)
+  assert exported.platforms == (platform,)
+  return exported.mlir_module()
+
+
+def test_critic_updates_are_one_loop_whatever_n_critic():
+  """The step's program holds the critic update once: n_critic = 5 lowers to the same
+  convolutions as n_critic = 1 (unrolled, the critic's would be five times as many)."""
+  config = tiny.get_config("SA1-BS")
+  counts = {}
+  for n in (1, 5):
+    config.train.n_critic = n
+    text = _lowered_text(config)
+    counts[n] = text.count("stablehlo.convolution")
+  config.loss.adversarial = False
+  generator_only = _lowered_text(config).count("stablehlo.convolution")
+  assert counts[1] == counts[5] > generator_only
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", train_step.COMPUTE_DTYPES)
+def test_paper_train_step_lowers_for_cuda(dtype):
+  """The paper's SA1P-BS step exports for CUDA from a CPU host, so a GPU-only lowering error
+  shows here; the GPU program holds native strided and transposed convs, the CPU one neither."""
+  from configs import biskip  # pylint: disable=g-import-not-at-top
+  config = biskip.get_config("SA1P-BS")
+  config.train.compute_dtype = dtype
+  cuda = _lowered_text(config, "cuda")
+  convs = [line for line in cuda.splitlines() if "stablehlo.convolution" in line]
+  assert any("stride = [2, 2]" in line for line in convs)  # The critic's 4x4 stride 2.
+  assert any("lhs_dilate = [2, 2]" in line for line in convs)  # The generator's up-sampling.
+  if dtype == "bfloat16":
+    assert sum("bf16" in line for line in convs) > len(convs) // 2
+  cpu = _lowered_text(config)
+  assert "stride = [2, 2]" not in cpu and "lhs_dilate = [2, 2]" not in cpu
+
+
+def test_summary_images_are_blur_restored_sharp():
+  """The jitted summary is [blur | G(blur) | sharp] in uint8, G at inference."""
+  config = tiny.get_config("1-BS")
+  state = train_step.create_train_state(config, 10, 32)
+  batch = _batch(5)
+  grid = np.asarray(jax.jit(train_step.summary_images)(state.gen, batch))
+  assert grid.shape == (2, 32, 96, 3) and grid.dtype == np.uint8
+  np.testing.assert_array_equal(grid[:, :, :32], batch["blur"])
+  np.testing.assert_array_equal(grid[:, :, 64:], batch["sharp"])
+  generator = models.generator_from_config(config.model)
+  restored = np.asarray(generator.apply(
+      {"params": state.gen.params, "batch_stats": state.gen.batch_stats},
+      batch["blur"].astype(np.float32) / 127.5 - 1, train=False), np.float64)
+  expected = np.clip(np.round((restored + 1) * 127.5), 0, 255)
+  assert np.abs(grid[:, :, 32:64].astype(np.float64) - expected).max() <= 1

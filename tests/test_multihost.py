@@ -232,6 +232,10 @@ def test_a_killed_process_stops_the_other_with_an_error(cache_dir, tmp_path, kil
     rc = other.finish(timeout=120)
     took = time.monotonic() - start
   assert rc != 0 and took < 60, (rc, took, other.stderr[-3000:])
+  if killed == 1:  # Process 0's coordinator lives on: its step's collective fails first.
+    errors = [l for l in other.lines if "error:" in l]
+    assert len(errors) == 1 and "process 0: a collective with the other processes failed" in (
+        errors[0]) and "Traceback" not in other.stderr, other.stderr[-3000:]
 
 
 @pytest.mark.slow

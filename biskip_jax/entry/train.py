@@ -56,13 +56,19 @@ def main(argv):
     sys.exit(2)
   except train_lib.Interrupted as e:
     sys.exit(128 + e.signum)
-  except Exception:  # pylint: disable=broad-except
+  except Exception as e:  # pylint: disable=broad-except
     if not jax.distributed.is_initialized():
       raise
+    if isinstance(e, jax.errors.JaxRuntimeError):  # A collective whose peer has gone.
+      reason = next((l.strip() for l in str(e).splitlines() if l.strip()), type(e).__name__)
+      print(f"{cli.prog()}: error: process {jax.process_index()}: a collective with the other "
+            f"processes failed ({reason}); another process has probably stopped: see its log",
+            file=sys.stderr)
+    else:
+      traceback.print_exc()
+    sys.stderr.flush()
     # Leave at once: the other processes then fail in their next collective (or miss this
     # one's heartbeat) instead of waiting in JAX's exit barrier for a process that is gone.
-    traceback.print_exc()
-    sys.stderr.flush()
     os._exit(1)
 
 

@@ -14,9 +14,7 @@ import re
 import shutil
 import signal
 import socket
-import subprocess
 import sys
-import threading
 import time
 
 import jax
@@ -26,8 +24,9 @@ import pytest
 from biskip_jax import checkpointing, multihost, train_step, workdir_lock
 from biskip_jax.errors import UserError
 from configs import tiny
+from tests import stderr_process
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = stderr_process.ROOT
 SCHEME = "S1-BS"  # Self-paced: the per-sample l_i and v_i, and λ from the first epoch.
 STEPS = 4
 # The flags of every run: global batch 2, checkpoints at steps 2 and 4, an epoch of 2 steps
@@ -42,56 +41,22 @@ def _free_port():
     return s.getsockname()[1]
 
 
-class _Proc:
-  """One ``train.py`` process; its stderr collected by a thread."""
+class _Proc(stderr_process.StderrProcess):
+  """One ``train.py`` process on the tiny config; ``env`` adds to (or sets) the launch's."""
 
   def __init__(self, workdir, cache_dir, *, env=(), flags=(), config_flags=None):
     args = [sys.executable, "train.py", f"--config=configs/tiny.py:{SCHEME}",
             f"--workdir={workdir}", *flags]
     args += [f"--config.{k}={v}" for k, v in {**_FLAGS, **(config_flags or {})}.items()]
+    env = dict(env)
     full_env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu",
                     JAX_COMPILATION_CACHE_DIR=cache_dir,
-                    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", **dict(env))
+                    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", **env)
     for name in ("XLA_FLAGS", multihost.ENV_ADDRESS, multihost.ENV_NUM_PROCESSES,
                  multihost.ENV_PROCESS_ID):
-      if name not in dict(env):
+      if name not in env:
         full_env.pop(name, None)
-    self.proc = subprocess.Popen(args, cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.PIPE, text=True)
-    self.lines = []
-    self._reader = threading.Thread(target=self._read, daemon=True)
-    self._reader.start()
-
-  def _read(self):
-    for line in self.proc.stderr:
-      self.lines.append(line)
-
-  @property
-  def stderr(self):
-    return "".join(self.lines)
-
-  def wait_for(self, pattern, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-      if any(re.search(pattern, line) for line in list(self.lines)):
-        return
-      if self.proc.poll() is not None and not self._reader.is_alive():
-        break
-      time.sleep(0.1)
-    pytest.fail(f"no {pattern!r} in stderr (rc={self.proc.poll()}):\n{self.stderr[-3000:]}")
-
-  def finish(self, timeout):
-    try:
-      rc = self.proc.wait(timeout=timeout)
-    finally:
-      self.cleanup()
-    self._reader.join(timeout=10)
-    return rc
-
-  def cleanup(self):
-    if self.proc.poll() is None:
-      self.proc.kill()
-      self.proc.wait()
+    super().__init__(args, full_env)
 
 
 def _two_processes(workdir, cache_dir, *, flags=(), config_flags=None, port=None):
@@ -260,10 +225,10 @@ def test_a_coordinator_not_reached_is_one_line_after_the_timeout(cache_dir, tmp_
                                                                  process_id, message):
   """Process 1 without a process 0, and process 0 without the others."""
   start = time.monotonic()
-  p = _Proc(str(tmp_path), cache_dir, flags=[
+  with _killed_at_exit([_Proc(str(tmp_path), cache_dir, flags=[
       f"--coordinator_address=127.0.0.1:{_free_port()}", "--num_processes=2",
-      f"--process_id={process_id}", "--distributed_timeout=3"])
-  rc = p.finish(timeout=120)
+      f"--process_id={process_id}", "--distributed_timeout=3"])]) as (p,):
+    rc = p.finish(timeout=120)
   took = time.monotonic() - start
   assert rc == 2, p.stderr[-3000:]
   lines = [l for l in p.lines if l.strip() and "joining the coordinator" not in l]

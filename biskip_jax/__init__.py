@@ -22,6 +22,7 @@ Training:
   log_files       log files that survive a full disk
   config_checks   every settings check (ranges, names, devices) and WORKDIR/config.json
   workdir_lock    one train.py per workdir
+  multihost       several processes in one run: launch, and what they agree on
 Data:
   image_io        read / write / list images; uint8 <-> [-1, 1] (to_/from_model_range)
   datasets/       GoPro, Köhler, folder and synthetic pairs; collect_photos (real photos)

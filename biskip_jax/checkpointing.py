@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from biskip_jax import train_step
+from biskip_jax import multihost, train_step
 from biskip_jax.errors import UserError
 from biskip_jax.output_files import atomic_write
 
@@ -134,20 +134,27 @@ class Checkpointer:
 
   def save(self, step: int, state: train_step.TrainState, it: Any,
            manager: ocp.CheckpointManager | None = None) -> bool:
-    """Saves a checkpoint; on an I/O error logs it and returns False (training goes on)."""
+    """Saves a checkpoint; on an I/O error logs it and returns False (training goes on).
+
+    Every process of a multi-process run calls it at the same step and gets the same answer:
+    a save that failed in one process failed for all, so that they retry or give up together.
+    """
     manager = manager or self.manager
     if step in (manager.all_steps() or []):
       return True
+    failed = False
     try:
       manager.save(step, args=self._args(state, it), force=True)
       manager.wait_until_finished()
     except (OSError, ValueError, RuntimeError) as e:
       _quiet_closed_loops()
-      self.last_error = e
+      self.last_error, failed = e, True
       log.error("checkpoint at step %d could not be written to %s (%s); training "
                     "continues and the previous checkpoint is kept", step, manager.directory, e)
-      return False
-    return True
+    if multihost.max_over_processes(failed) and not failed:
+      self.last_error = RuntimeError("the write failed in another process")
+      failed = True
+    return not failed
 
   def save_best(self, step: int, state: train_step.TrainState, it: Any, psnr: float) -> None:
     """Keeps ``state`` as the best checkpoint by validation PSNR."""

@@ -72,6 +72,7 @@ _FIELDS: dict[str, str] = {
     "train.eval_every": ">= 0",
     "train.eval_num_images": ">= 1",
     "train.max_bad_steps": ">= 1",
+    "train.stop_check_every": ">= 1",
     "train.profile_steps": ">= 0",
     "data.crop_size": ">= 1",
     "data.num_workers": ">= 0",

@@ -304,6 +304,10 @@ def create_train_iterator(config: ml_collections.ConfigDict, source: Any) -> Any
   ds = records.random_map(_TrainTransform(source, d), seed=(seed + 1) % 2**32)
   ds = ds.batch(batch, drop_remainder=True)
   if jax.process_count() > 1:
+    # Process p takes the p-th of every process_count() consecutive per-process batches, the
+    # p-th part of the global batch: global batch j holds the same images in the same order for
+    # any number of processes, and the iterator's position (batches read) carries over to
+    # another number of processes on resume.
     ds = ds[jax.process_index()::jax.process_count()]
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=d.prefetch))
   if d.num_workers > 0:

@@ -21,6 +21,7 @@ batch statistics, both optimizer states, step, SPL state, PRNG key and the data 
 position are all restored, so an interrupted run continues exactly as if it had not stopped.
 """
 
+import contextlib
 import itertools
 import json
 import logging
@@ -40,6 +41,7 @@ from biskip_jax import (
   checkpointing,
   config_checks,
   input_pipeline,
+  multihost,
   periodic_actions,
   pretrained,
   spl,
@@ -54,24 +56,6 @@ log = logging.getLogger("biskip_jax")
 
 # Seconds between the tries of a run's final checkpoint (a disk may be freed meanwhile).
 FINAL_SAVE_RETRY_DELAYS = (1.0, 3.0)
-
-
-def maybe_initialize_distributed() -> None:
-  """Calls ``jax.distributed.initialize()`` when a multi-host environment is detected.
-
-  Recognised: ``JAX_COORDINATOR_ADDRESS`` (with ``JAX_NUM_PROCESSES``/``JAX_PROCESS_ID``),
-  SLURM (``SLURM_NTASKS`` > 1), Open MPI (``OMPI_COMM_WORLD_SIZE`` > 1) and Cloud TPU pods
-  (``TPU_WORKER_HOSTNAMES`` listing several hosts).
-  """
-  env = os.environ
-  multi = ("JAX_COORDINATOR_ADDRESS" in env
-           or int(env.get("SLURM_NTASKS", "1")) > 1
-           or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
-           or "," in env.get("TPU_WORKER_HOSTNAMES", ""))
-  if multi and not jax.distributed.is_initialized():
-    jax.distributed.initialize()
-    log.info("jax.distributed initialised: process %d of %d", jax.process_index(),
-                 jax.process_count())
 
 
 def resolve_schedule(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
@@ -186,7 +170,8 @@ class Validator:
     num_images=2``): a validation on a few pairs differs from ``evaluate.py`` on all of them.
     """
     from biskip_jax import eval_lib  # pylint: disable=g-import-not-at-top
-    variables = {"params": state.gen.params, "batch_stats": state.gen.batch_stats}
+    variables = multihost.local_copy({"params": state.gen.params,
+                                      "batch_stats": state.gen.batch_stats})
     if self._deblurrer is None:
       self._deblurrer = eval_lib.deblurrer_for(self._config, variables)
     else:
@@ -211,14 +196,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       when the final checkpoint or the logs could not be written (after training).
     Interrupted: SIGTERM/SIGINT stopped the run before its last step (a checkpoint is saved).
   """
-  maybe_initialize_distributed()
+  multihost.initialize()  # Launch settings from the environment (train.py: its flags too).
   config_checks.check_settings(config)
   workdir = os.path.abspath(workdir)
-  with os_errors_as_user_errors(f"--workdir {workdir}: cannot create the folder"):
-    os.makedirs(workdir, exist_ok=True)
-  if jax.process_index() != 0:  # One lock per run, held by process 0 (a shared workdir).
-    return _train(config, workdir, stop_at_step)
-  with workdir_lock.WorkdirLock(workdir):
+  with contextlib.ExitStack() as stack:
+    error = None
+    try:
+      with os_errors_as_user_errors(f"--workdir {workdir}: cannot create the folder"):
+        os.makedirs(workdir, exist_ok=True)
+      if jax.process_index() == 0:  # One lock per run, held by process 0 (a shared workdir).
+        stack.enter_context(workdir_lock.WorkdirLock(workdir))
+    except UserError as e:
+      error = e
+    multihost.raise_first_error(error)  # A busy workdir stops every process.
     return _train(config, workdir, stop_at_step)
 
 
@@ -270,45 +260,55 @@ def warm_start(state: train_step.TrainState, config: ml_collections.ConfigDict,
 def _train(config: ml_collections.ConfigDict, workdir: str,
            stop_at_step: int | None) -> train_step.TrainState:
   """:func:`train_and_evaluate` once the settings are checked and the workdir is locked."""
-  save_or_check_config(config, workdir)
   run = _Loop(config, workdir)
   stopped = False  # By a signal or at stop_at_step, with a checkpoint.
+  signum = 0  # The signal that stopped the run (in any process).
   with _Preemption() as preempt:
     while run.step < run.total_steps and not stopped:
       run.train_and_log(next(run.train_iter))
-      stopped = preempt.requested or run.step == stop_at_step
+      signum = run.agreed_signal(preempt.signum)
+      stopped = bool(signum) or run.step == stop_at_step
       run.checkpoint(final=stopped or run.step == run.total_steps)
   run.close(stopped=stopped)
-  if preempt.requested and run.step < run.total_steps:
-    raise Interrupted(preempt.signum, run.step, run.state)
+  if signum and run.step < run.total_steps:
+    raise Interrupted(signum, run.step, run.state)
   return run.state
 
 
 class _Loop:
   """One training run's state and its pieces: the body of :func:`_train`'s loop.
 
-  Built once the config is saved: restores the latest checkpoint (or initialises, and warm
-  starts from ``train.init_from``), compiles the step, opens the writers.
+  Built in two parts. First what can fail on the user's settings, data or disk, in each
+  process on its own: saves the config, lists the data, loads VGG19, opens the writers; one
+  process's error stops them all (:func:`multihost.raise_first_error`). Then what every
+  process does together: restores the latest checkpoint into the state replicated over all
+  devices (or initialises, and warm starts from ``train.init_from``), compiles the step.
   """
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str):
     self.config, self.workdir = config, workdir
-    self.steps_per_epoch, self.total_steps, total_epochs = resolve_schedule(config)
-    self.vgg_params = _load_vgg(config)  # Fails fast (offline, no weights) before compiling.
+    main = jax.process_index() == 0
+    self.failures = writers.FailureLog()
+    error = None
+    try:
+      save_or_check_config(config, workdir)
+      self.steps_per_epoch, self.total_steps, total_epochs = resolve_schedule(config)
+      self.vgg_params = _load_vgg(config)  # Fails fast (offline, no weights) before compiling.
+      self.train_iter = input_pipeline.create(config, config.data.train_split)
+      self.validate = Validator(config) if config.train.eval_every > 0 else None
+      self.writer = writers.create_default_writer(workdir, self.failures, just_logging=not main)
+    except UserError as e:
+      error = e
+    multihost.raise_first_error(error)
     self.mesh = train_step.make_mesh()
     state = train_step.create_train_state(config, self.total_steps, config.data.crop_size)
-    self.train_iter = input_pipeline.create(config, config.data.train_split)
     self.ckpt = checkpointing.Checkpointer(workdir, config)
-    state = self._restore_or_start(state)
-    self.step = int(state.step)
-    self.state = train_step.replicate(state, self.mesh)
+    self.state = self._restore_or_start(state)
+    self.step = int(self.state.step)
     self.p_step = train_step.jit_train_step(config, total_epochs, self.mesh, self.state)
     self.end_epoch = jax.jit(spl.end_epoch)
     self.summary_images = train_step.jit_summary_images(self.mesh)
     self.lr = train_step.learning_rates(config, self.total_steps)
-    main = jax.process_index() == 0
-    self.failures = writers.FailureLog()
-    self.writer = writers.create_default_writer(workdir, self.failures, just_logging=not main)
     self.writer.write_hparams(config)
     self.writer.write_scalars(self.step, {
         "run/steps_per_epoch": self.steps_per_epoch, "run/total_steps": self.total_steps,
@@ -317,23 +317,28 @@ class _Loop:
     self.profile = periodic_actions.Profile(
         os.path.join(workdir, "profile"), config.train.get("profile_steps", (0, 0)),
         enabled=main and config.train.get("profile", False))
-    self.validate = Validator(config) if config.train.eval_every > 0 else None
     self.best = self.ckpt.best_metric()
     self.last_save = time.monotonic()
     self.accum: dict[str, list[jax.Array]] = {}
     self.problems: list[str] = []  # Work lost: the run ends with an error naming it.
 
   def _restore_or_start(self, state: train_step.TrainState) -> train_step.TrainState:
-    state, restored_step = self.ckpt.restore_latest(state, self.train_iter)
+    """The latest checkpoint, else ``state`` (warm started), replicated on the mesh.
+
+    The checkpoint is read straight into the replicated layout, whatever the number of
+    processes and devices that wrote it.
+    """
+    restored, restored_step = self.ckpt.restore_latest(
+        train_step.replicate(state, self.mesh), self.train_iter)
     if restored_step is not None:
-      log.info("resumed from %s at step %d", self.ckpt.directory, int(state.step))
-      return state
+      log.info("resumed from %s at step %d", self.ckpt.directory, int(restored.step))
+      return restored
     if self.config.train.get("init_from", ""):
       state = warm_start(state, self.config, self.workdir)
     from clu import parameter_overview  # pylint: disable=g-import-not-at-top
     log.info("generator:\n%s", parameter_overview.get_parameter_overview(state.gen.params))
     log.info("critic:\n%s", parameter_overview.get_parameter_overview(state.critic.params))
-    return state
+    return train_step.replicate(state, self.mesh)
 
   def epoch(self) -> int:
     """The epoch t (1-based, eq. 10) of the latest step."""
@@ -341,6 +346,20 @@ class _Loop:
 
   def _every(self, period: int) -> bool:
     return period > 0 and self.step % period == 0
+
+  def agreed_signal(self, signum: int) -> int:
+    """The stopping signal, the same in every process: 0 to go on.
+
+    With one process, a signal stops at the step it arrives in. With several, the processes
+    compare their signals every ``train.stop_check_every`` steps (a host sync, which costs
+    the pipelining of one step) and all stop there if any process received one: SIGTERM to
+    one host stops every host at the same step, with one checkpoint.
+    """
+    if jax.process_count() == 1:
+      return signum
+    if not self._every(self.config.train.stop_check_every):
+      return 0
+    return multihost.max_over_processes(signum)
 
   def train_and_log(self, batch: dict[str, np.ndarray]) -> None:
     """One train step (Algorithm 1), then its logs, images and validation when due."""
@@ -395,8 +414,15 @@ class _Loop:
     self.writer.write_images(self.step, {"train/blur_restored_sharp": grid})
 
   def _validate(self) -> None:
-    """PSNR/SSIM on the held-out pairs; the best checkpoint is kept by PSNR."""
-    result = self.validate(self.state)
+    """PSNR/SSIM on the held-out pairs; the best checkpoint is kept by PSNR.
+
+    Process 0 validates and every process takes its result, so that all of them save the
+    same best checkpoint (a collective write) or none.
+    """
+    result = self.validate(self.state) if jax.process_index() == 0 else {"psnr": 0.0,
+                                                                         "ssim": 0.0}
+    result = {k: float(v) for k, v in multihost.from_process_0(
+        {k: np.float64(v) for k, v in result.items()}).items()}
     self.writer.write_scalars(self.step, {f"eval/{k}": v for k, v in result.items()})
     if self.best is None or result["psnr"] > self.best:
       self.best = result["psnr"]

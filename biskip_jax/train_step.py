@@ -489,12 +489,22 @@ def jit_train_step(config: ml_collections.ConfigDict, total_epochs: int, mesh: M
                  compiler_options=conv.compiler_options(mesh.devices.flat[0].platform))
 
 
+def _identity(tree: Any) -> Any:
+  return tree
+
+
 def replicate(state: TrainState, mesh: Mesh) -> TrainState:
   """Places ``state`` replicated on ``mesh``, as the jitted step returns it.
 
-  Calling the step with the same shardings it outputs keeps it at one compilation.
+  Calling the step with the same shardings it outputs keeps it at one compilation. The mesh
+  may span several processes: each process passes its own copy of the same values (the same
+  seed or checkpoint) and fills its own devices, as ``device_put`` cannot place data on
+  another process's devices.
   """
-  return jax.device_put(state, NamedSharding(mesh, P()))
+  replicated = NamedSharding(mesh, P())
+  if jax.process_count() == 1:  # Also onto a mesh of devices the state is not on.
+    return jax.device_put(state, replicated)
+  return jax.jit(_identity, out_shardings=replicated)(state)
 
 
 def shard_batch(batch: dict[str, Any], mesh: Mesh) -> Batch:

@@ -92,6 +92,9 @@ def get_config(scheme: str = "SA1P-BS") -> ml_collections.ConfigDict:
   t.eval_every = 0  # Steps between validation runs; 0 disables validation.
   t.eval_num_images = 16  # Validation images (from data.eval_split) per run.
   t.max_bad_steps = 10  # Consecutive non-finite steps tolerated before stopping.
+  # Multi-host runs: steps between the processes' checks for a stop (SIGTERM/Ctrl-C to any
+  # of them); each check is a host sync. A signal stops every process at the next check.
+  t.stop_check_every = 10
   t.profile = False  # Capture a jax.profiler trace of train.profile_steps in WORKDIR/profile.
   t.profile_steps = (10, 15)  # Steps [first, last) traced (0-based; after the compilation).
   # Warm start of a new run's generator (ignored on resume): "" (random init, the paper),

@@ -20,7 +20,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 import types
 
@@ -36,6 +35,7 @@ from biskip_jax import checkpointing, config_checks, inference, train_lib, train
 from biskip_jax.datasets import BadImageError, load_image, save_image
 from biskip_jax.errors import UserError
 from configs import tiny
+from tests import stderr_process
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TMP = ".orbax-checkpoint-tmp"
@@ -149,7 +149,7 @@ def test_divergence_restores_the_checkpoint_once_then_stops(good_run, tmp_path, 
 # Preemption and SIGKILL ------------------------------------------------------------------
 
 
-class _TrainPy:
+class _TrainPy(stderr_process.StderrProcess):
   """``python train.py`` on the tiny config in a subprocess, its stderr collected by a thread."""
 
   def __init__(self, workdir, cache_dir, **flags):
@@ -159,43 +159,7 @@ class _TrainPy:
     env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu",
                JAX_COMPILATION_CACHE_DIR=cache_dir,
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
-    self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.PIPE, text=True)
-    self.lines = []
-    self._reader = threading.Thread(target=self._read, daemon=True)
-    self._reader.start()
-
-  def _read(self):
-    for line in self.proc.stderr:
-      self.lines.append(line)
-
-  @property
-  def stderr(self):
-    return "".join(self.lines)
-
-  def wait_for(self, pattern, timeout, start=0):
-    """The first match of ``pattern`` in stderr lines from ``start`` on, waiting for it."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-      for i in range(start, len(self.lines)):
-        m = re.search(pattern, self.lines[i])
-        if m:
-          return i, m
-      if self.proc.poll() is not None and not self._reader.is_alive():
-        break
-      time.sleep(0.05)
-    pytest.fail(f"no {pattern!r} in train.py's stderr (rc={self.proc.poll()}):\n"
-                f"{self.stderr[-3000:]}")
-
-  def finish(self, timeout):
-    rc = self.proc.wait(timeout=timeout)
-    self._reader.join(timeout=10)
-    return rc
-
-  def cleanup(self):
-    if self.proc.poll() is None:
-      self.proc.kill()
-      self.proc.wait()
+    super().__init__(args, env)
 
 
 def _sigterm_once_training(run):

@@ -1,25 +1,33 @@
-r"""Table 1 ablation: every training scheme with the same base config, budget, seed and data.
+r"""Table 1 ablation: every training scheme with the same base config, budget, seeds and data.
 
   python -m experiments.ablation --budget=60 --epochs=4 --data=synthetic --workdir=runs/ablation
   python -m experiments.ablation --budget=630900 --data=gopro --workdir=runs/table1 \
       --config=configs/biskip.py --config.train.batch_size=1 --data_path=/data/GOPRO_Large
+  python -m experiments.ablation --config=configs/ablation.py --data=mix ...  # see there
 
 The second command is the paper's set-up (§5): ``configs/biskip.py``, batch 1, and the config's
 ``train.num_epochs`` = 300 epochs (T of eq. 10) of one pass over GoPro's 2,103 training pairs
-each (630,900 = 300 x 2,103 generator steps).
+each (630,900 = 300 x 2,103 generator steps). The third is the reduced protocol of
+``configs/ablation.py`` (real and synthetic blur, seeds, GoPro pairs for evaluation).
 
-Trains each scheme of ``--schemes`` (default: the twelve of Table 1, ``schemes.TABLE1``) in
-``WORKDIR/<scheme>`` with :func:`biskip_jax.train_lib.train_and_evaluate` for ``--budget``
-generator steps, split into ``--epochs`` epochs (default: ``config.train.num_epochs``),
-evaluates its last checkpoint with :mod:`biskip_jax.eval_lib` on the held-out split of
-``--data``, and writes ``WORKDIR/ablation.md`` and ``WORKDIR/ablation.csv``: PSNR and SSIM next
-to the paper's GoPro numbers. The scheme switches (loss letters, generator variant)
-are applied to the base ``--config``; every other field, including ``--config.*`` overrides,
-is shared.
+Trains each scheme of ``--schemes`` (default: the twelve of Table 1, ``schemes.TABLE1``) with
+each of ``--seeds`` seeds (``train.seed`` + 0, 1, ...) in ``WORKDIR/<scheme>/seed<S>`` with
+:func:`biskip_jax.train_lib.train_and_evaluate` for ``--budget`` generator steps, split into
+``--epochs`` epochs (default: ``config.train.num_epochs``). The runs of one seed share their
+initialisation seed and their training data and its order, so schemes compare in pairs. Each
+run's last checkpoint is evaluated with :mod:`biskip_jax.eval_lib` on the held-out split of
+``--data`` (``mix`` and ``frames`` keep the base config's data sections) and on every
+``--eval_data`` dataset; ``--eval_every`` also validates during training, for the curves.
+:mod:`experiments.ablation_report` then writes ``WORKDIR/ablation.md`` (mean ± standard
+deviation over seeds per scheme, the paired comparisons of the paper's claims, next to the
+paper's GoPro numbers), the CSV files and the validation curves. The scheme switches (loss
+letters, generator variant) and the seed are applied to the base ``--config``; every other
+field, including ``--config.*`` overrides, is shared.
 
-Resumable: a scheme whose ``ablation_result.json`` exists is not trained again, and one that was
-interrupted resumes from its last checkpoint. ``--budget``, ``--data`` and the epochs must match
-what the workdir already holds.
+Resumable: a run whose ``ablation_result.json`` exists is not trained again (it is only
+evaluated on ``--eval_data`` datasets it lacks), and one that was interrupted resumes from its
+last checkpoint. ``--budget``, ``--data`` and the epochs must match what the workdir already
+holds.
 
 Perceptual (P) schemes need VGG19's ImageNet weights (``--config.loss.vgg_weights`` or the
 cache; see ``biskip_jax.vgg``). Without them, ``--vgg_weights=random`` trains those schemes
@@ -27,10 +35,10 @@ with randomly initialised VGG19 features, labelled as such in every table row, a
 ``--vgg_weights=skip`` leaves them out with a note.
 """
 
-import csv
 import json
 import math
 import os
+import re
 import shlex
 import sys
 import time
@@ -42,14 +50,17 @@ from absl import app, flags
 
 from biskip_jax import cli, schemes
 from biskip_jax.errors import UserError
+from experiments import ablation_report
+from experiments.ablation_report import RESULT_FILE, SETTINGS_FILE, read_json, scheme_dirname
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = flags.FLAGS
 VGG_MODES = ("imagenet", "random", "skip")
-RESULT_FILE = "ablation_result.json"
-COLUMNS = ("scheme", "psnr", "ssim", "paper_psnr", "paper_ssim", "train_seconds", "note")
 RANDOM_VGG_NOTE = "P with random VGG19 features, not ImageNet"
 SKIPPED_VGG_NOTE = "skipped: needs VGG19 ImageNet weights (--vgg_weights)"
+# What a run keeps of each evaluation (eval_lib's metrics.json, in the run's eval folder, has
+# the rest: per-image rows, seconds per image).
+EVAL_KEYS = ("psnr", "ssim", "blurred_psnr", "blurred_ssim", "num_images")
 
 
 def define_flags() -> None:
@@ -57,13 +68,18 @@ def define_flags() -> None:
   from ml_collections import config_flags
   flags.DEFINE_string("workdir", None, "Folder of the per-scheme runs and the tables.")
   flags.DEFINE_integer("budget", None, "Generator steps per scheme.", lower_bound=1)
-  flags.DEFINE_string("data", "synthetic", "synthetic | gopro | folder:PATH (train and "
-                      "held-out splits of config.data).")
+  flags.DEFINE_string("data", "synthetic", "synthetic | gopro | frames[:PATH] | mix | "
+                      "folder:PATH (train and held-out splits of config.data).")
   flags.DEFINE_string("data_path", None, "Dataset root for gopro (default: config.data.path).")
   flags.DEFINE_list("schemes", list(schemes.TABLE1), "Schemes to train (LOSSES-VARIANT).")
   # No lower_bound: run() rejects a bad value with one line (absl adds a usage hint).
+  flags.DEFINE_integer("seeds", 1, "Runs per scheme, with seeds config.train.seed + 0, 1, ...")
   flags.DEFINE_integer("epochs", 0, "Epochs the budget is split into (T of eq. 10; the SPL "
                        "λ changes once per epoch); 0: config.train.num_epochs.")
+  flags.DEFINE_list("eval_data", [], "More datasets each run is evaluated on after training "
+                    "(folder:PATH, gopro, kohler, levin:PATH; see evaluate.py --data).")
+  flags.DEFINE_integer("eval_every", 0, "Validation (config.data's held-out split, "
+                       "config.train.eval_num_images) every N steps, for the curves; 0: none.")
   flags.DEFINE_string("vgg_weights", "imagenet", "P schemes: imagenet (config.loss."
                       "vgg_weights or the cache), random (labelled in the table), skip, or a "
                       "path to torchvision's vgg19 .pth/.npz.")
@@ -73,11 +89,6 @@ def define_flags() -> None:
                                   "Base config file[:SCHEME] (the scheme is replaced).",
                                   lock_config=True)
   flags.mark_flags_as_required(["workdir", "budget"])
-
-
-def scheme_dirname(name: str) -> str:
-  """A folder name for a scheme (``A2-BS-w/o-R`` -> ``A2-BS-w_o-R``)."""
-  return name.replace("/", "_")
 
 
 def resolve_epochs(base: ml_collections.ConfigDict, *, budget: int, epochs: int) -> int:
@@ -120,8 +131,8 @@ def resolve_epochs(base: ml_collections.ConfigDict, *, budget: int, epochs: int)
 
 
 def scheme_config(base: ml_collections.ConfigDict, name: str, *, budget: int, epochs: int,
-                  data: str, data_path: str | None,
-                  vgg_weights: str | None) -> ml_collections.ConfigDict:
+                  data: str, data_path: str | None, vgg_weights: str | None,
+                  seed: int | None = None, eval_every: int = 0) -> ml_collections.ConfigDict:
   """``base`` with scheme ``name``'s switches, ``budget`` steps in T epochs and ``--data``.
 
   Args:
@@ -133,6 +144,8 @@ def scheme_config(base: ml_collections.ConfigDict, name: str, *, budget: int, ep
     data: ``--data`` value (see ``eval_lib.dataset_config``).
     data_path: dataset root override.
     vgg_weights: file for ``loss.vgg_weights`` (None: keep the base's).
+    seed: ``train.seed`` (parameter init, data order, crops; None: keep the base's).
+    eval_every: validation every N steps (0: none; the run is evaluated at the end).
 
   Raises:
     UserError: for a malformed scheme name or data spec, or a budget and epochs that do not
@@ -153,11 +166,13 @@ def scheme_config(base: ml_collections.ConfigDict, name: str, *, budget: int, ep
   if vgg_weights is not None:
     config.loss.vgg_weights = vgg_weights
   t = config.train
+  if seed is not None:
+    t.seed = seed
   t.num_epochs = resolve_epochs(base, budget=budget, epochs=epochs)
   t.num_steps = budget
   t.steps_per_epoch = math.ceil(budget / t.num_epochs)
   t.checkpoint_every = budget  # Only the final checkpoint (and on interruption).
-  t.eval_every = 0  # Evaluated once at the end, on the full held-out split.
+  t.eval_every = eval_every  # Curves only: every run is evaluated at the end anyway.
   t.image_every = 0
   t.log_every = max(1, min(t.log_every, budget))
   return config
@@ -217,11 +232,6 @@ def resolve_vgg(mode: str, base: ml_collections.ConfigDict, workdir: str,
   return os.path.abspath(mode), ""
 
 
-def _read_json(path: str) -> dict[str, Any]:
-  with open(path) as f:
-    return json.load(f)
-
-
 def _write_json(path: str, obj: dict[str, Any]) -> None:
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
@@ -233,11 +243,11 @@ def _check_same_run(run_dir: str, budget: int, data: str, steps_per_epoch: int) 
   """Refuses a workdir whose scheme run used another budget, data or epoch length."""
   result = os.path.join(run_dir, RESULT_FILE)
   if os.path.exists(result):
-    old = _read_json(result)
+    old = read_json(result)
     old_budget, old_data = old.get("budget"), old.get("data")
     old_spe = old.get("steps_per_epoch")  # Absent from results written before it was kept.
   elif os.path.exists(os.path.join(run_dir, "config.json")):
-    old = _read_json(os.path.join(run_dir, "config.json"))
+    old = read_json(os.path.join(run_dir, "config.json"))
     old_budget, old_data = old["train"]["num_steps"], None
     old_spe = old["train"]["steps_per_epoch"]
   else:
@@ -251,79 +261,115 @@ def _check_same_run(run_dir: str, budget: int, data: str, steps_per_epoch: int) 
                     "--workdir")
 
 
-def run_scheme(base: ml_collections.ConfigDict, name: str, workdir: str, *, budget: int,
-               epochs: int, data: str, data_path: str | None, vgg_weights: str | None,
-               note: str, max_images: int) -> dict[str, Any]:
-  """Trains and evaluates one scheme (or reads its finished result); returns its row.
+def eval_dirname(spec: str, data: str) -> str:
+  """The folder of a run's evaluation on ``spec``: ``eval`` for ``--data``'s held-out split."""
+  if spec == data:
+    return "eval"
+  return "eval_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", ablation_report.dataset_label(spec))
 
-  The row has the :data:`COLUMNS` plus ``blurred_psnr``, ``blurred_ssim``, ``num_images``,
-  ``budget``, ``data``, ``epochs`` (T), ``steps_per_epoch`` and ``resumed`` (True when read
-  from an earlier run).
+
+def run_one(base: ml_collections.ConfigDict, name: str, seed: int, workdir: str, *,
+            budget: int, epochs: int, data: str, data_path: str | None,
+            eval_data: Sequence[str], eval_every: int, vgg_weights: str | None, note: str,
+            max_images: int) -> dict[str, Any]:
+  """Trains and evaluates one scheme with one seed (or reads its finished result).
+
+  The result (``ablation_result.json``, also returned) has ``scheme``, ``seed``,
+  ``train_seconds``, ``note``, ``budget``, ``data``, ``epochs`` (T), ``steps_per_epoch``
+  and ``evals``: ``{dataset: {EVAL_KEYS}}`` (means over the dataset's images, by
+  :func:`biskip_jax.eval_lib.run`) for ``data`` and every ``eval_data``; the returned dict
+  adds ``resumed`` (True when the training was read from an earlier run). Evaluations a
+  finished run lacks are made and saved one by one.
   """
   from biskip_jax import eval_lib, train_lib
-  run_dir = os.path.join(workdir, scheme_dirname(name))
+  path = ablation_report.run_dir(workdir, name, seed)
   config = scheme_config(base, name, budget=budget, epochs=epochs, data=data,
-                         data_path=data_path, vgg_weights=vgg_weights)
-  _check_same_run(run_dir, budget, data, config.train.steps_per_epoch)
-  result_path = os.path.join(run_dir, RESULT_FILE)
-  if os.path.exists(result_path):
-    return {**_read_json(result_path), "resumed": True}
-  t0 = time.perf_counter()
-  train_lib.train_and_evaluate(config, run_dir)
-  seconds = time.perf_counter() - t0
-  result = eval_lib.run(run_dir, data, os.path.join(run_dir, "eval"), data_path=data_path,
-                        max_images=max_images, saliency=False)
-  paper = schemes.TABLE1.get(name, (None, None))
-  row = {"scheme": name, "psnr": result["psnr"], "ssim": result["ssim"],
-         "paper_psnr": paper[0], "paper_ssim": paper[1], "train_seconds": seconds,
-         "note": note if config.loss.perceptual else "",
-         "blurred_psnr": result.get("blurred_psnr"), "blurred_ssim": result.get("blurred_ssim"),
-         "num_images": result["num_images"], "budget": budget, "data": data,
-         "epochs": config.train.num_epochs, "steps_per_epoch": config.train.steps_per_epoch}
-  _write_json(result_path, row)
-  return {**row, "resumed": False}
+                         data_path=data_path, vgg_weights=vgg_weights, seed=seed,
+                         eval_every=eval_every)
+  _check_same_run(path, budget, data, config.train.steps_per_epoch)
+  result_path = os.path.join(path, RESULT_FILE)
+  resumed = os.path.exists(result_path)
+  if resumed:
+    result = read_json(result_path)
+  else:
+    t0 = time.perf_counter()
+    train_lib.train_and_evaluate(config, path)
+    result = {"scheme": name, "seed": seed, "train_seconds": time.perf_counter() - t0,
+              "note": note if config.loss.perceptual else "", "budget": budget, "data": data,
+              "epochs": config.train.num_epochs,
+              "steps_per_epoch": config.train.steps_per_epoch, "evals": {}}
+    _write_json(result_path, result)
+  for spec in [data, *eval_data]:
+    if spec not in result["evals"]:
+      scores = eval_lib.run(path, spec, os.path.join(path, eval_dirname(spec, data)),
+                            data_path=data_path if spec == data else None,
+                            max_images=max_images, saliency=False)
+      result["evals"][spec] = {k: scores.get(k) for k in EVAL_KEYS}
+      _write_json(result_path, result)
+  return {**result, "resumed": resumed}
 
 
-def _fmt(value: Any, digits: int) -> str:
-  return "" if value is None else (f"{value:.{digits}f}" if isinstance(value, float)
-                                   else str(value))
+def _check_layout(workdir: str, names: Sequence[str]) -> None:
+  """Refuses a workdir of the one-seed layout (a run in ``WORKDIR/<scheme>`` itself)."""
+  for name in names:
+    folder = os.path.join(workdir, scheme_dirname(name))
+    if any(os.path.exists(os.path.join(folder, f)) for f in (RESULT_FILE, "config.json")):
+      raise UserError(f"{folder} holds a run made before runs were kept per seed "
+                      f"({folder}/seed<S>): use a new --workdir")
 
 
-def write_tables(workdir: str, rows: list[dict[str, Any]], header: Sequence[str]) -> None:
-  """Writes ``ablation.csv`` (:data:`COLUMNS`) and ``ablation.md`` (``header`` lines, then
-  the table, with the blurred input as a reference row)."""
-  digits = {"psnr": 2, "ssim": 4, "paper_psnr": 2, "paper_ssim": 4, "train_seconds": 0}
-  with open(os.path.join(workdir, "ablation.csv"), "w", newline="") as f:
-    writer = csv.writer(f)
-    writer.writerow(COLUMNS)
-    for r in rows:
-      writer.writerow(["" if r.get(c) is None else r[c] for c in COLUMNS])
-  titles = ("scheme", "PSNR", "SSIM", "paper PSNR (GoPro)", "paper SSIM (GoPro)",
-            "train s", "note")
-  lines = list(header) + ["", "| " + " | ".join(titles) + " |",
-                          "|" + "|".join([":---"] + ["---:"] * 5 + [":---"]) + "|"]
-  for r in rows:
-    lines.append("| " + " | ".join(_fmt(r.get(c), digits.get(c, 0)) for c in COLUMNS) + " |")
-  blurred = [r for r in rows if r.get("blurred_psnr") is not None]
-  if blurred:
-    b = blurred[0]
-    lines.append(f"| (blurred input) | {b['blurred_psnr']:.2f} | {b['blurred_ssim']:.4f} "
-                 "| | | | no restoration |")
-  with open(os.path.join(workdir, "ablation.md"), "w") as f:
-    f.write("\n".join(lines) + "\n")
+def _check_datasets(base: ml_collections.ConfigDict, data: str, data_path: str | None,
+                    eval_data: Sequence[str]) -> None:
+  """Lists every evaluation dataset once (one line naming the flag if one is unusable)."""
+  from biskip_jax import eval_lib
+  if data.partition(":")[0] in ("kohler", "levin"):
+    raise UserError(f"--data={data} has no training split: use synthetic, gopro, frames[:PATH], "
+                    "mix or folder:PATH")
+  eval_lib.examples_of(eval_lib.dataset_config(base, data, data_path), 1, f"--data={data}")
+  labels = [ablation_report.dataset_label(s) for s in [data, *eval_data]]
+  twins = sorted({label for label in labels if labels.count(label) > 1})
+  if twins:
+    raise UserError(f"--eval_data: two datasets are named {twins[0]} (folders are named by "
+                    "their last component): rename one")
+  for spec in eval_data:
+    try:
+      eval_lib.examples_of(eval_lib.dataset_config(base, spec, None), 1, f"--eval_data={spec}")
+    except UserError as e:
+      raise UserError(f"--eval_data={spec}: {e}") from e
+
+
+def _describe_setup(c: ml_collections.ConfigDict, *, budget: int, data: str, seeds: Sequence[int],
+                    eval_data: Sequence[str], eval_every: int) -> str:
+  """One paragraph: what every run shares."""
+  ch = tuple(c.model.channels)
+  if data == "mix":
+    data = "mix (" + ", ".join(f"{k} {v:g}" for k, v in c.data.mix.items() if v > 0) + ")"
+  evals = ", ".join(f"`{ablation_report.dataset_label(s)}`" for s in eval_data)
+  return (f"Setup: {budget} generator steps per run, batch {c.train.batch_size}, "
+          f"{c.data.crop_size}px crops, generator channels {ch}, skip channels "
+          f"{tuple(c.model.skip_channels)}, ResBlocks per level: {c.model.num_res_blocks}, "
+          f"{c.model.norm} norm, generator lr {c.optim.g_lr:g}, VGG layer {c.loss.vgg_layer}, "
+          f"training data {data}, seeds {', '.join(map(str, seeds))}, {c.train.num_epochs} "
+          f"epochs (T of eq. 10) of {c.train.steps_per_epoch} steps"
+          + (f", validation every {eval_every} steps" if eval_every else "")
+          + (f"; also evaluated on {evals}" if evals else "") + ".")
 
 
 def run(base: ml_collections.ConfigDict, workdir: str, *, budget: int, data: str = "synthetic",
         data_path: str | None = None, names: Sequence[str] = tuple(schemes.TABLE1),
-        epochs: int = 0, vgg_mode: str = "imagenet", max_images: int = 0,
+        seeds: int = 1, epochs: int = 0, eval_data: Sequence[str] = (), eval_every: int = 0,
+        vgg_mode: str = "imagenet", max_images: int = 0,
         command: str = "") -> list[dict[str, Any]]:
-  """Runs (or resumes) the ablation; writes and returns the table rows.
+  """Runs (or resumes) the ablation; writes the report and returns the runs' results.
 
-  ``epochs`` is T of eq. 10 (0: ``base.train.num_epochs``); see :func:`resolve_epochs`.
+  ``seeds`` runs per scheme, with ``base.train.seed + k``, k < ``seeds``; ``epochs`` is T of
+  eq. 10 (0: ``base.train.num_epochs``), see :func:`resolve_epochs`. Runs go seed by seed
+  (every scheme of the first seed, then the next), so paired comparisons exist early; the
+  report is rewritten after every run.
 
   Raises:
-    UserError: bad scheme names, data, VGG weights, budget or epochs, or a workdir of another
-      budget/data.
+    UserError: bad scheme names, seeds, data, VGG weights, budget or epochs, or a workdir of
+      another budget/data/layout.
   """
   names = list(dict.fromkeys(n.strip() for n in names if n.strip()))
   if not names:
@@ -333,57 +379,60 @@ def run(base: ml_collections.ConfigDict, workdir: str, *, budget: int, data: str
       schemes.parse_scheme(n)
     except ValueError as e:
       raise UserError(f"--schemes: {e}") from e
-  if data.partition(":")[0] == "kohler":
-    raise UserError("--data=kohler has no training split: use synthetic, gopro or folder:PATH")
-  from biskip_jax import eval_lib
-  eval_lib.dataset_config(base, data, data_path)  # Validates --data before any work.
+  if seeds < 1:
+    raise UserError(f"--seeds={seeds}: expected at least 1 run per scheme")
+  if eval_every < 0:
+    raise UserError(f"--eval_every={eval_every}: expected a number of steps >= 0 (0: none)")
+  eval_data = [e for e in dict.fromkeys(s.strip() for s in eval_data if s.strip()) if e != data]
+  _check_datasets(base, data, data_path, eval_data)
   resolve_epochs(base, budget=budget, epochs=epochs)  # And --budget with --epochs.
+  _check_layout(workdir, names)
   os.makedirs(workdir, exist_ok=True)
   vgg_weights, vgg_note = resolve_vgg(vgg_mode, base, workdir, names)
-  rows = []
-  for i, name in enumerate(names):
-    if vgg_mode == "skip" and schemes.parse_scheme(name).perceptual:
-      paper = schemes.TABLE1.get(name, (None, None))
-      rows.append({"scheme": name, "paper_psnr": paper[0], "paper_ssim": paper[1],
-                   "note": SKIPPED_VGG_NOTE, "resumed": False})
-      continue
-    print(f"[{i + 1}/{len(names)}] {name}", flush=True)
-    row = run_scheme(base, name, workdir, budget=budget, epochs=epochs, data=data,
-                     data_path=data_path, vgg_weights=vgg_weights, note=vgg_note,
-                     max_images=max_images)
-    print(f"[{i + 1}/{len(names)}] {name}: PSNR {row['psnr']:.2f} dB, SSIM "
-          f"{row['ssim']:.4f}" + (" (finished earlier, not retrained)" if row["resumed"]
-                                  else f" ({row['train_seconds']:.0f} s)"), flush=True)
-    rows.append(row)
+  seed_values = [int(base.train.seed) + k for k in range(seeds)]
+  skipped = [n for n in names if vgg_mode == "skip" and schemes.parse_scheme(n).perceptual]
   c = scheme_config(base, names[0], budget=budget, epochs=epochs, data=data,
                     data_path=data_path, vgg_weights=None)
-  ch = tuple(c.model.channels)
-  header = [
-      "Ablation of Table 1's training schemes" + (f" (`{command}`)" if command else ""),
-      "",
-      f"Setup: {budget} generator steps per scheme, batch {c.train.batch_size}, "
-      f"{c.data.crop_size}px crops, generator channels {ch}, ResBlocks per level: "
-      f"{c.model.num_res_blocks}, VGG layer {c.loss.vgg_layer}, data `{data}`, seed "
-      f"{c.train.seed}, {c.train.num_epochs} epochs (T of eq. 10) of "
-      f"{c.train.steps_per_epoch} steps. Paper columns: Table 1 "
-      "(GoPro, 300 epochs); they are not comparable with a run on other data or budgets.",
-  ]
-  write_tables(workdir, rows, header)
-  return rows
+  _write_json(os.path.join(workdir, SETTINGS_FILE), {
+      "command": command, "budget": budget, "data": data, "schemes": names,
+      "seeds": seed_values, "eval_data": eval_data, "eval_every": eval_every,
+      "notes": {n: SKIPPED_VGG_NOTE for n in skipped},
+      "setup": _describe_setup(c, budget=budget, data=data, seeds=seed_values,
+                               eval_data=eval_data, eval_every=eval_every)})
+  todo = [(seed, n) for seed in seed_values for n in names if n not in skipped]
+  results = []
+  for i, (seed, name) in enumerate(todo):
+    tag = f"[{i + 1}/{len(todo)}] {name} seed {seed}"
+    print(tag, flush=True)
+    r = run_one(base, name, seed, workdir, budget=budget, epochs=epochs, data=data,
+                data_path=data_path, eval_data=eval_data, eval_every=eval_every,
+                vgg_weights=vgg_weights, note=vgg_note, max_images=max_images)
+    e = r["evals"][data]
+    print(f"{tag}: PSNR {e['psnr']:.2f} dB, SSIM {e['ssim']:.4f}"
+          + (" (finished earlier, not retrained)" if r["resumed"]
+             else f" ({r['train_seconds']:.0f} s)"), flush=True)
+    results.append(r)
+    ablation_report.write(workdir)
+  ablation_report.write(workdir)  # Also when every scheme was skipped.
+  return results
 
 
 def main(argv: list[str]) -> None:
+  from biskip_jax import train_lib
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   cli.log_progress_to_stderr()
   command = "python -m experiments.ablation " + " ".join(shlex.quote(a) for a in sys.argv[1:])
   try:
     run(cli.config_flag(), FLAGS.workdir, budget=FLAGS.budget, data=FLAGS.data,
-        data_path=FLAGS.data_path, names=FLAGS.schemes, epochs=FLAGS.epochs,
-        vgg_mode=FLAGS.vgg_weights, max_images=FLAGS.max_images, command=command)
+        data_path=FLAGS.data_path, names=FLAGS.schemes, seeds=FLAGS.seeds, epochs=FLAGS.epochs,
+        eval_data=FLAGS.eval_data, eval_every=FLAGS.eval_every, vgg_mode=FLAGS.vgg_weights,
+        max_images=FLAGS.max_images, command=command)
   except UserError as e:
     print(f"ablation.py: error: {e}", file=sys.stderr)
     sys.exit(2)
+  except train_lib.Interrupted as e:  # Checkpointed and logged: the same command resumes.
+    sys.exit(128 + e.signum)
   with open(os.path.join(FLAGS.workdir, "ablation.md")) as f:
     print(f.read())
 

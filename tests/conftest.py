@@ -1,5 +1,6 @@
 """Shared pytest fixtures: tiny configs for fast CPU tests."""
 
+import contextlib
 import os
 
 # Keep tests on the CPU and single-threaded XLA compiles predictable.
@@ -9,9 +10,31 @@ import flax  # noqa: E402  (after JAX_PLATFORMS)
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import pytest  # noqa: E402
+from jax.experimental.compilation_cache import compilation_cache  # noqa: E402
 
 from biskip_jax import checkpointing, train_lib, train_step  # noqa: E402
 from configs import tiny  # noqa: E402
+
+
+@contextlib.contextmanager
+def persistent_compile_cache(path: str):
+  """JAX's persistent XLA cache in ``path`` for every compile of this process, restored after.
+
+  Runs that compile the same programs again (other seeds, other workdirs) then load them.
+  Subprocesses get the cache from ``JAX_COMPILATION_CACHE_DIR=path`` in their environment.
+  """
+  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+           "jax_persistent_cache_min_entry_size_bytes")
+  old = {n: getattr(jax.config, n) for n in names}
+  for n, v in zip(names, (path, 0.0, 0)):
+    jax.config.update(n, v)
+  compilation_cache.reset_cache()
+  try:
+    yield path
+  finally:
+    for n, v in old.items():
+      jax.config.update(n, v)
+    compilation_cache.reset_cache()
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,13 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from biskip_jax import eval_lib, spl, train_lib, vgg
+from biskip_jax import config_checks, eval_lib, spl, train_lib, vgg
 from biskip_jax.datasets import load_image, save_image
 from biskip_jax.errors import UserError
+from configs import ablation as ablation_config
 from configs import biskip, tiny
-from experiments import ablation, deep_prior, plot_spl, side_by_side
+from experiments import ablation, ablation_report, deep_prior, plot_spl, side_by_side
+from tests.conftest import persistent_compile_cache
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -95,20 +97,21 @@ def _ablation(workdir, names, **kw):
 def test_ablation_table_resume_and_spl_logs(tmp_path, monkeypatch):
   rows = _ablation(tmp_path, ["S1-BS", "P-BS"], vgg_mode="skip")
   table = _csv(tmp_path / "ablation.csv")
-  assert tuple(table[0]) == ablation.COLUMNS
+  assert tuple(table[0]) == ablation_report.SUMMARY_COLUMNS
   assert [r["scheme"] for r in table] == ["S1-BS", "P-BS"]
   trained, skipped = table
-  assert math.isfinite(float(trained["psnr"])) and 0 < float(trained["ssim"]) <= 1
+  assert math.isfinite(float(trained["psnr_mean"])) and 0 < float(trained["ssim_mean"]) <= 1
+  assert trained["seeds"] == "1" and trained["psnr_std"] == ""  # No spread from one seed.
   assert trained["paper_psnr"] == ""  # S1-BS is not one of Table 1's schemes.
-  assert skipped["psnr"] == "" and skipped["note"] == ablation.SKIPPED_VGG_NOTE
+  assert skipped["psnr_mean"] == "" and skipped["note"] == ablation.SKIPPED_VGG_NOTE
   assert skipped["paper_psnr"] == "26.77"  # Table 1's P-BS.
   md = (tmp_path / "ablation.md").read_text()
-  assert "| S1-BS |" in md and "(blurred input)" in md and "not comparable" in md
-  assert not rows[0]["resumed"]
-  assert (rows[0]["epochs"], rows[0]["steps_per_epoch"]) == (2, 1)
+  assert "| S1-BS | 1 |" in md and "(blurred input)" in md and "not comparable" in md
+  assert [r["scheme"] for r in rows] == ["S1-BS"] and not rows[0]["resumed"]
+  assert (rows[0]["epochs"], rows[0]["steps_per_epoch"], rows[0]["seed"]) == (2, 1, 0)
 
   # The self-paced run logged per-sample v_i (train_lib's "spl" rows); plot them.
-  run_dir = tmp_path / "S1-BS"
+  run_dir = tmp_path / "S1-BS" / "seed0"
   with open(run_dir / "metrics.jsonl") as f:
     spl_rows = [r for r in map(json.loads, f) if r["split"] == "spl"]
   assert [r["step"] for r in spl_rows] == [2]
@@ -126,7 +129,7 @@ def test_ablation_table_resume_and_spl_logs(tmp_path, monkeypatch):
 
   monkeypatch.setattr(train_lib, "train_and_evaluate", no_training)
   again = _ablation(tmp_path, ["S1-BS"])
-  assert again[0]["resumed"] and again[0]["psnr"] == rows[0]["psnr"]
+  assert again[0]["resumed"] and again[0]["evals"] == rows[0]["evals"]
   assert [r["scheme"] for r in _csv(tmp_path / "ablation.csv")] == ["S1-BS"]
   with pytest.raises(UserError, match=r"--budget=2 .* new --workdir"):
     ablation.run(tiny.get_config("1-BS"), str(tmp_path), budget=3, epochs=3, names=["S1-BS"])
@@ -201,8 +204,8 @@ def test_ablation_refuses_to_resume_with_other_epochs(tmp_path):
   config = tiny.get_config("1-BS")  # num_epochs 8 (the quickstart's): 2 steps per epoch.
   old = ablation.scheme_config(config, "1-BS", budget=16, epochs=4, data="synthetic",
                                data_path=None, vgg_weights=None)
-  os.makedirs(tmp_path / "1-BS")
-  with open(tmp_path / "1-BS" / "config.json", "w") as f:
+  os.makedirs(tmp_path / "1-BS" / "seed0")
+  with open(tmp_path / "1-BS" / "seed0" / "config.json", "w") as f:
     f.write(old.to_json())
   with pytest.raises(UserError, match=r"a run of 4 steps per epoch, not 2: pass the --epochs "
                      r"it used \(4\)"):
@@ -233,6 +236,256 @@ def test_ablation_rejects_bad_schemes_and_data(tmp_path):
     _ablation(tmp_path, ["1-BS"], data="kohler")
   assert ablation.scheme_dirname("A2-BS-w/o-R") == "A2-BS-w_o-R"
 
+
+def test_ablation_comparisons_follow_the_paper_claims():
+  names = ["1-BS", "1-BS-cR", "1-BS-w/o-R", "1-S", "S1-BS", "2-BS", "A1-BS"]
+  got = [(c.kind, c.better, c.worse) for c in ablation_report.comparisons(names)]
+  assert got == [("architecture", "1-BS", "1-BS-cR"), ("architecture", "1-BS-cR", "1-BS-w/o-R"),
+                 ("architecture", "1-BS-w/o-R", "1-S"), ("self-paced", "S1-BS", "1-BS"),
+                 ("L1 vs L2", "1-BS", "2-BS"), ("adversarial", "A1-BS", "1-BS")]
+  # Missing variants are skipped over: BS against S directly.
+  assert [(c.better, c.worse) for c in ablation_report.comparisons(["A2-S", "A2-BS"])] == [
+      ("A2-BS", "A2-S")]
+  assert ablation_report.comparisons(["1-BS", "P-BS"]) == []
+  # Table 1's figures (paper, §6): the pair itself when both are there, else its analogue.
+  ref = ablation_report.paper_reference
+  c = ablation_report.Comparison
+  assert ref(c("L1 vs L2", "1-BS", "2-BS")) == (pytest.approx(28.94 - 28.92), "1-BS − 2-BS")
+  assert ref(c("architecture", "1-BS", "1-BS-cR")) == (pytest.approx(29.10 - 28.51),
+                                                       "A2-BS − A2-BS-cR")
+  assert ref(c("self-paced", "S1-BS", "1-BS")) == (pytest.approx(29.82 - 29.29),
+                                                   "SA1P-BS − A1P-BS")
+  assert ref(c("adversarial", "A1-BS", "1-BS")) == (pytest.approx(29.10 - 28.92),
+                                                    "A2-BS − 2-BS")
+
+
+def test_ablation_config_is_the_documented_protocol():
+  base = ablation_config.get_config()
+  doc = ablation_config.__doc__
+  names = doc.split("--schemes=")[1].split()[0].split(",")
+  assert names == ["1-BS", "1-BS-cR", "1-BS-w/o-R", "1-S", "S1-BS", "2-BS", "A1-BS"]
+  # Every claim of the issue is tested by the documented schemes.
+  kinds = [c.kind for c in ablation_report.comparisons(names)]
+  assert kinds == ["architecture"] * 3 + ["self-paced", "L1 vs L2", "adversarial"]
+  budget = int(doc.split("--budget=")[1].split()[0])
+  every = int(doc.split("--eval_every=")[1].split()[0])
+  for name in names:
+    c = ablation.scheme_config(base, name, budget=budget, epochs=0, data="mix",
+                               data_path=None, vgg_weights=None, seed=2, eval_every=every)
+    config_checks.check_settings(c)
+    assert train_lib.resolve_schedule(c) == (150, budget, 8)
+    assert c.train.seed == 2 and c.train.eval_every == every and not c.loss.perceptual
+    assert c.data.source == "mix" and c.data.mix.frames == c.data.mix.synthetic == 0.5
+    assert tuple(c.model.channels) == (16, 32, 64, 64, 64) and c.model.num_res_blocks == 3
+    assert c.loss.gamma_fft == 0.0  # The paper's loss terms only.
+  assert base.data.synthetic.num_eval == 0 and base.data.frames.num_eval == 4
+  assert base.train.eval_num_images >= base.data.frames.num_eval  # Validation sees them all.
+
+
+def _fake_ablation(workdir, psnr, data="mix", extra=(), curves=False):
+  """An ablation workdir with results only: ``psnr[scheme] = [PSNR of seed 0, 1, ...]``."""
+  names = list(psnr)
+  seeds = list(range(len(next(iter(psnr.values())))))
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, ablation_report.SETTINGS_FILE), "w") as f:
+    json.dump({"command": "python -m experiments.ablation --seeds=3", "budget": 10,
+               "data": data, "schemes": names, "seeds": seeds, "eval_data": list(extra),
+               "setup": "Setup: tiny."}, f)
+  for name, values in psnr.items():
+    for seed, v in zip(seeds, values):
+      path = ablation_report.run_dir(workdir, name, seed)
+      os.makedirs(path)
+      evals = {d: {"psnr": v + k, "ssim": v / 100, "blurred_psnr": 20.0,
+                   "blurred_ssim": 0.5, "num_images": 2} for k, d in enumerate([data, *extra])}
+      with open(os.path.join(path, ablation_report.RESULT_FILE), "w") as f:
+        json.dump({"scheme": name, "seed": seed, "train_seconds": 1.0, "note": "",
+                   "evals": evals}, f)
+      if curves:  # Validation rows as training logs them: PSNR rising to the final value.
+        with open(os.path.join(path, "metrics.jsonl"), "w") as f:
+          for step in (5, 10):
+            f.write(json.dumps({"step": step, "split": "eval", "psnr": v - 1 + step / 10,
+                                "ssim": 0.5}) + "\n")
+
+
+def test_ablation_report_statistics_and_verdicts(tmp_path):
+  psnr = {"1-BS": [22.0, 23.0, 21.5], "1-S": [21.0, 22.5, 21.0],  # BS ahead in every seed.
+          "S1-BS": [22.5, 22.0, 22.0],  # Self-paced ahead in 2 of 3 seeds.
+          "2-BS": [22.5, 23.5, 22.0]}  # L1 behind in every seed.
+  _fake_ablation(tmp_path, psnr, extra=["folder:/somewhere/gopro_pairs"])
+  out = tmp_path / "docs" / "experiments.md"
+  assert ablation_report.write(str(tmp_path), str(out)) == str(out)
+  summary = {(r["scheme"], r["dataset"]): r for r in _csv(tmp_path / "docs" / "ablation.csv")}
+  for name, values in psnr.items():
+    row = summary[(name, "mix")]
+    assert float(row["psnr_mean"]) == pytest.approx(np.mean(values))
+    assert float(row["psnr_std"]) == pytest.approx(np.std(values, ddof=1))
+    assert float(row["ssim_std"]) == pytest.approx(np.std(np.array(values) / 100, ddof=1))
+    assert float(row["gain_mean"]) == pytest.approx(np.mean(values) - 20.0)
+    assert row["above_input"] == "3/3"
+    extra = summary[(name, "folder:/somewhere/gopro_pairs")]  # The fake adds 1 dB there.
+    assert float(extra["psnr_mean"]) == pytest.approx(np.mean(values) + 1)
+  pairs = {(p["better"], p["worse"], p["dataset"]): p
+           for p in _csv(tmp_path / "docs" / "ablation_pairs.csv")}
+  expected = {("1-BS", "1-S"): ("3/3", "holds"), ("S1-BS", "1-BS"): ("2/3", "unresolved"),
+              ("1-BS", "2-BS"): ("0/3", "reversed")}
+  for (a, b), (better_in, verdict) in expected.items():
+    p = pairs[(a, b, "mix")]
+    d = np.array(psnr[a]) - np.array(psnr[b])
+    assert [float(x) for x in p["delta_psnr"].split(";")] == pytest.approx(d)
+    assert float(p["delta_psnr_mean"]) == pytest.approx(d.mean())
+    assert float(p["delta_psnr_std"]) == pytest.approx(d.std(ddof=1))
+    assert (p["better_in"], p["verdict"]) == (better_in, verdict)
+  md = out.read_text()
+  m, sd = np.mean(psnr["1-BS"]), np.std(psnr["1-BS"], ddof=1)
+  assert f"| 1-BS | 3 | {m:.2f} ± {sd:.2f} |" in md
+  assert "## folder:gopro_pairs" in md and "/somewhere" not in md  # No machine's path.
+  assert "| (blurred input) | | 20.00 | 0.5000 |" in md
+  assert "+0.02 (1-BS − 2-BS)" in md  # Table 1's difference beside ours.
+  d = np.array(psnr["1-BS"]) - np.array(psnr["1-S"])
+  assert f"- architecture, 1-BS > 1-S: mix: holds (3/3 seeds, {d.mean():+.2f} dB)" in md
+  assert "## mix (the training data's held-out split)" in md
+  assert "ablation_psnr.png" not in md  # No run logged a validation: no figure.
+
+
+def test_ablation_report_plots_the_validation_curves(tmp_path):
+  psnr = {"1-BS": [22.0, 23.0], "1-S": [21.0, 22.5]}
+  _fake_ablation(tmp_path, psnr, curves=True)
+  settings, _ = ablation_report.load(str(tmp_path))
+  curves = ablation_report.validation_curves(str(tmp_path), settings)
+  steps, values = curves["1-S"][1]
+  assert steps.tolist() == [5, 10] and values.tolist() == pytest.approx([22.0, 22.5])
+  md = (tmp_path / ablation_report.write(str(tmp_path))).read_text()
+  assert "![validation PSNR against steps](ablation_psnr.png)" in md
+  assert _png_size(tmp_path / "ablation_psnr.png")[0] > 200
+
+
+def test_ablation_report_cli_needs_an_ablation_workdir(tmp_path):
+  with pytest.raises(UserError, match=r"no ablation.json \(not the workdir of"):
+    ablation_report.write(str(tmp_path))
+
+
+def test_ablation_refuses_the_one_seed_layout(tmp_path):
+  os.makedirs(tmp_path / "1-BS")
+  (tmp_path / "1-BS" / ablation.RESULT_FILE).write_text("{}")
+  with pytest.raises(UserError, match=r"1-BS holds a run made before runs were kept per seed"):
+    ablation.run(tiny.get_config("1-BS"), str(tmp_path), budget=2, epochs=2, names=["1-BS"])
+  with pytest.raises(UserError, match=r"^--seeds=0: expected at least 1"):
+    ablation.run(tiny.get_config("1-BS"), str(tmp_path), budget=2, epochs=2, names=["1-BS"],
+                 seeds=0)
+
+
+def _moving_frames(folder, n=24, size=(40, 48)):
+  """``n`` consecutive frames of a photo sliding right 2 px per frame (real motion blur)."""
+  os.makedirs(folder)
+  photo = np.asarray(skimage.data.astronaut())[::4, ::4]
+  for t in range(n):
+    save_image(os.path.join(folder, f"{t + 1:06d}.png"),
+               photo[20:20 + size[0], 2 * t:2 * t + size[1]])
+
+
+def _tiny_mix(tmp_path):
+  """A tiny config of configs/ablation.py's kind: frames + synthetic photos, mixed."""
+  _moving_frames(tmp_path / "frames" / "seq")
+  photos = tmp_path / "photos"
+  os.makedirs(photos)
+  for i, name in enumerate(("chelsea", "coffee", "rocket", "astronaut")):
+    save_image(photos / f"{i}_{name}.png", np.asarray(getattr(skimage.data, name)())[:64, :64])
+  pairs = tmp_path / "pairs"
+  for sub in ("blur", "sharp"):
+    os.makedirs(pairs / sub)
+  frames = [load_image(tmp_path / "frames" / "seq" / f"{t:06d}.png") for t in range(1, 6)]
+  save_image(pairs / "sharp" / "a.png", frames[2])
+  save_image(pairs / "blur" / "a.png", np.mean(frames, axis=0).round().astype(np.uint8))
+  config = tiny.get_config("1-BS")
+  d = config.data
+  d.source = "mix"
+  d.mix.frames, d.mix.synthetic = 0.5, 0.5
+  d.frames.path = str(tmp_path / "frames")
+  d.frames.window = (3, 5)
+  d.frames.eval_range = (0.75, 1.0)  # Frames 19-24 (the last 6) held out: 2 windows of 3.
+  d.frames.eval_window = 3
+  d.frames.num_train = 16
+  d.synthetic.images = str(photos)
+  d.synthetic.holdout = ()
+  d.synthetic.holdout_every = 4  # 0_chelsea held out.
+  d.synthetic.num_eval = 0  # Validation on the held-out frames only, as configs/ablation.py.
+  d.synthetic.kernel_size = 7
+  d.synthetic.num_train = 16
+  config.train.eval_num_images = 2
+  return config, f"folder:{pairs}"
+
+
+@pytest.mark.slow
+def test_ablation_seeds_pairs_and_resume_end_to_end(tmp_path, monkeypatch):
+  config, pairs = _tiny_mix(tmp_path)
+  work = tmp_path / "ablation"
+  names = ["1-BS", "S1-BS"]
+  kw = dict(budget=2, epochs=2, data="mix", names=names, seeds=2, eval_data=[pairs])
+  # The second seed's programs are the first's: loaded from the cache, not compiled again.
+  with persistent_compile_cache(str(tmp_path / "xla_cache")):
+    runs = ablation.run(config, str(work), **kw)
+  assert [(r["scheme"], r["seed"]) for r in runs] == [
+      ("1-BS", 0), ("S1-BS", 0), ("1-BS", 1), ("S1-BS", 1)]  # Seed by seed.
+  assert not any(r["resumed"] for r in runs)
+  files = {}
+  for name in names:
+    for seed in (0, 1):
+      path = work / name / f"seed{seed}"
+      with open(path / ablation.RESULT_FILE) as f:
+        files[(name, seed)] = json.load(f)
+      evals = files[(name, seed)]["evals"]
+      assert evals["mix"]["num_images"] == 2 and evals[pairs]["num_images"] == 1
+      assert (path / "eval" / "metrics.json").exists()
+      assert (path / "eval_folder_pairs" / "metrics.json").exists()
+  # The held-out frames do not depend on the seed: every run scores the same blurred inputs.
+  assert len({files[k]["evals"]["mix"]["blurred_psnr"] for k in files}) == 1
+  # The seeds differ (initialisation and data), so the two runs of a scheme differ.
+  assert (files[("1-BS", 0)]["evals"]["mix"]["psnr"]
+          != files[("1-BS", 1)]["evals"]["mix"]["psnr"])
+
+  summary = {(r["scheme"], r["dataset"]): r for r in _csv(work / "ablation.csv")}
+  for name in names:
+    for dataset in ("mix", pairs):
+      values = [files[(name, s)]["evals"][dataset]["psnr"] for s in (0, 1)]
+      row = summary[(name, dataset)]
+      assert float(row["psnr_mean"]) == pytest.approx(np.mean(values), abs=1e-9)
+      assert float(row["psnr_std"]) == pytest.approx(np.std(values, ddof=1), abs=1e-9)
+  (pair,) = [p for p in _csv(work / "ablation_pairs.csv") if p["dataset"] == "mix"]
+  assert (pair["kind"], pair["better"], pair["worse"]) == ("self-paced", "S1-BS", "1-BS")
+  d = np.array([files[("S1-BS", s)]["evals"]["mix"]["psnr"]
+                - files[("1-BS", s)]["evals"]["mix"]["psnr"] for s in (0, 1)])
+  assert [float(x) for x in pair["delta_psnr"].split(";")] == pytest.approx(d, abs=1e-9)
+  assert float(pair["delta_psnr_std"]) == pytest.approx(d.std(ddof=1), abs=1e-9)
+  assert pair["better_in"] == f"{int((d > 0).sum())}/2"
+  md = (work / "ablation.md").read_text()
+  assert "mix (frames 0.5, synthetic 0.5)" in md and "seeds 0, 1" in md and "4 of 4 runs" in md
+
+  # Resume: nothing is trained again, and only a missing evaluation is made (again).
+  def no_training(*args, **kwargs):
+    raise AssertionError("a finished run was trained again")
+
+  evaluated = []
+  real_eval = eval_lib.run
+
+  def counted_eval(ckpt, data, *args, **kwargs):
+    evaluated.append((ckpt, data))
+    return real_eval(ckpt, data, *args, **kwargs)
+
+  monkeypatch.setattr(train_lib, "train_and_evaluate", no_training)
+  monkeypatch.setattr(eval_lib, "run", counted_eval)
+  result_path = work / "S1-BS" / "seed1" / ablation.RESULT_FILE
+  lost = json.loads(result_path.read_text())
+  del lost["evals"][pairs]
+  result_path.write_text(json.dumps(lost))
+  again = ablation.run(config, str(work), **kw)
+  assert all(r["resumed"] for r in again)
+  assert evaluated == [(str(work / "S1-BS" / "seed1"), pairs)]
+  for r in again:
+    assert r["evals"] == files[(r["scheme"], r["seed"])]["evals"]  # Inference is deterministic.
+  # The report alone, from the files, into another folder.
+  out = tmp_path / "docs" / "experiments.md"
+  ablation_report.write(str(work), str(out))
+  assert out.read_text() == md and (tmp_path / "docs" / "ablation_pairs.csv").exists()
 
 def _write_metrics(workdir, with_spl=True):
   """A synthetic 3-epoch SPL log: 4 steps per epoch, logged every 2 steps, batch of 4."""
@@ -299,6 +552,11 @@ def test_bad_flags_give_one_line_errors(tmp_path):
   assert bad_epochs.stderr.strip().splitlines() == [
       "ablation.py: error: --epochs=-2: expected a positive number of epochs, or 0 for the "
       "config's train.num_epochs"]
+  no_ablation = _script("ablation_report", f"--workdir={tmp_path}")
+  assert no_ablation.returncode == 2
+  assert no_ablation.stderr.strip().splitlines() == [
+      f"ablation_report.py: error: --workdir={tmp_path}: no ablation.json (not the workdir of "
+      "python -m experiments.ablation)"]
   bad_size = _script("deep_prior", f"--out={tmp_path}", "--size=0")
   assert bad_size.returncode == 2
   assert bad_size.stderr.strip().splitlines()[0].startswith("deep_prior.py: error: flag --size")

@@ -27,7 +27,6 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from jax.experimental.compilation_cache import compilation_cache
 from orbax.checkpoint._src.path import async_path
 from PIL import Image
 
@@ -36,6 +35,7 @@ from biskip_jax.datasets import BadImageError, load_image, save_image
 from biskip_jax.errors import UserError
 from configs import tiny
 from tests import stderr_process
+from tests.conftest import persistent_compile_cache
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TMP = ".orbax-checkpoint-tmp"
@@ -63,17 +63,8 @@ def _config(**train):
 @pytest.fixture(scope="module", autouse=True)
 def compile_cache(tmp_path_factory):
   """A persistent XLA cache for this module (and its subprocesses); restored afterwards."""
-  path = str(tmp_path_factory.mktemp("xla_cache"))
-  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-           "jax_persistent_cache_min_entry_size_bytes")
-  old = {n: getattr(jax.config, n) for n in names}
-  for n, v in zip(names, (path, 0.0, 0)):
-    jax.config.update(n, v)
-  compilation_cache.reset_cache()
-  yield path
-  for n, v in old.items():
-    jax.config.update(n, v)
-  compilation_cache.reset_cache()
+  with persistent_compile_cache(str(tmp_path_factory.mktemp("xla_cache"))) as path:
+    yield path
 
 
 def _train_rows(workdir):

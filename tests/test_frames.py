@@ -186,6 +186,16 @@ def test_mix_config_trains_on_both_and_evaluates_on_both(tmp_path):
   assert eval_lib.dataset_config(config, "mix", None).data.source == "mix"
 
 
+def test_mix_without_synthetic_evaluation_pairs_evaluates_on_the_frames(tmp_path):
+  config = _mix_config(tmp_path)
+  config.data.synthetic.num_eval = 0  # config_checks allows 0: the photos stay held out.
+  ev = input_pipeline.create(config, config.data.eval_split, training=False)
+  assert ev.names == ["frames_000018-000020.png", "frames_000021-000023.png"]
+  config.data.source = "synthetic"  # Alone, it has nothing to evaluate: one clear line.
+  with pytest.raises(UserError, match="--config.data.source=synthetic: no evaluation images"):
+    eval_lib.examples_of(config)
+
+
 def test_mix_and_frames_settings_are_checked(tmp_path):
   config = _mix_config(tmp_path)
   config.data.mix.frames = config.data.mix.synthetic = 0.0

@@ -132,7 +132,8 @@ class SyntheticSource:
                highlight_gain: Sequence[float] = (1.0, 1.0),
                shot_noise: Sequence[float] = (0.0, 0.0),
                read_noise: Sequence[float] = (0.0, 0.0)):
-    if num_examples < 1:
+    # An empty evaluation split is allowed: a mix then evaluates on its other sources only.
+    if num_examples < (1 if split == "train" else 0):
       raise UserError(f"Synthetic {split} split needs >= 1 examples, got {num_examples} "
                       "(--config.data.synthetic.num_train / num_eval).")
     self.specs = list(specs)

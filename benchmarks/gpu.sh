@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The GPU measurement of issue 17 in one command, set-up included, within 7.5 minutes:
+# The whole GPU measurement in one command, set-up included, within 7.5 minutes:
 #
 #   bash benchmarks/gpu.sh [OUTDIR] [--tiny] [--budget_s=450] [--parts=inference,...]
 #
-# OUTDIR defaults to $OUT (the device tool's), else bench_out. Run from anywhere; the Python
+# OUTDIR defaults to $OUT if set, else bench_out. Run from anywhere; the Python
 # is $PYTHON, else python3 (on the GPU machine: the one with jax[cuda] and torch). Modules the
 # machine lacks (no network there: typically ml_collections) are unpacked from the wheelhouse
 # .whl/, which `python -m benchmarks.wheelhouse` builds on a machine with network. Parts, most

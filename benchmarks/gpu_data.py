@@ -2,13 +2,13 @@
 
   python -m benchmarks.gpu_data --frames=FRAMES_DIR --photos=PHOTOS_DIR [--out=.gpu_data]
 
-A device call carries at most 64 MiB with the working tree, so the subset is bounded
-(``--max_mb``, default 30): the first ``--num_frames`` consecutive frames of each sequence of
-``FRAMES_DIR`` (copied as they are, so windows of them are real blur) into ``OUT/frames/``,
-and photos of ``PHOTOS_DIR`` (every ``--photo_every``-th of the sorted list, subfolders
-included) downscaled to at most ``--photo_side`` px and saved as JPEG quality 92 into
-``OUT/photos/``, until the bound is reached. ``OUT`` is git-ignored; carry it with
-``run(..., carry=[".gpu_data", ".whl"])``. Prints what it wrote.
+The subset travels with the checkout, so it is bounded (``--max_mb``, default 30): the first
+``--num_frames`` consecutive frames of each sequence of ``FRAMES_DIR`` (copied as they are, so
+windows of them are real blur) into ``OUT/frames/``, and photos of ``PHOTOS_DIR`` (every
+``--photo_every``-th of the sorted list, subfolders included) downscaled to at most
+``--photo_side`` px and saved as JPEG quality 92 into ``OUT/photos/``, until the bound is
+reached. ``OUT`` is git-ignored; copy it, and ``.whl/``, with the checkout to the GPU
+machine. Prints what it wrote.
 """
 
 import argparse

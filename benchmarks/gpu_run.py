@@ -1,4 +1,4 @@
-"""The whole GPU measurement of issue 17 in one call, within a time budget, tables under OUT.
+"""The whole GPU measurement in one call, within a time budget, tables under OUT.
 
   bash benchmarks/gpu.sh OUT                 # on a CUDA machine: about 7 minutes, set-up included
   bash benchmarks/gpu.sh OUT --tiny          # the same steps with tiny sizes (CPU; what CI runs)

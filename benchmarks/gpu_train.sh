@@ -3,11 +3,11 @@
 #
 #   bash benchmarks/gpu_train.sh [OUTDIR] [--tiny] [--budget_s=540] [--data=.gpu_data]
 #
-# OUTDIR defaults to $OUT (the device tool's). Before the call, on a machine with network:
+# OUTDIR defaults to $OUT if set. Before, on a machine with network:
 #   python -m benchmarks.wheelhouse --set=train            # .whl/: what the GPU image lacks
 #   python -m benchmarks.gpu_data --frames=F --photos=P    # .gpu_data/: at most 30 MB
-# then run(command='bash benchmarks/gpu_train.sh "$OUT"', carry=[".whl", ".gpu_data"],
-# timeout_s=570). It writes OUTDIR/biskip_gpu.npz (float16) and .json, train_log.txt,
+# then copy .whl/ and .gpu_data/ with the checkout to the GPU machine and run this there
+# (at most 9 minutes). It writes OUTDIR/biskip_gpu.npz (float16) and .json, train_log.txt,
 # metrics.jsonl and summary.json (see benchmarks/gpu_train.py). --tiny: a CPU dry run.
 set -uo pipefail
 cd "$(dirname "$0")/.."

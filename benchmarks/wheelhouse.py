@@ -9,8 +9,8 @@ that rest the benchmarks need only :data:`DEFAULT` (``ml_collections``, plus ``a
 case). This downloads their pure-Python wheels (``py3-none-any``, no dependencies: those are
 on the machine) at the versions pinned in ``requirements.txt`` into ``.whl/`` (git-ignored),
 refuses anything that is not pure Python (an x86-64 or CPython-version build made here might
-not load there), and prints the size, which counts towards the 64 MiB a device call carries.
-Then carry it: ``run(command="bash benchmarks/gpu.sh", carry=[".whl"])``.
+not load there), and prints the size. Then copy ``.whl/`` with the checkout to the GPU machine
+and run ``bash benchmarks/gpu.sh`` there.
 
 ``--set=train`` adds what ``benchmarks/gpu_train.sh`` (training) needs: grain and array_record
 are compiled, so their wheels are downloaded for ``--python_version`` on manylinux x86-64 (the

@@ -122,7 +122,7 @@ def get_source(config: ml_collections.ConfigDict, split: str, *, training: bool 
         num_examples=sy.get("num_train", 512) if which == "train" else sy.num_eval,
         seed=data_seed(config), split=which, kernel_size=sy.kernel_size, max_anxiety=sy.max_shake,
         noise_std=sy.noise_std, gamma=sy.gamma,
-        # Fields added with issue 16; configs written before keep the earlier behaviour.
+        # Later fields; configs written before them keep the earlier behaviour.
         length_range=sy.get("length_range", (0.15, 1.0)),
         exposure_range=sy.get("exposure_range", (1.0, 1.0)),
         noise_std_max=sy.get("noise_std_max", 0.0), jpeg_prob=sy.get("jpeg_prob", 0.0),

@@ -192,7 +192,7 @@ def get_config(scheme: str = "SA1P-BS") -> ml_collections.ConfigDict:
   # 96 rows/columns beyond the generator's own padding (+4 % pixels at 720p, +6 % at 1080p,
   # 0 at 4K) while cutting the shapes of a 300-1500 px photo folder 16-fold. Padding changes
   # the result slightly (instance-norm statistics and borders): 54-60 dB PSNR between bucketed
-  # and unbucketed outputs of the shipped model on real photos (README). evaluate.py and
-  # training validation never bucket: their metrics are of the image at its own size.
+  # and unbucketed outputs of the shipped model on real photos (docs/evaluation.md). evaluate.py
+  # and training validation never bucket: their metrics are of the image at its own size.
   e.size_bucket = 128
   return config

@@ -22,7 +22,7 @@ def test_config_path_finds_shipped_configs_from_any_directory(monkeypatch, tmp_p
   assert cli.config_path("biskip.py:A2-BS-w/o-R") == biskip + ":A2-BS-w/o-R"
   assert cli.config_path("configs/biskip.py:A2-S") == biskip + ":A2-S"  # The README's form.
   assert cli.config_path("./configs/quickstart.py") == os.path.join(SHIPPED, "quickstart.py")
-  assert set(cli.shipped_configs()) == {"biskip", "pretrain", "quickstart", "tiny"}
+  assert set(cli.shipped_configs()) == {"ablation", "biskip", "pretrain", "quickstart", "tiny"}
   # Anything else is a path of the user's, left as it is.
   for spec in ("configs/nosuch.py", "other/biskip.py", "configs/biskip", "biskip.txt"):
     assert cli.config_path(spec) == spec
@@ -41,8 +41,8 @@ def test_load_config_by_name_and_a_missing_one(monkeypatch, tmp_path):
   config.train.num_steps = 3  # Unlocked, for notebooks.
   assert cli.load_config("configs/quickstart.py").data.source == "synthetic"
   with pytest.raises(UserError, match=r"--config=nosuch:X: no file nosuch, and no shipped "
-                                      r"config of that name \(shipped: biskip, pretrain, "
-                                      r"quickstart, tiny\)"):
+                                      r"config of that name \(shipped: ablation, biskip, "
+                                      r"pretrain, quickstart, tiny\)"):
     cli.load_config("nosuch:X")
 
 
@@ -62,7 +62,8 @@ def test_train_and_evaluate_take_shipped_config_names_outside_the_repository(tmp
   r = _run("train.py", "--config=configs/nosuch.py", f"--workdir={workdir}", cwd=tmp_path)
   assert r.returncode == 2 and r.stderr.strip().splitlines() == [
       "train.py: error: --config=configs/nosuch.py: no file configs/nosuch.py, and no shipped "
-      "config of that name (shipped: biskip, pretrain, quickstart, tiny)"], r.stderr[-2000:]
+      "config of that name (shipped: ablation, biskip, pretrain, quickstart, tiny)"
+  ], r.stderr[-2000:]
   r = _run("evaluate.py", f"--ckpt={tmp_path / 'nowhere'}", "--data=synthetic",
            "--config=quickstart", cwd=tmp_path)  # The config loads; the checkpoint is missing.
   assert r.returncode == 2 and r.stderr.strip().splitlines() == [

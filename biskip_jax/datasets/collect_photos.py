@@ -1,4 +1,4 @@
-"""Collects real sharp photographs from Debian wallpaper packages (pretraining data, issue 16).
+"""Collects real sharp photographs from Debian wallpaper packages (pretraining data).
 
 Usage:
   python -m biskip_jax.datasets.collect_photos --out=data/photos

@@ -3,7 +3,7 @@
 The same as ``python export.py ...`` from the repository root. Without ``--ckpt`` the shipped
 model is exported. The file takes and returns [B, H, W, 3] float32 NHWC RGB in [-1, 1] for any
 batch and any H, W that are multiples of 32; ``FILE.json`` beside it says so, and what to run it
-with (``biskip_jax/export_lib.py``). ``--format=onnx`` needs the ``export`` extra (README).
+with (``biskip_jax/export_lib.py``). ``--format=onnx`` needs the ``export`` extra (docs/install.md).
 """
 
 import sys

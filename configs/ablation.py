@@ -4,7 +4,7 @@ r"""The reduced protocol for Table 1's claims: real and synthetic blur, seeds, C
       --config.data.frames.path=FRAMES --config.data.synthetic.images=PHOTOS \
       --eval_data=folder:GOPRO_PAIRS --schemes=1-BS,1-BS-cR,1-BS-w/o-R,1-S,S1-BS,2-BS,A1-BS \
       --seeds=3 --budget=1200 --eval_every=150 --workdir=runs/ablation
-  python -m experiments.ablation_report --workdir=runs/ablation --out=docs/experiments.md
+  python -m experiments.ablation_report --workdir=runs/ablation --out=docs/ablation.md
 
 Every scheme trains for the same ``--budget`` generator steps on the same data, in the same
 order for a given seed; ``--data=mix`` keeps this file's data section:

@@ -1,6 +1,6 @@
 r"""Tables, paired comparisons and curves of an ablation run (``experiments.ablation``).
 
-  python -m experiments.ablation_report --workdir=runs/ablation --out=docs/experiments.md
+  python -m experiments.ablation_report --workdir=runs/ablation --out=docs/ablation.md
 
 Reads what the ablation wrote (``WORKDIR/ablation.json``, every run's ``ablation_result.json``
 and ``metrics.jsonl``) and writes, from those files alone:

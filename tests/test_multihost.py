@@ -211,7 +211,7 @@ def test_a_busy_workdir_stops_every_process_with_one_line(cache_dir, tmp_path):
   assert rcs == [2, 2], [p.stderr[-2000:] for p in procs]
   for i, p in enumerate(procs):
     errors = [l for l in p.lines if "error:" in l]
-    assert len(errors) == 1 and "is in use by a running train.py" in errors[0], p.stderr
+    assert len(errors) == 1 and "is in use by another training process" in errors[0], p.stderr
     assert ("process 0: " in errors[0]) == (i == 1), errors
     assert "Traceback" not in p.stderr
 

@@ -31,6 +31,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from biskip_jax import cli
 from biskip_jax.errors import UserError
 
 log = logging.getLogger("biskip_jax")
@@ -127,8 +128,7 @@ class _Deadline:
     self._message = message
 
   def _fire(self) -> None:
-    prog = os.path.basename(sys.argv[0]) or "python"
-    print(f"{prog}: error: {self._message()}", file=sys.stderr, flush=True)
+    print(f"{cli.prog() or 'python'}: error: {self._message()}", file=sys.stderr, flush=True)
     logging.shutdown()
     os._exit(2)
 

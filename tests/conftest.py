@@ -12,7 +12,7 @@ import jax.numpy as jnp  # noqa: E402
 import pytest  # noqa: E402
 from jax.experimental.compilation_cache import compilation_cache  # noqa: E402
 
-from biskip_jax import checkpointing, train_lib, train_step  # noqa: E402
+from biskip_jax import checkpointing, inference, train_lib, train_step  # noqa: E402
 from configs import tiny  # noqa: E402
 
 
@@ -54,3 +54,17 @@ def workdir(tmp_path_factory):
   assert ckpt.save(5, state, None)
   ckpt.close()
   return path, config, {"params": params, "batch_stats": stats}
+
+
+def negative(image, tile_size=None):
+  """A stand-in for the model (tested elsewhere): ``255 - image``, exact for comparisons and
+  large and smooth enough to survive video compression."""
+  del tile_size
+  return 255 - image
+
+
+@pytest.fixture(name="negative_model")
+def _negative_model(monkeypatch):
+  """Programs that load a model (``deblur_lib.run``, ...) restore with :func:`negative`."""
+  monkeypatch.setattr(inference.Deblurrer, "load", lambda ckpt, dtype=None, **kwargs: negative)
+  return negative

@@ -20,21 +20,11 @@ from PIL import features
 from biskip_jax import cli, deblur_lib, eval_lib, inference, output_files
 from biskip_jax.datasets import BadImageError, folder, frames, load_image, save_image, synthetic
 from biskip_jax.errors import UserError
+from tests.conftest import negative
 
 
 def _image(seed: int, h: int = 12, w: int = 16) -> np.ndarray:
   return np.random.default_rng(seed).integers(0, 256, (h, w, 3), np.uint8)
-
-
-def _negative(image: np.ndarray, tile_size: int | None = None) -> np.ndarray:
-  """A stand-in for the model (tested elsewhere): exact, so results can be compared."""
-  del tile_size
-  return 255 - image
-
-
-@pytest.fixture(name="stub_model")
-def _stub_model(monkeypatch):
-  monkeypatch.setattr(inference.Deblurrer, "load", lambda ckpt, dtype=None, **kw: _negative)
 
 
 def _finishes(fn, fifos=(), seconds=60):
@@ -76,8 +66,8 @@ def _lines(err: str, start: str) -> list[str]:
 # deblur.py: outputs --------------------------------------------------------------------------
 
 
-def test_deblur_replaces_only_its_own_results(stub_model, tmp_path, capsys):
-  del stub_model
+def test_deblur_replaces_only_its_own_results(negative_model, tmp_path, capsys):
+  del negative_model
   inputs, more, out = tmp_path / "in", tmp_path / "more", tmp_path / "out"
   for name, seed in (("a.png", 1), ("b.png", 2), ("c.png", 3)):
     save_image(inputs / name, _image(seed))
@@ -96,7 +86,7 @@ def test_deblur_replaces_only_its_own_results(stub_model, tmp_path, capsys):
   assert os.readlink(out / "b.png") == str(outside)
   expected = {"a_1.png": 1, "b_1.png": 2, "c.png": 3, "c_1.png": 4}
   for name, seed in expected.items():
-    np.testing.assert_array_equal(load_image(out / name), _negative(_image(seed)))
+    np.testing.assert_array_equal(load_image(out / name), negative(_image(seed)))
   prog = cli.prog()  # The program's name: deblur.py, biskip-deblur, here pytest's.
   notes = _lines(err, f"{prog}: ")
   assert f"{prog}: {inputs / 'a.png'} is written as {out / 'a_1.png'} ({out / 'a.png'} " \
@@ -114,7 +104,7 @@ def test_deblur_replaces_only_its_own_results(stub_model, tmp_path, capsys):
   assert (out / "a.png").read_bytes() == b"the user's own a.png"
   assert outside.read_bytes() == b"a file outside --out"
   for name, seed in expected.items():
-    np.testing.assert_array_equal(load_image(out / name), _negative(_image(seed)))
+    np.testing.assert_array_equal(load_image(out / name), negative(_image(seed)))
 
   # A result the user edited since is theirs now: kept, and named in the line.
   (out / "c.png").write_bytes(b"retouched by hand")
@@ -125,15 +115,15 @@ def test_deblur_replaces_only_its_own_results(stub_model, tmp_path, capsys):
       capsys.readouterr().err)
 
 
-def test_an_older_record_of_results_is_honoured(stub_model, tmp_path, capsys):
-  del stub_model
+def test_an_older_record_of_results_is_honoured(negative_model, tmp_path, capsys):
+  del negative_model
   save_image(tmp_path / "in" / "a.png", _image(1))
   out = tmp_path / "out"
   out.mkdir()
   (out / "a.png").write_bytes(b"an earlier result")
   (out / ".deblur_outputs.json").write_text(json.dumps({"outputs": ["a.png"]}))
   assert deblur_lib.run(None, str(out), [str(tmp_path / "in")]) == []
-  np.testing.assert_array_equal(load_image(out / "a.png"), _negative(_image(1)))
+  np.testing.assert_array_equal(load_image(out / "a.png"), negative(_image(1)))
   assert "is written as" not in capsys.readouterr().err
 
 
@@ -177,8 +167,8 @@ def test_a_record_line_cut_short_marks_nothing(tmp_path):
 # deblur.py: special files and bad inputs -----------------------------------------------------
 
 
-def test_deblur_skips_fifos_sockets_and_devices_unopened(stub_model, tmp_path, capsys):
-  del stub_model
+def test_deblur_skips_fifos_sockets_and_devices_unopened(negative_model, tmp_path, capsys):
+  del negative_model
   inputs, out = tmp_path / "in", tmp_path / "out"
   save_image(inputs / "a.png", _image(1))
   save_image(inputs / "z.png", _image(2))
@@ -213,9 +203,9 @@ def test_deblur_skips_fifos_sockets_and_devices_unopened(stub_model, tmp_path, c
 
 
 @pytest.mark.skipif(not features.check("webp"), reason="Pillow without WebP")
-def test_an_output_name_that_cannot_be_written_does_not_stop_the_rest(stub_model, tmp_path,
+def test_an_output_name_that_cannot_be_written_does_not_stop_the_rest(negative_model, tmp_path,
                                                                       capsys):
-  del stub_model
+  del negative_model
   inputs, out = tmp_path / "in", tmp_path / "out"
   long_stem = "x" * 251  # x...x.png is 255 bytes; its result x...x.webp would be 256.
   for i, stem in enumerate(("a", long_stem, "z")):
@@ -231,8 +221,8 @@ def test_an_output_name_that_cannot_be_written_does_not_stop_the_rest(stub_model
   assert "2 of 3 written" in err and "Traceback" not in err
 
 
-def test_a_full_disk_stops_deblur_with_one_line(stub_model, tmp_path, monkeypatch):
-  del stub_model
+def test_a_full_disk_stops_deblur_with_one_line(negative_model, tmp_path, monkeypatch):
+  del negative_model
   for name in ("a.png", "b.png", "c.png"):
     save_image(tmp_path / "in" / name, _image(1))
   writes = []
@@ -266,12 +256,12 @@ def test_a_negative_tile_size_is_refused_before_the_model_loads(tmp_path, monkey
 def test_evaluate_replaces_its_own_outputs_and_no_others(tmp_path):
   out = tmp_path / "eval"
   examples = [{"name": "p.png", "blur": _image(1), "sharp": _image(2)}]
-  evaluate = lambda: eval_lib.evaluate(_negative, examples, str(out), saliency=False,
+  evaluate = lambda: eval_lib.evaluate(negative, examples, str(out), saliency=False,
                                        progress=False)
   first = evaluate()
   second = evaluate()  # A re-run into the same --out replaces its own files.
   assert first["psnr"] == second["psnr"]
-  np.testing.assert_array_equal(load_image(out / "restored" / "p.png"), _negative(_image(1)))
+  np.testing.assert_array_equal(load_image(out / "restored" / "p.png"), negative(_image(1)))
 
   outside = tmp_path / "elsewhere.png"
   outside.write_bytes(b"a file outside --out")

@@ -65,40 +65,28 @@ def _read_clip(path):
     return rate, size, [f.to_ndarray(format="rgb24") for f in c.decode(s)], audio
 
 
-def _negative(image: np.ndarray, tile_size: int | None = None) -> np.ndarray:
-  """A stand-in for the model whose effect survives video compression (smooth, large)."""
-  del tile_size
-  return 255 - image
-
-
-@pytest.fixture(name="deblurrer")
-def _deblurrer(monkeypatch):
-  """``deblur_lib.run`` restores with :func:`_negative` (the model is tested elsewhere)."""
-  monkeypatch.setattr(inference.Deblurrer, "load", lambda ckpt, dtype=None, **kwargs: _negative)
-  return _negative
-
-
 @pytest.mark.parametrize("rate, width, height, audio", [
     (fractions.Fraction(30000, 1001), 64, 48, 1.0),  # NTSC rate, AAC audio kept.
     (fractions.Fraction(15), 33, 25, 0.0),  # Odd size: YUV 4:4:4.
 ])
-def test_restore_video_keeps_rate_size_frames_and_audio(deblurrer, tmp_path, rate, width,
+def test_restore_video_keeps_rate_size_frames_and_audio(negative_model, tmp_path, rate, width,
                                                         height, audio):
   clip, out = tmp_path / "clip.mp4", tmp_path / "out.mp4"
   _make_clip(clip, _frames(6, width, height), rate, audio)
   _, _, decoded, _ = _read_clip(clip)
-  assert video.restore_video(str(clip), str(out), deblurrer) == 6
+  assert video.restore_video(str(clip), str(out), negative_model) == 6
   got_rate, size, frames, codec = _read_clip(out)
   assert got_rate == rate and size == (width, height) and len(frames) == 6
   assert codec == ("aac" if audio else None)
   # Each frame restored, in order, up to H.264's loss (these tiny detailed frames lose about
   # 4 to 6 levels of 255 at CRF 17, mostly to 4:2:0 chroma; a wrong frame is 30 to 100 off).
-  errors = [np.abs(res - deblurrer(inp).astype(int)).mean() for inp, res in zip(decoded, frames)]
+  errors = [np.abs(res - negative_model(inp).astype(int)).mean()
+            for inp, res in zip(decoded, frames)]
   assert max(errors) < 8, errors
   assert sorted(os.listdir(tmp_path)) == ["clip.mp4", "out.mp4"]  # No partial file left.
 
 
-def test_deblur_run_writes_clips_and_reports_bad_videos(deblurrer, tmp_path, capsys):
+def test_deblur_run_writes_clips_and_reports_bad_videos(negative_model, tmp_path, capsys):
   inputs = tmp_path / "in"
   frames_dir = inputs / "shots"
   frames = _frames(11, 40, 32)  # frame_2 before frame_10: natural order.
@@ -113,7 +101,7 @@ def test_deblur_run_writes_clips_and_reports_bad_videos(deblurrer, tmp_path, cap
   assert sorted(os.listdir(out)) == [".deblur_outputs.jsonl", "clip.mp4", "shots.mp4"]
   rate, size, restored, _ = _read_clip(out / "shots.mp4")
   assert (rate, size, len(restored)) == (12, (40, 32), 11)
-  order = [np.abs(restored[k].astype(int) - deblurrer(frames[i])).mean()
+  order = [np.abs(restored[k].astype(int) - negative_model(frames[i])).mean()
            for k, i in ((2, 2), (2, 10), (10, 10))]
   assert order[0] < 8 and order[1] > 20 and order[2] < 8, order
   assert _read_clip(out / "clip.mp4")[:2] == (24, (40, 32))
@@ -124,7 +112,7 @@ def test_deblur_run_writes_clips_and_reports_bad_videos(deblurrer, tmp_path, cap
   save_image(frames_dir / "frame_99.png", frames[0][:30])
   with pytest.raises(BadImageError, match="frame_99.png: frame of 40x30 pixels"):
     video.frames_to_video(deblur_lib.frame_files(str(frames_dir)), str(out / "x.mp4"),
-                          deblurrer)
+                          negative_model)
   assert not [n for n in os.listdir(out) if n.startswith((".x", "x"))]
 
 
@@ -182,7 +170,7 @@ def _fast_start_clip(path, n=30, width=64, height=48):
   return path.read_bytes()
 
 
-def test_a_cut_or_damaged_clip_is_one_line_and_the_rest_is_restored(deblurrer, tmp_path,
+def test_a_cut_or_damaged_clip_is_one_line_and_the_rest_is_restored(negative_model, tmp_path,
                                                                     capsys):
   data = _fast_start_clip(tmp_path / "whole.mp4")
   mdat = data.index(b"mdat")
@@ -191,7 +179,7 @@ def test_a_cut_or_damaged_clip_is_one_line_and_the_rest_is_restored(deblurrer, t
   inputs.mkdir()
   (inputs / "a_cut.mp4").write_bytes(data[:len(data) * 6 // 10])
   with pytest.raises(BadImageError, match=r"a_cut.mp4: damaged video \(only \d+ of its 30 "):
-    video.restore_video(str(inputs / "a_cut.mp4"), str(tmp_path / "x.mp4"), deblurrer)
+    video.restore_video(str(inputs / "a_cut.mp4"), str(tmp_path / "x.mp4"), negative_model)
   # Garbage over frames: FFmpeg conceals some damage, and reports the rest while decoding.
   raised = 0
   for k, at in enumerate((0.6, 0.7, 0.8, 0.9)):
@@ -201,7 +189,7 @@ def test_a_cut_or_damaged_clip_is_one_line_and_the_rest_is_restored(deblurrer, t
     (tmp_path / "damaged.mp4").write_bytes(bytes(damaged))
     try:
       assert video.restore_video(str(tmp_path / "damaged.mp4"), str(tmp_path / "x.mp4"),
-                                 deblurrer) == 30
+                                 negative_model) == 30
     except BadImageError as e:  # Any other exception fails the test.
       assert "damaged.mp4: damaged video (" in str(e)
       raised += 1

@@ -40,9 +40,9 @@ Evaluation and use (paper §6):
   pretrained      the shipped model: export and checksum-verified loading
   entry/, cli     the command-line programs' flags and main; errors: UserError
 Elsewhere: configs/ (biskip.py: the paper's settings, i.e. config_defaults; quickstart.py,
-pretrain.py, ablation.py, tiny.py), experiments/ (deep_prior.py: eq. 2 and Fig. 2/4; ablation.py: Table 1, with
-ablation_report.py its tables, paired comparisons and curves; plot_spl.py: eq. 9-11 over a
-run).
+pretrain.py, ablation.py, tiny.py), experiments/ (deep_prior.py: eq. 2 and Fig. 2/4;
+ablation.py: Table 1, with ablation_report.py its tables, paired comparisons and curves;
+plot_spl.py: eq. 9-11 over a run).
 
 Modules are imported lazily so that ``import biskip_jax`` stays cheap.
 """

@@ -37,7 +37,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from biskip_jax import config_defaults, metrics
-from biskip_jax.datasets import load_image, save_image
+from biskip_jax.datasets import SOURCES, load_image, save_image
 from biskip_jax.errors import UserError, os_errors_as_user_errors
 from biskip_jax.output_files import OutputFolder, atomic_write
 
@@ -229,7 +229,7 @@ def dataset_config(config: Any, data: str, data_path: str | None,
   if data_config is not None:
     config.data = ml_collections.ConfigDict(data_config.to_dict())
   source, _, path = data.partition(":")
-  if source not in ("gopro", "kohler", "folder", "levin", "synthetic", "frames", "mix"):
+  if source not in (*SOURCES, "levin"):  # Levin's pairs are a folder, scored aligned.
     raise UserError(f"--data={data!r}: expected gopro, kohler, synthetic, frames[:PATH], mix, "
                     "folder:PATH or levin:PATH")
   if source in ("folder", "levin") and not path:

@@ -160,7 +160,8 @@ def load(name: str = DEFAULT_NAME, directory: str = DIRECTORY
   """Reads and verifies a shipped model.
 
   Returns:
-    ``(the run's config, upgraded onto today's fields, {"params", "batch_stats"}, metadata)``.
+    ``(config, {"params", "batch_stats"}, metadata)``; ``config`` is the run's, upgraded onto
+    today's fields (:func:`biskip_jax.config_checks.upgrade`).
 
   Raises:
     UserError: a missing, truncated, altered or mismatched file (one line naming it).

@@ -211,3 +211,15 @@ def test_one_shape_check_names_the_arrays_that_differ():
   assert str(e.value) == (
       "the file F does not fit the config's model (params/a has shape (3, 2), the model needs "
       "(3, 3); params/b is missing; params/c is not in the model): get it again")
+
+
+def test_export_run_writes_what_load_generator_reads_back(workdir, tmp_path):
+  """The work of biskip-pretrained: a run's generator as a model file, its steps recorded."""
+  run, _, variables = workdir
+  npz_path, json_path, step, provenance = pretrained.export_run(
+      run, name="from_run", directory=str(tmp_path))
+  assert (npz_path, json_path) == pretrained.paths("from_run", str(tmp_path))
+  assert step == 5 and provenance == {"step": 5, "runs": [{"workdir": run, "steps": 5}]}
+  _, got, got_step = inference.load_generator(npz_path)
+  assert got_step == 5
+  _assert_same_arrays(got, variables)

@@ -173,8 +173,8 @@ def main(argv: list[str] | None = None) -> int:
   if os.path.exists(metrics):
     shutil.copyfile(metrics, os.path.join(args.out, "metrics.jsonl"))
 
-  export = [args.python, "-m", "biskip_jax.entry.pretrained", f"--ckpt={workdir}", f"--name={_NAME}",
-            f"--out_dir={args.out}", "--dtype=float16"]
+  export = [args.python, "-m", "biskip_jax.entry.pretrained", f"--ckpt={workdir}",
+            f"--name={_NAME}", f"--out_dir={args.out}", "--dtype=float16"]
   left = max(budget - (time.monotonic() - start) - 5, margin / 2)
   status, seconds = gpu_run.run_part(export, env, left, log)
   summary["export"] = status

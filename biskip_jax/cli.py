@@ -199,23 +199,21 @@ def define_config_flag(help_string: str, *, name: str = "config") -> flags.FlagH
   return holder
 
 
-PRETRAINED = "pretrained"  # The --ckpt value of the shipped model (inference.PRETRAINED).
-
-
-def define_ckpt_flag(default: str | None = PRETRAINED, *, also: str = "") -> flags.FlagHolder:
+def define_ckpt_flag(*, required: bool = False, also: str = "") -> flags.FlagHolder:
   """``--ckpt``: the model a program loads (:func:`biskip_jax.inference.load_generator`).
 
   Args:
-    default: the shipped model, or None to make the flag required.
+    required: no default; else the shipped model, ``pretrained`` (``inference.PRETRAINED``,
+      spelled out here so that parsing flags does not import JAX).
     also: help for the values only this program takes, e.g. ``"'unsharp': ..."``.
   """
   help_string = ("Training workdir, its best/ or checkpoints/N; 'pretrained[:NAME]': a shipped "
                  "model; PATH/NAME.npz: a model file exported like it")
   help_string += f"; {also}." if also else "."
-  if default == PRETRAINED:
+  if not required:
     help_string += " Default: the shipped model."
-  holder = flags.DEFINE_string("ckpt", default, help_string)
-  if default is None:
+  holder = flags.DEFINE_string("ckpt", None if required else "pretrained", help_string)
+  if required:
     flags.mark_flag_as_required("ckpt")
   return holder
 

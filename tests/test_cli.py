@@ -152,4 +152,5 @@ def test_the_shared_flags_are_the_programs_own(tmp_path):
   r = _run("evaluate.py", "--helpshort", cwd=tmp_path)  # absl exits with 1 after the help.
   for flag in ("--ckpt", "--dtype", "--[no]ensemble", "--data"):
     assert f"  {flag}:" in r.stdout, r.stdout
-  assert "'unsharp': Pillow's unsharp mask" in " ".join(r.stdout.split())
+  text = " ".join(r.stdout.split())
+  assert "'unsharp': Pillow's unsharp mask" in text and "(default: 'float32')" in text

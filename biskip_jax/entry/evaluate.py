@@ -13,7 +13,7 @@ from absl import app, flags
 
 from biskip_jax import cli, eval_lib
 
-_CKPT = cli.define_ckpt_flag(None, also="'unsharp': Pillow's unsharp mask (a classical "
+_CKPT = cli.define_ckpt_flag(required=True, also="'unsharp': Pillow's unsharp mask (a classical "
                              "baseline)")
 _DATA = flags.DEFINE_string(
     "data", None, "gopro | kohler | synthetic | frames[:PATH] (held-out windows of video "

@@ -15,7 +15,7 @@ from absl import app, flags
 
 from biskip_jax import cli, pretrained
 
-_CKPT = cli.define_ckpt_flag(None)
+_CKPT = cli.define_ckpt_flag(required=True)
 _NAME = flags.DEFINE_string("name", pretrained.DEFAULT_NAME, "File stem of the shipped model.")
 _OUT_DIR = flags.DEFINE_string("out_dir", pretrained.DIRECTORY, "Destination folder.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "float16"],

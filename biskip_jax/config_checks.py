@@ -13,7 +13,6 @@ also for evaluation). Fields a config does not have are skipped (older or hand-m
 from a file written by an earlier command line.
 """
 
-import hashlib
 import json
 import logging
 import math
@@ -24,7 +23,7 @@ import jax
 import ml_collections
 
 from biskip_jax.errors import UserError, os_errors_as_user_errors
-from biskip_jax.output_files import atomic_write, file_kind
+from biskip_jax.output_files import atomic_write, file_kind, sha256
 
 log = logging.getLogger("biskip_jax")
 
@@ -300,7 +299,7 @@ def save_or_check_config(config: ml_collections.ConfigDict, workdir: str) -> Non
                       "to use the command line's config") from e
     try:
       with open(hash_path) as f:
-        edited = f.read().strip() != hashlib.sha256(raw).hexdigest()
+        edited = f.read().strip() != sha256(raw)
     except OSError:
       edited = False  # Written before hashes were kept: treat as training's own.
     flat_old, flat_new = _flatten(old), _flatten(new)
@@ -324,6 +323,6 @@ def save_or_check_config(config: ml_collections.ConfigDict, workdir: str) -> Non
     with os_errors_as_user_errors(f"--workdir {workdir}: cannot write {path}"):
       os.makedirs(workdir, exist_ok=True)
       for target, content in ((path, data), (hash_path,
-                                             hashlib.sha256(data).hexdigest().encode() + b"\n")):
+                                             sha256(data).encode() + b"\n")):
         with atomic_write(target) as f:
           f.write(content)

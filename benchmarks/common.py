@@ -22,6 +22,7 @@ import torch
 
 from benchmarks import torch_reference as tr
 from biskip_jax import image_io, models, train_step, vgg
+from biskip_jax.output_files import atomic_write
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -190,10 +191,8 @@ class Table:
     if not self.json_path:
       return
     data = dict(title=self.title, header=self.header, rows=self.rows, **self.meta)
-    tmp = self.json_path + ".tmp"
-    with open(tmp, "w") as f:
+    with atomic_write(self.json_path, "w") as f:
       json.dump(data, f, indent=1)
-    os.replace(tmp, self.json_path)
 
 
 def parse_sizes(text: str) -> list[tuple[int, int]]:

@@ -29,9 +29,9 @@ import numpy as np
 from absl import app, flags, logging
 
 from benchmarks import common
-from biskip_jax import conv, export_lib, image_io, inference, models
+from biskip_jax import cli, conv, export_lib, image_io, inference, models
 
-_CKPT = flags.DEFINE_string("ckpt", "pretrained", "Model to export (as export.py --ckpt).")
+_CKPT = cli.define_ckpt_flag()
 _SIZES = flags.DEFINE_string("sizes", "256x256,720x1280", "Comma-separated HxW input sizes.")
 _ROUNDS = flags.DEFINE_integer("rounds", 7, "Timed calls of each implementation (median).")
 _QUICK = flags.DEFINE_bool("quick", False, "Tiny random model, 64x64, one round.")

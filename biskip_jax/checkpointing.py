@@ -21,10 +21,9 @@ from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
 import orbax.checkpoint as ocp
 
-from biskip_jax import multihost, train_step
+from biskip_jax import models, multihost, train_step
 from biskip_jax.errors import UserError
 from biskip_jax.output_files import atomic_write
 
@@ -189,7 +188,7 @@ class Checkpointer:
     except Exception as e:  # pylint: disable=broad-except  # tensorstore raises Exception.
       _quiet_closed_loops()
       raise UserError(f"the checkpoint {where} cannot be restored ({reason(e)})") from e
-    _check_shapes(restored.state, abstract, where)
+    models.check_shapes(restored.state, abstract, f"the checkpoint {where}")
     _set_iter_state(it, restored.data)
     return _from_savable(restored.state, self._impl)
 
@@ -261,17 +260,6 @@ class Checkpointer:
     self.best_manager.close()
 
 
-def _check_shapes(restored: Any, abstract: Any, where: str) -> None:
-  flat_r = jax.tree_util.tree_leaves_with_path(restored)
-  flat_a = dict(jax.tree_util.tree_leaves_with_path(abstract))
-  for path, leaf in flat_r:
-    want = flat_a.get(path)
-    if want is not None and tuple(np.shape(leaf)) != tuple(np.shape(want)):
-      raise UserError(f"the checkpoint {where} does not fit this config's model: "
-                      f"{jax.tree_util.keystr(path)} has shape {np.shape(leaf)}, the config "
-                      f"needs {tuple(np.shape(want))}")
-
-
 def reason(e: BaseException) -> str:
   """The first line of an exception's root cause (tensorstore's messages run to pages)."""
   while e.__cause__ is not None:  # Orbax wraps tensorstore's precise error in generic ones.
@@ -303,9 +291,10 @@ def _none_restores(directory: str, failures: list[tuple[int, str]]) -> str:
           f"{failures[0][1]}. Is the run's config.json edited, or are the files damaged?")
 
 
-def restore_generator(directory: str, config: ml_collections.ConfigDict,
-                      step: int | None = None) -> tuple[dict[str, Any], int]:
-  """Restores only the generator's variables of a checkpoint (for inference).
+def restore_generator_variables(directory: str, config: ml_collections.ConfigDict,
+                                step: int | None = None) -> tuple[dict[str, Any], int]:
+  """Restores only the generator's variables of a checkpoint folder, for
+  :func:`biskip_jax.inference.load_generator` (the loader every program uses).
 
   Only the generator's arrays are read (orbax partial restore): damaged critic or optimizer
   arrays do not matter. Without ``step``, the newest checkpoint in ``directory`` that restores
@@ -340,7 +329,7 @@ def restore_generator(directory: str, config: ml_collections.ConfigDict,
     except Exception as e:  # pylint: disable=broad-except  # tensorstore raises Exception.
       _quiet_closed_loops()
       raise UserError(f"the checkpoint {where} cannot be restored ({reason(e)})") from e
-    _check_shapes(gen, abstract["state"]["gen"], where)
+    models.check_shapes(gen, abstract["state"]["gen"], f"the checkpoint {where}")
     return gen
 
   try:

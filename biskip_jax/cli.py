@@ -1,5 +1,7 @@
-"""Shared start-up of the entry points: absl flag parsing with one-line error messages, and
-the one place that turns a ``--config`` value into a config file.
+"""Shared start-up of the entry points: absl flag parsing with one-line error messages, the
+flags several programs share (:func:`define_ckpt_flag`, :func:`define_dtype_flag`,
+:func:`define_ensemble_flag`), :func:`run`, which turns a :class:`UserError` into one line and
+the exit status 2, and the one place that turns a ``--config`` value into a config file.
 
 ``--config`` takes a file path (``configs/biskip.py``, ``/path/to/my_config.py``) or the name of a
 config shipped with the package (``biskip``, ``quickstart``, ``pretrain``, ``tiny``), each
@@ -16,7 +18,7 @@ import re
 import signal
 import sys
 import traceback
-from typing import Callable
+from typing import Callable, NoReturn
 
 import ml_collections
 from absl import app, flags, logging
@@ -55,32 +57,28 @@ def _parse_flags(argv: list[str]) -> list[str]:
   So is a config file that does not compile or run (its file and line named), or one that is
   not a regular file (a FIFO would block the loader for ever).
   """
-  prog = os.path.basename(argv[0])
   from biskip_jax.output_files import file_kind  # pylint: disable=g-import-not-at-top
   for path in _config_files(argv):
     kind = file_kind(path)
     if kind is not None:
-      print(f"{prog}: error: --config={path}: {kind}, not a config file", file=sys.stderr)
-      sys.exit(2)
+      _fail(f"--config={path}: {kind}, not a config file")
   try:
     return flags.FLAGS(argv)
   except (AttributeError, KeyError) as e:  # config_flags: an override of a field not there.
-    print(f"{prog}: error: {_unknown_field(e, argv)}", file=sys.stderr)
-    sys.exit(2)
+    _fail(_unknown_field(e, argv))
   except flags.Error as e:
     lines = [l.strip() for l in str(e).splitlines() if l.strip()]
     # config_flags embeds the config file's traceback; keep the flag and the final error.
     msg = lines[-1] if len(lines) > 1 else (lines[0] if lines else repr(e))
     flag = next((l for l in lines if l.startswith("flag --")), "")
     flag = flag.split(":", 1)[0] + ": " if flag else ""
-    print(f"{prog}: error: {flag}{msg}\nPass --helpshort for the flags.", file=sys.stderr)
+    print(f"{prog()}: error: {flag}{msg}\nPass --helpshort for the flags.", file=sys.stderr)
     sys.exit(2)
   except Exception as e:  # pylint: disable=broad-except  # The config file's own error.
     where = _config_file_error(e, _config_files(argv))
     if where is None:
       raise
-    print(f"{prog}: error: --config: {where}", file=sys.stderr)
-    sys.exit(2)
+    _fail(f"--config: {where}")
 
 
 def _unknown_field(e: Exception, argv: list[str]) -> str:
@@ -201,8 +199,49 @@ def define_config_flag(help_string: str, *, name: str = "config") -> flags.FlagH
   return holder
 
 
+def define_ckpt_flag(*, required: bool = False, also: str = "") -> flags.FlagHolder:
+  """``--ckpt``: the model a program loads (:func:`biskip_jax.inference.load_generator`).
+
+  Args:
+    required: no default; else the shipped model, ``pretrained`` (``inference.PRETRAINED``,
+      spelled out here so that parsing flags does not import JAX).
+    also: help for the values only this program takes, e.g. ``"'unsharp': ..."``.
+  """
+  help_string = ("Training workdir, its best/ or checkpoints/N; 'pretrained[:NAME]': a shipped "
+                 "model; PATH/NAME.npz: a model file exported like it")
+  help_string += f"; {also}." if also else "."
+  if not required:
+    help_string += " Default: the shipped model."
+  holder = flags.DEFINE_string("ckpt", None if required else "pretrained", help_string)
+  if required:
+    flags.mark_flag_as_required("ckpt")
+  return holder
+
+
+def define_dtype_flag() -> flags.FlagHolder:
+  """``--dtype``: the generator's compute dtype at inference."""
+  return flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
+                           "Compute dtype (bfloat16 for GPUs; measure the PSNR change).")
+
+
+def define_ensemble_flag() -> flags.FlagHolder:
+  """``--ensemble``: the geometric self-ensemble at inference."""
+  return flags.DEFINE_bool("ensemble", False, "Geometric self-ensemble: average the "
+                           "restorations of the 8 flips/transposes (8x the compute).")
+
+
+def _fail(message: str) -> NoReturn:
+  """Ends the program with ``PROG: error: MESSAGE`` on one line of stderr and status 2."""
+  print(f"{prog()}: error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
 def run(main: Callable[[list[str]], None]) -> None:
   """``absl.app.run`` with :func:`_parse_flags` (grain workers need absl's parsed flags).
+
+  A :class:`UserError` from ``main`` ends the program with one line, ``PROG: error:
+  MESSAGE``, and the exit status 2; a :class:`Stopped` with ``128 + signum``. Anything else is
+  a bug and keeps its traceback.
 
   ``main``'s module (e.g. ``biskip_jax.entry.train``) may be imported by the script that starts
   the program (``train.py``, or the ``biskip-train`` console script): its flags are made the
@@ -220,6 +259,8 @@ def run(main: Callable[[list[str]], None]) -> None:
   def main_or_stopped(argv: list[str]) -> None:
     try:
       main(argv)
+    except UserError as e:
+      _fail(str(e))
     except Stopped as e:
       print(f"{prog()}: {e}; the files written so far are complete", file=sys.stderr)
       sys.exit(128 + e.signum)
@@ -228,7 +269,11 @@ def run(main: Callable[[list[str]], None]) -> None:
 
 
 def config_flag(name: str = "config"):
-  """The loaded ``--config``; a missing or broken config file exits with one line."""
+  """The loaded ``--config``.
+
+  Raises:
+    UserError: a missing or broken config file (its file and line named).
+  """
   try:
     config = getattr(flags.FLAGS, name)
     config.keys()  # config_flags loads lazily: touch it to surface load errors here.
@@ -237,8 +282,7 @@ def config_flag(name: str = "config"):
     where = _config_file_error(e, _config_files(sys.argv))
     if where is None:
       raise
-    print(f"{prog()}: error: --{name}: {where}", file=sys.stderr)
-    sys.exit(2)
+    raise UserError(f"--{name}: {where}") from e
   except OSError as e:
     lines = [l.strip() for l in str(e).splitlines() if l.strip()]
     reason = next((l for l in reversed(lines) if l.startswith("[Errno")), lines[-1])
@@ -248,5 +292,4 @@ def config_flag(name: str = "config"):
       message = _not_found(spec, name)
     else:
       message = f"--{name}={spec}: cannot load the config file ({reason})"
-    print(f"{prog()}: error: {message}", file=sys.stderr)
-    sys.exit(2)
+    raise UserError(message) from e

@@ -22,7 +22,6 @@ are validated: the allowed ones are the constants of the modules that use them
 from a file written by an earlier command line.
 """
 
-import hashlib
 import json
 import logging
 import math
@@ -35,7 +34,7 @@ import ml_collections
 from biskip_jax import config_defaults, datasets, losses, models, schemes, train_step, vgg
 from biskip_jax.datasets import frames
 from biskip_jax.errors import UserError, os_errors_as_user_errors
-from biskip_jax.output_files import atomic_write, file_kind
+from biskip_jax.output_files import atomic_write, file_kind, sha256
 
 log = logging.getLogger("biskip_jax")
 
@@ -412,7 +411,7 @@ def save_or_check_config(config: ml_collections.ConfigDict, workdir: str) -> Non
     old = json.loads(upgrade(old, path).to_json_best_effort())  # Fields added since: as then.
     try:
       with open(hash_path) as f:
-        edited = f.read().strip() != hashlib.sha256(raw).hexdigest()
+        edited = f.read().strip() != sha256(raw)
     except OSError:
       edited = False  # Written before hashes were kept: treat as training's own.
     flat_old, flat_new = _flatten(old), _flatten(new)
@@ -436,6 +435,6 @@ def save_or_check_config(config: ml_collections.ConfigDict, workdir: str) -> Non
     with os_errors_as_user_errors(f"--workdir {workdir}: cannot write {path}"):
       os.makedirs(workdir, exist_ok=True)
       for target, content in ((path, data), (hash_path,
-                                             hashlib.sha256(data).hexdigest().encode() + b"\n")):
+                                             sha256(data).encode() + b"\n")):
         with atomic_write(target) as f:
           f.write(content)

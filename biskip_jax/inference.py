@@ -69,8 +69,9 @@ def _split_ckpt_path(path: str) -> tuple[str, str, int | None]:
   return path, os.path.join(path, "checkpoints"), None
 
 
-def restore_generator(path: str) -> tuple[ml_collections.ConfigDict, dict[str, Any], int]:
-  """Loads the generator variables of a training checkpoint (and nothing else).
+def _restore_run(path: str) -> tuple[ml_collections.ConfigDict, dict[str, Any], int]:
+  """The generator variables of a training checkpoint (and nothing else), with the run's
+  config.
 
   Args:
     path: a workdir (its newest checkpoint that restores), its ``best`` folder, or
@@ -87,7 +88,7 @@ def restore_generator(path: str) -> tuple[ml_collections.ConfigDict, dict[str, A
   workdir, directory, step = _split_ckpt_path(path)
   config = load_run_config(workdir)
   try:
-    variables, step = checkpointing.restore_generator(directory, config, step)
+    variables, step = checkpointing.restore_generator_variables(directory, config, step)
   except (KeyError, TypeError, AttributeError, ValueError) as e:  # config.json lacks fields.
     raise UserError(f"{workdir}/config.json does not describe this run's model "
                     f"({checkpointing.reason(e)}): undo the edit") from e
@@ -139,20 +140,28 @@ def workdir_of(path: str) -> str:
 
 def load_generator(ckpt: str | None) -> tuple[ml_collections.ConfigDict, dict[str, Any],
                                                int | None]:
-  """``None`` or ``"pretrained[:NAME]"``: the shipped model; ``PATH/NAME.npz``: a model file
-  exported like it (with ``PATH/NAME.json``); else a training run's path.
+  """The one way a program gets a generator: its config, variables and step from a ``--ckpt``.
+
+  Args:
+    ckpt: ``None`` or ``"pretrained[:NAME]"``: a shipped model (``biskip_jax/pretrained/``,
+      size and SHA-256 checked); ``PATH/NAME.npz``: a model file exported like it (with
+      ``PATH/NAME.json``); else a training workdir (its newest checkpoint that restores), its
+      ``best`` folder or ``checkpoints/N``.
 
   Returns:
     ``(config, {"params", "batch_stats"}, step)``; a shipped model's step counts the steps
     of every run behind it (``provenance.step``; ``None`` if it does not record it).
 
   Raises:
-    UserError: a missing or damaged model or checkpoint (one line naming it).
+    UserError: a missing path, or a missing or damaged model or checkpoint (one line naming
+      it), or arrays that do not fit the config's model.
   """
   if is_model_file(ckpt):
-    config, variables, meta = pretrained.load(*model_file(ckpt))
+    if not is_pretrained(ckpt) and not os.path.exists(ckpt):
+      raise UserError(f"--ckpt {ckpt} does not exist")
+    config, variables, meta = pretrained.read_verified(*model_file(ckpt))
     return config, variables, meta.get("provenance", {}).get("step")
-  return restore_generator(ckpt)
+  return _restore_run(ckpt)
 
 
 def pad_to_bucket(image: np.ndarray, step: int) -> np.ndarray:

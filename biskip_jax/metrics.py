@@ -6,8 +6,6 @@
   dropped), averaged over channels. It equals ``skimage.metrics.structural_similarity(x, y,
   channel_axis=-1, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
   data_range=255)``.
-* :func:`psnr_batch`, :func:`ssim_batch`: the same definitions, jitted in JAX (float32) for
-  validation during training; they agree with the numpy versions to ~1e-5.
 * :func:`kohler_scores`: PSNR and MSSIM under Köhler et al.'s (2012) protocol — best over the
   recorded sharp frames and small translations (see its docstring for how it differs from
   their MATLAB code).
@@ -19,8 +17,6 @@
 
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import scipy.fft
 from scipy import ndimage
@@ -104,62 +100,6 @@ def ssim(x: Any, y: Any, data_range: float = 255.0) -> float:
     raise ValueError(f"SSIM needs images of at least 11x11 pixels, got {a.shape[:2]}")
   return float(np.mean([_ssim_channel(a[..., c], b[..., c], data_range)
                         for c in range(a.shape[-1])]))
-
-
-@jax.jit
-def psnr_batch(x: jax.Array, y: jax.Array, data_range: float = 255.0) -> jax.Array:
-  """Batched :func:`psnr`, jitted.
-
-  Args:
-    x, y: [N, H, W, C] float arrays.
-    data_range: peak value.
-
-  Returns:
-    [N] float32 PSNR in dB (``inf`` where an image pair is identical).
-  """
-  d2 = jnp.square(x.astype(jnp.float32) - y.astype(jnp.float32))
-  mse = jnp.mean(jnp.mean(d2, axis=(2, 3)), axis=1)  # Two-stage mean: less float32 drift.
-  return 10.0 * jnp.log10(jnp.square(data_range) / mse)
-
-
-@jax.jit
-def ssim_batch(x: jax.Array, y: jax.Array, data_range: float = 255.0) -> jax.Array:
-  """Batched :func:`ssim`, jitted: separable Gaussian convolutions over the valid region.
-
-  The five local statistics are filtered in one depthwise ``conv_general_dilated`` at
-  HIGHEST precision (no TF32 on GPUs). Images are centred on their mean before the second
-  moments are taken, which keeps the float32 variances accurate.
-
-  Args:
-    x, y: [N, H, W, C] float arrays, H, W >= 11.
-    data_range: dynamic range of the values.
-
-  Returns:
-    [N] float32 mean SSIM per image (averaged over channels).
-  """
-  n, h, w, c = x.shape
-  x = x.astype(jnp.float32)
-  y = y.astype(jnp.float32)
-  centre = 0.5 * (jnp.mean(x, axis=(1, 2), keepdims=True)
-                  + jnp.mean(y, axis=(1, 2), keepdims=True))  # [N, 1, 1, C]
-  xc, yc = x - centre, y - centre
-  stats = jnp.stack([xc, yc, xc * xc, yc * yc, xc * yc], axis=-1)  # [N, H, W, C, 5]
-  stats = stats.reshape(n, h, w, c * 5)
-  g = jnp.asarray(_gaussian_window(), jnp.float32)
-  k = 2 * _RADIUS + 1
-  dn = ("NHWC", "HWIO", "NHWC")
-  for kernel_shape in ((k, 1, 1, c * 5), (1, k, 1, c * 5)):
-    kernel = jnp.broadcast_to(g.reshape(kernel_shape[:2] + (1, 1)), kernel_shape)
-    stats = jax.lax.conv_general_dilated(
-        stats, kernel, window_strides=(1, 1), padding="VALID", dimension_numbers=dn,
-        feature_group_count=c * 5, precision=jax.lax.Precision.HIGHEST)
-  stats = stats.reshape(n, h - k + 1, w - k + 1, c, 5)
-  mx, my, sxx, syy, sxy = (stats[..., i] for i in range(5))
-  vx, vy, vxy = sxx - mx * mx, syy - my * my, sxy - mx * my
-  ux, uy = mx + centre, my + centre
-  c1, c2 = (_K1 * data_range) ** 2, (_K2 * data_range) ** 2
-  s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
-  return jnp.mean(jnp.mean(s, axis=(1, 2)), axis=-1)
 
 
 def _shift_mse(r: np.ndarray, f: np.ndarray, max_shift: int, fit: bool) -> np.ndarray:

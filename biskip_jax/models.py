@@ -14,9 +14,11 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from biskip_jax.conv import Conv, conv2d
+from biskip_jax.errors import UserError
 from biskip_jax.schemes import VARIANTS  # noqa: F401  Table 1's generator bodies (re-exported).
 
 # Names of the config's choices; config_checks validates them, the modules below index by them.
@@ -428,3 +430,42 @@ def critic_from_config(critic_config: Any, dtype: str = "float32") -> Critic:
 def count_params(params: Any) -> int:
   """Number of scalars in a parameter tree (running statistics are not parameters)."""
   return sum(int(p.size) for p in jax.tree_util.tree_leaves(params))
+
+
+def _leaf_name(path: tuple[Any, ...]) -> str:
+  """``params/Conv_0/kernel`` for a pytree path (dict keys, attributes, list indices)."""
+  return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def check_shapes(arrays: Any, expected: Any, where: str, hint: str = "") -> None:
+  """The one check of arrays read from a file against the shapes a config's model needs.
+
+  Args:
+    arrays: a tree of arrays read back (a checkpoint's train state or generator, a shipped
+      model, a warm start's source).
+    expected: the tree the model needs, of arrays or ``jax.ShapeDtypeStruct``.
+    where: what ``arrays`` are, e.g. ``"the checkpoint RUN/checkpoints/5"``: the message
+      starts with it.
+    hint: what the user can do, appended to the message.
+
+  Raises:
+    UserError: a leaf missing, one the model lacks, or one of another shape (the first three
+      named, on one line).
+  """
+  got = {_leaf_name(p): tuple(np.shape(x))
+         for p, x in jax.tree_util.tree_leaves_with_path(arrays)}
+  want = {_leaf_name(p): tuple(np.shape(x))
+          for p, x in jax.tree_util.tree_leaves_with_path(expected)}
+  if got == want:
+    return
+  diffs = []
+  for name in sorted(got.keys() | want.keys()):
+    if name not in got:
+      diffs.append(f"{name} is missing")
+    elif name not in want:
+      diffs.append(f"{name} is not in the model")
+    elif got[name] != want[name]:
+      diffs.append(f"{name} has shape {got[name]}, the model needs {want[name]}")
+  more = f" and {len(diffs) - 3} more" if len(diffs) > 3 else ""
+  raise UserError(f"{where} does not fit the config's model ({'; '.join(diffs[:3])}{more})"
+                  + (f": {hint}" if hint else ""))

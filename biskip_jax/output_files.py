@@ -3,7 +3,8 @@
 :func:`atomic_write` is the one way the project writes a file: into a temporary file beside the
 target, renamed over it once complete. A run stopped part-way (a signal, a full disk, an error)
 leaves the earlier file as it was, and the rename replaces a link at the target rather than
-writing into the file it points to.
+writing into the file it points to. :func:`sha256` is the one checksum of what is written or
+read back (a shipped model, a run's ``config.json``, downloaded VGG weights).
 
 :class:`OutputFolder` is the rule of the programs whose ``--out`` is a user's folder
 (``deblur.py``, ``evaluate.py``, ``export.py``): a file there is replaced only when the
@@ -14,6 +15,7 @@ program writes under a fresh name or refuses, with one line naming the file.
 """
 
 import contextlib
+import hashlib
 import json
 import os
 import stat
@@ -63,6 +65,19 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]
     with contextlib.suppress(OSError):
       os.remove(tmp)
     raise
+
+
+def sha256(source: bytes | str | os.PathLike[str]) -> str:
+  """Hex SHA-256 of ``source``: the bytes themselves, or the file at a path (read in 1 MiB
+  blocks, so a large file is never held whole)."""
+  digest = hashlib.sha256()
+  if isinstance(source, bytes):
+    digest.update(source)
+  else:
+    with open(source, "rb") as f:
+      for block in iter(lambda: f.read(1 << 20), b""):
+        digest.update(block)
+  return digest.hexdigest()
 
 
 def file_kind(path: str, *, follow: bool = True) -> str | None:

@@ -16,16 +16,17 @@ A run warm-started with ``train.init_from`` continues another model's training: 
 count is not the model's. So the warm start records the runs behind its source in
 ``WORKDIR/init_from.json`` (:func:`record_init_from`), read back when the run is exported.
 
-``load(NAME)`` checks the size and the SHA-256 before reading a byte of the arrays, and checks
-every array's shape against the generator the config builds; a missing, truncated or altered
-file is a :class:`UserError` naming the file and how to get it back.
+:func:`read_verified` checks the size and the SHA-256 before reading a byte of the arrays, and
+checks every array's shape against the generator the config builds; a missing, truncated or
+altered file is a :class:`UserError` naming the file and how to get it back. Programs load a
+model through :func:`biskip_jax.inference.load_generator`, which calls it.
 
-Export a training run (the generator of its latest or named checkpoint)::
+Export a training run (the generator of its latest or named checkpoint) with
+``biskip_jax/entry/pretrained.py``::
 
-  python -m biskip_jax.pretrained --ckpt=runs/pretrain --name=biskip_general
+  python -m biskip_jax.entry.pretrained --ckpt=runs/pretrain --name=biskip_general
 """
 
-import hashlib
 import json
 import os
 from typing import Any
@@ -38,7 +39,7 @@ from flax import traverse_util
 
 from biskip_jax import config_checks, models
 from biskip_jax.errors import UserError
-from biskip_jax.output_files import atomic_write
+from biskip_jax.output_files import atomic_write, sha256
 
 DEFAULT_NAME = "biskip_general"  # The model `deblur.py` uses without --ckpt.
 INIT_FROM_FILE = "init_from.json"  # In a warm-started run's workdir: the runs behind its start.
@@ -51,15 +52,6 @@ def paths(name: str = DEFAULT_NAME,
           directory: str = DIRECTORY) -> tuple[str, str]:
   """``(weights .npz, metadata .json)`` paths of a shipped model."""
   return os.path.join(directory, f"{name}.npz"), os.path.join(directory, f"{name}.json")
-
-
-def sha256(path: str) -> str:
-  """Hex SHA-256 of a file, read in 1 MiB blocks."""
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return h.hexdigest()
 
 
 def export(config: ml_collections.ConfigDict, variables: dict[str, Any], *,
@@ -76,8 +68,8 @@ def export(config: ml_collections.ConfigDict, variables: dict[str, Any], *,
     directory: destination folder (created if missing).
     provenance: JSON-serialisable facts about the run (workdir, step, data, ...).
     dtype: of the stored arrays: "float32" (shipped models), or "float16" for half the size
-      (a model brought back from a machine that can return only small files); :func:`load`
-      returns float32 either way.
+      (a model brought back from a machine that can return only small files);
+      :func:`read_verified` returns float32 either way.
 
   Returns:
     ``(npz path, json path)``.
@@ -155,9 +147,36 @@ def lineage(workdir: str, ckpt: str, step: int) -> dict[str, Any]:
   return _provenance(runs + [run])
 
 
-def load(name: str = DEFAULT_NAME, directory: str = DIRECTORY
-         ) -> tuple[ml_collections.ConfigDict, dict[str, Any], dict[str, Any]]:
-  """Reads and verifies a shipped model.
+def export_run(ckpt: str, *, name: str = DEFAULT_NAME, directory: str = DIRECTORY,
+               dtype: str = "float32") -> tuple[str, str, int | None, dict[str, Any]]:
+  """Writes the generator a ``--ckpt`` value names as a shipped model (see :func:`export`).
+
+  Args:
+    ckpt: a training workdir, its ``best`` or ``checkpoints/N``, or a model file
+      ``PATH/NAME.npz`` exported already (``pretrained[:NAME]`` too).
+    name, directory, dtype: as :func:`export`.
+
+  Returns:
+    ``(npz path, json path, the checkpoint's step, provenance)``; ``provenance["step"]``
+    counts the steps of every run behind the weights (:func:`lineage`).
+
+  Raises:
+    UserError: the model cannot be loaded (one line naming it).
+  """
+  from biskip_jax import inference  # pylint: disable=g-import-not-at-top
+  config, variables, step = inference.load_generator(ckpt)
+  if inference.is_model_file(ckpt):  # Exported already: the runs behind it as it says.
+    provenance = _provenance(runs_behind(ckpt, step))
+  else:
+    provenance = lineage(inference.workdir_of(ckpt), os.path.normpath(ckpt), step)
+  npz_path, json_path = export(config, variables, name=name, directory=directory,
+                               provenance=provenance, dtype=dtype)
+  return npz_path, json_path, step, provenance
+
+
+def read_verified(name: str = DEFAULT_NAME, directory: str = DIRECTORY
+                  ) -> tuple[ml_collections.ConfigDict, dict[str, Any], dict[str, Any]]:
+  """Reads a shipped model (or one exported like it) after checking its size and SHA-256.
 
   Returns:
     ``(config, {"params", "batch_stats"}, metadata)``; ``config`` is the run's, upgraded onto
@@ -189,52 +208,11 @@ def load(name: str = DEFAULT_NAME, directory: str = DIRECTORY
   with np.load(npz_path, allow_pickle=False) as data:
     flat = {k: np.asarray(data[k], np.float32) for k in data.files}
   variables = traverse_util.unflatten_dict(flat, sep="/")
-  _check_shapes(config, variables, npz_path)
-  variables.setdefault("batch_stats", {})
-  return config, variables, meta
-
-
-def _check_shapes(config: ml_collections.ConfigDict, variables: dict[str, Any],
-                  where: str) -> None:
-  """Every array has the shape the config's generator expects, and none is missing."""
   model = models.generator_from_config(config.model)
   template = jax.eval_shape(lambda: model.init(
       jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False))
-  want = {k: v.shape for k, v in traverse_util.flatten_dict(
-      {c: template[c] for c in template if template[c]}, sep="/").items()}
-  got = {k: v.shape for k, v in traverse_util.flatten_dict(variables, sep="/").items()}
-  if want != got:
-    diff = sorted(set(want.items()) ^ set(got.items()))[:3]
-    raise UserError(f"shipped model file {where} does not match its config (first "
-                    f"differences: {diff}): {_RESTORE_HINT}")
+  models.check_shapes(variables, {c: template[c] for c in template if template[c]},
+                      f"shipped model file {npz_path}", _RESTORE_HINT)
+  variables.setdefault("batch_stats", {})
+  return config, variables, meta
 
-
-def main(argv: list[str]) -> None:
-  """``python -m biskip_jax.pretrained --ckpt=RUN [--name=NAME] [--out_dir=DIR]``."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
-
-  from biskip_jax import inference  # pylint: disable=g-import-not-at-top
-  del argv
-  f = flags.FLAGS
-  config, variables, step = inference.load_generator(f.ckpt)
-  if inference.is_model_file(f.ckpt):  # Exported already: the runs behind it as it says.
-    provenance = _provenance(runs_behind(f.ckpt, step))
-  else:
-    provenance = lineage(inference.workdir_of(f.ckpt), os.path.normpath(f.ckpt), step)
-  npz_path, json_path = export(config, variables, name=f.name, directory=f.out_dir,
-                               provenance=provenance, dtype=f.dtype)
-  print(f"wrote {npz_path} ({os.path.getsize(npz_path) / 2**20:.1f} MiB) and {json_path} "
-        f"from step {step} ({provenance['step']} steps with the runs before it)")
-
-
-if __name__ == "__main__":
-  from absl import flags as _flags  # pylint: disable=g-import-not-at-top
-
-  from biskip_jax import cli  # pylint: disable=g-import-not-at-top
-  _flags.DEFINE_string("ckpt", None, "Training workdir, its best/ or checkpoints/N, or a "
-                       "model file NAME.npz (beside its NAME.json).")
-  _flags.DEFINE_string("name", DEFAULT_NAME, "File stem of the shipped model.")
-  _flags.DEFINE_string("out_dir", DIRECTORY, "Destination folder.")
-  _flags.DEFINE_enum("dtype", "float32", ["float32", "float16"], "dtype of the stored arrays.")
-  _flags.mark_flag_as_required("ckpt")
-  cli.run(main)

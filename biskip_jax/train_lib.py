@@ -41,6 +41,7 @@ from biskip_jax import (
   checkpointing,
   config_checks,
   input_pipeline,
+  models,
   multihost,
   periodic_actions,
   pretrained,
@@ -242,10 +243,9 @@ def warm_start(state: train_step.TrainState, config: ml_collections.ConfigDict,
     raise UserError(f"{flag}: its model differs from this run's in "
                     f"{', '.join(f'model.{k}' for k in diff)}; use the same model settings")
   new_stats = variables.get("batch_stats") or state.gen.batch_stats
-  shapes = lambda tree: jax.tree.map(jnp.shape, tree)
-  if (shapes(variables["params"]) != shapes(state.gen.params)
-      or shapes(new_stats) != shapes(state.gen.batch_stats)):
-    raise UserError(f"{flag}: its generator's arrays do not fit this run's model")
+  models.check_shapes({"params": variables["params"], "batch_stats": new_stats},
+                      {"params": state.gen.params, "batch_stats": state.gen.batch_stats},
+                      f"{flag}: its generator")
   cast = lambda new, old: jax.tree.map(lambda n, o: jnp.asarray(n, o.dtype), new, old)
   if workdir is not None and jax.process_index() == 0:
     with os_errors_as_user_errors(f"--workdir {workdir}: cannot write "

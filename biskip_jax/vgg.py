@@ -9,7 +9,6 @@ and checked against their sha256. It never falls back to random weights.
 """
 
 import collections
-import hashlib
 import http.client
 import importlib.util
 import os
@@ -26,7 +25,7 @@ import numpy as np
 
 from biskip_jax.conv import Conv
 from biskip_jax.errors import UserError
-from biskip_jax.output_files import atomic_write
+from biskip_jax.output_files import atomic_write, sha256
 
 TORCHVISION_VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
 # torchvision names its files after the first hex digits of their sha256.
@@ -342,14 +341,6 @@ def download_file(url: str, dest: str) -> None:
         bar.update(len(chunk))
 
 
-def _sha256(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    while chunk := f.read(1 << 20):
-      digest.update(chunk)
-  return digest.hexdigest()
-
-
 def load_vgg19_params(weights: str = "", layer: str = "conv3_3", cache_dir: str | None = None,
                       download: bool = True) -> dict[str, Any]:
   """Returns ImageNet VGG19 params up to ``layer``: from ``weights``, the cache, or the web.
@@ -385,7 +376,7 @@ def load_vgg19_params(weights: str = "", layer: str = "conv3_3", cache_dir: str 
     except (OSError, http.client.HTTPException) as e:  # URLError and timeouts are OSErrors.
       raise UserError(f"Could not download VGG19 weights from {TORCHVISION_VGG19_URL}: {e}. "
                       + help_text) from e
-    digest = _sha256(raw)
+    digest = sha256(raw)
     if not digest.startswith(TORCHVISION_VGG19_SHA256_PREFIX):
       raise UserError(f"Checksum mismatch for {TORCHVISION_VGG19_URL}: sha256 {digest} does not "
                       f"start with {TORCHVISION_VGG19_SHA256_PREFIX}. " + help_text)

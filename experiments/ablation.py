@@ -50,6 +50,7 @@ from absl import app, flags
 
 from biskip_jax import cli, schemes
 from biskip_jax.errors import UserError
+from biskip_jax.output_files import atomic_write
 from experiments import ablation_report
 from experiments.ablation_report import RESULT_FILE, SETTINGS_FILE, read_json, scheme_dirname
 
@@ -196,9 +197,8 @@ def write_random_vgg(path: str, layer: str, seed: int) -> str:
     state[f"features.{spec.index}.bias"] = np.zeros(spec.channels, np.float32)
     in_ch = spec.channels
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = path + ".tmp.npz"
-  np.savez(tmp, **state)
-  os.replace(tmp, path)
+  with atomic_write(path) as f:
+    np.savez(f, **state)
   return path
 
 
@@ -233,10 +233,8 @@ def resolve_vgg(mode: str, base: ml_collections.ConfigDict, workdir: str,
 
 
 def _write_json(path: str, obj: dict[str, Any]) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
+  with atomic_write(path, "w") as f:
     json.dump(obj, f, indent=2)
-  os.replace(tmp, path)
 
 
 def _check_same_run(run_dir: str, budget: int, data: str, steps_per_epoch: int) -> None:
@@ -428,9 +426,6 @@ def main(argv: list[str]) -> None:
         data_path=FLAGS.data_path, names=FLAGS.schemes, seeds=FLAGS.seeds, epochs=FLAGS.epochs,
         eval_data=FLAGS.eval_data, eval_every=FLAGS.eval_every, vgg_mode=FLAGS.vgg_weights,
         max_images=FLAGS.max_images, command=command)
-  except UserError as e:
-    print(f"ablation.py: error: {e}", file=sys.stderr)
-    sys.exit(2)
   except train_lib.Interrupted as e:  # Checkpointed and logged: the same command resumes.
     sys.exit(128 + e.signum)
   with open(os.path.join(FLAGS.workdir, "ablation.md")) as f:

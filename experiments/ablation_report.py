@@ -34,7 +34,6 @@ import csv
 import dataclasses
 import json
 import os
-import sys
 from typing import Any, Sequence
 
 import numpy as np
@@ -42,6 +41,7 @@ from absl import app, flags
 
 from biskip_jax import cli, schemes, writers
 from biskip_jax.errors import UserError
+from biskip_jax.output_files import atomic_write
 
 FLAGS = flags.FLAGS
 SETTINGS_FILE = "ablation.json"
@@ -380,7 +380,7 @@ def plot(workdir: str, settings: dict[str, Any], runs: Sequence[dict[str, Any]],
 
 
 def _write_csv(path: str, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
-  with open(path, "w", newline="") as f:
+  with atomic_write(path, "w") as f:
     writer = csv.writer(f)
     writer.writerow(columns)
     for r in rows:
@@ -410,10 +410,8 @@ def write(workdir: str, out: str | None = None) -> str:
         paired(runs, c, d) for d in datasets for c in comparisons(settings["schemes"])])
     drawn = plot(workdir, settings, runs, os.path.join(folder, FIGURE))
     text = markdown(settings, runs, FIGURE if drawn else None)
-    tmp = out + ".tmp"
-    with open(tmp, "w") as f:
+    with atomic_write(out, "w") as f:
       f.write(text)
-    os.replace(tmp, out)
   except OSError as e:
     raise UserError(f"--out={out}: cannot write the report ({e})") from e
   return out
@@ -422,11 +420,7 @@ def write(workdir: str, out: str | None = None) -> str:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  try:
-    out = write(FLAGS.workdir, FLAGS.out)
-  except UserError as e:
-    print(f"ablation_report.py: error: {e}", file=sys.stderr)
-    sys.exit(2)
+  out = write(FLAGS.workdir, FLAGS.out)
   print(f"wrote {out} (and {FIGURE}, ablation*.csv next to it)")
 
 

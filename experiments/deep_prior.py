@@ -25,7 +25,6 @@ k - 1 Adam updates), rounded to uint8 as an image would be saved.
 
 import csv
 import os
-import sys
 import time
 from typing import Any, Sequence
 
@@ -310,19 +309,14 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   try:
     levels = [float(v) for v in FLAGS.report_psnr]
-  except ValueError:
-    print(f"deep_prior.py: error: --report_psnr={','.join(FLAGS.report_psnr)}: expected "
-          "numbers (dB)", file=sys.stderr)
-    sys.exit(2)
-  try:
-    run(FLAGS.out, image=FLAGS.image, size=FLAGS.size, iters=FLAGS.iters, lr=FLAGS.lr,
-        seed=FLAGS.seed, width=FLAGS.width, num_res_blocks=FLAGS.num_res_blocks,
-        variants=FLAGS.variants, tasks=FLAGS.tasks, noise_scale=FLAGS.noise_scale,
-        kernel_size=FLAGS.kernel_size, max_shake=FLAGS.max_shake,
-        blur_noise=FLAGS.blur_noise, report_psnr=levels)
-  except UserError as e:
-    print(f"deep_prior.py: error: {e}", file=sys.stderr)
-    sys.exit(2)
+  except ValueError as e:
+    raise UserError(f"--report_psnr={','.join(FLAGS.report_psnr)}: expected numbers "
+                    "(dB)") from e
+  run(FLAGS.out, image=FLAGS.image, size=FLAGS.size, iters=FLAGS.iters, lr=FLAGS.lr,
+      seed=FLAGS.seed, width=FLAGS.width, num_res_blocks=FLAGS.num_res_blocks,
+      variants=FLAGS.variants, tasks=FLAGS.tasks, noise_scale=FLAGS.noise_scale,
+      kernel_size=FLAGS.kernel_size, max_shake=FLAGS.max_shake,
+      blur_noise=FLAGS.blur_noise, report_psnr=levels)
   print(f"wrote {FLAGS.out}/deep_prior.csv, deep_prior.png, deep_prior_images.png")
 
 

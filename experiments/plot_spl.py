@@ -17,7 +17,6 @@ import csv
 import json
 import math
 import os
-import sys
 from typing import Any
 
 import numpy as np
@@ -226,11 +225,7 @@ def run(workdir: str, out: str | None = None) -> list[dict[str, Any]]:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  try:
-    rows = run(FLAGS.workdir, FLAGS.out)
-  except UserError as e:
-    print(f"plot_spl.py: error: {e}", file=sys.stderr)
-    sys.exit(2)
+  rows = run(FLAGS.workdir, FLAGS.out)
   print(format_summary(rows))
   out = FLAGS.out or os.path.join(FLAGS.workdir, "spl.png")
   print(f"wrote {out} and {os.path.splitext(out)[0]}.csv")

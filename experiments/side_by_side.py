@@ -29,7 +29,7 @@ _GAP = 6  # Pixels between panels and rows.
 
 def define_flags() -> None:
   """Defines the script's flags (only when run as a script, so that tests can import it)."""
-  flags.DEFINE_string("ckpt", inference.PRETRAINED, "Training run, or 'pretrained'.")
+  cli.define_ckpt_flag()
   flags.DEFINE_string("out", None, "Figure to write (.jpg or .png).")
   flags.DEFINE_integer("crop", 320, "Side of the centred 1:1 window shown per photo.")
   flags.DEFINE_integer("max_images", 8, "At most this many photos (0: all).")
@@ -63,32 +63,28 @@ def compose(rows: list[tuple[np.ndarray, ...]]) -> np.ndarray:
 
 
 def main(argv: list[str]) -> None:
-  try:
-    files, missing = deblur_lib.expand_inputs(argv[1:])
-    if missing or not files:
-      raise UserError("; ".join(missing) or "no INPUT given: pass photos or folders")
-    if FLAGS.crop < 1:
-      raise UserError(f"--crop={FLAGS.crop}: expected >= 1")
-    if FLAGS.max_images > 0:
-      files = files[:FLAGS.max_images]
-    deblurrer = inference.Deblurrer.load(FLAGS.ckpt)
-    rows = []
-    for path in files:
-      try:
-        image = load_image(path)
-      except BadImageError as e:
-        print(f"side_by_side.py: skipped {e}", file=sys.stderr)
-        continue
-      panels = [image, deblurrer(image)]
-      if FLAGS.unsharp:
-        panels.append(baselines.unsharp_mask(image))
-      rows.append(tuple(centre_window(p, FLAGS.crop) for p in panels))
-      print(f"{os.path.basename(path)}: {image.shape[1]}x{image.shape[0]}", file=sys.stderr)
-    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
-    Image.fromarray(compose(rows)).save(FLAGS.out, quality=90)
-  except UserError as e:
-    print(f"side_by_side.py: error: {e}", file=sys.stderr)
-    sys.exit(2)
+  files, missing = deblur_lib.expand_inputs(argv[1:])
+  if missing or not files:
+    raise UserError("; ".join(missing) or "no INPUT given: pass photos or folders")
+  if FLAGS.crop < 1:
+    raise UserError(f"--crop={FLAGS.crop}: expected >= 1")
+  if FLAGS.max_images > 0:
+    files = files[:FLAGS.max_images]
+  deblurrer = inference.Deblurrer.load(FLAGS.ckpt)
+  rows = []
+  for path in files:
+    try:
+      image = load_image(path)
+    except BadImageError as e:
+      print(f"side_by_side.py: skipped {e}", file=sys.stderr)
+      continue
+    panels = [image, deblurrer(image)]
+    if FLAGS.unsharp:
+      panels.append(baselines.unsharp_mask(image))
+    rows.append(tuple(centre_window(p, FLAGS.crop) for p in panels))
+    print(f"{os.path.basename(path)}: {image.shape[1]}x{image.shape[0]}", file=sys.stderr)
+  os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
+  Image.fromarray(compose(rows)).save(FLAGS.out, quality=90)
   print(f"wrote {FLAGS.out} ({len(rows)} rows: blurred | restored"
         f"{' | unsharp mask' if FLAGS.unsharp else ''})")
 

@@ -1,5 +1,7 @@
 """Tests for the command lines' shared parts: config names, program names, the eval table."""
 
+import ast
+import glob
 import os
 import shutil
 import subprocess
@@ -104,3 +106,51 @@ def test_default_outputs_are_ignored_by_git():
   for path in ("deblurred/photo.png", "dist/biskip_jax-0.1.0-py3-none-any.whl", "runs/x/a"):
     r = subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT)
     assert r.returncode == 0, path
+
+
+def test_a_user_error_is_one_line_and_exit_status_2(tmp_path):
+  """cli.run's rule for every program, seen from outside (evaluate.py: it starts without JAX)."""
+  r = _run("evaluate.py", f"--ckpt={tmp_path / 'run'}", "--data=synthetic", "--config=nosuch",
+           cwd=tmp_path)
+  assert r.returncode == 2, r.stderr[-2000:]
+  assert r.stderr.splitlines() == [
+      "evaluate.py: error: --config=nosuch: no file nosuch, and no shipped config of that name "
+      "(shipped: ablation, biskip, pretrain, quickstart, tiny)"], r.stderr[-2000:]
+
+
+_SHARED_FLAGS = {"ckpt": "define_ckpt_flag", "dtype": "define_dtype_flag",
+                 "ensemble": "define_ensemble_flag"}
+
+
+def _flag_definitions(path: str) -> list[tuple[str, list[str]]]:
+  """``(flag name, enum choices)`` of every ``flags.DEFINE_*("name", ...)`` call in a file."""
+  found = []
+  for node in ast.walk(ast.parse(open(path).read())):
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+        and node.func.attr.startswith("DEFINE_") and node.args
+        and isinstance(node.args[0], ast.Constant)):
+      choices = node.args[2] if len(node.args) > 2 else None
+      found.append((node.args[0].value, [c.value for c in choices.elts]
+                    if isinstance(choices, ast.List) else []))
+  return found
+
+
+def test_shared_flags_are_defined_once_in_cli():
+  files = [p for folder in ("biskip_jax", "benchmarks", "experiments")
+           for p in glob.glob(os.path.join(ROOT, folder, "**", "*.py"), recursive=True)]
+  cli_file = os.path.join(ROOT, "biskip_jax", "cli.py")
+  for path in files:
+    for name, choices in _flag_definitions(path):
+      # --dtype of the shipped-model export is the stored arrays' (float16), not a compute dtype.
+      shared = name in ("ckpt", "ensemble") or (name == "dtype" and "bfloat16" in choices)
+      assert not shared or path == cli_file, f"{path}: --{name}: use cli.{_SHARED_FLAGS[name]}"
+  assert sorted(n for n, _ in _flag_definitions(cli_file)) == ["ckpt", "dtype", "ensemble"]
+
+
+def test_the_shared_flags_are_the_programs_own(tmp_path):
+  """--helpshort lists a program's flags, those defined for it by cli's helpers too."""
+  r = _run("evaluate.py", "--helpshort", cwd=tmp_path)  # absl exits with 1 after the help.
+  for flag in ("--ckpt", "--dtype", "--[no]ensemble", "--data"):
+    assert f"  {flag}:" in r.stdout, r.stdout
+  text = " ".join(r.stdout.split())
+  assert "'unsharp': Pillow's unsharp mask" in text and "(default: 'float32')" in text

@@ -587,3 +587,25 @@ def test_side_by_side_windows_and_layout(workdir, tmp_path):
                      capture_output=True, text=True, timeout=300)
   assert r.returncode == 0, r.stderr[-2000:]
   assert load_image(out).shape == (32, 32 + gap + 32, 3)
+
+
+def test_result_files_are_replaced_whole_or_not_at_all(tmp_path):
+  """A write that fails half-way (here: a value JSON or CSV cannot hold) leaves the earlier
+  file as it was and no temporary file beside it."""
+
+  class Unprintable:
+    def __str__(self):
+      raise ValueError("not printable")
+
+  result = tmp_path / "result.json"
+  ablation._write_json(str(result), {"psnr": 30.0})  # pylint: disable=protected-access
+  table = tmp_path / "table.csv"
+  ablation_report._write_csv(str(table), ["a"], [{"a": 1}])  # pylint: disable=protected-access
+  before = {p: p.read_bytes() for p in (result, table)}
+  assert json.loads(before[result]) == {"psnr": 30.0}
+  with pytest.raises(TypeError):
+    ablation._write_json(str(result), {"psnr": 31.0, "bad": object()})  # pylint: disable=protected-access
+  with pytest.raises(ValueError, match="not printable"):
+    ablation_report._write_csv(str(table), ["a"], [{"a": 2}, {"a": Unprintable()}])  # pylint: disable=protected-access
+  assert {p: p.read_bytes() for p in (result, table)} == before
+  assert sorted(os.listdir(tmp_path)) == ["result.json", "table.csv"]

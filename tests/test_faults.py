@@ -679,7 +679,7 @@ def damaged_restore(self, step, args=None):
 ocp.CheckpointManager.restore = damaged_restore
 ocp.CheckpointManager.all_steps = lambda self, read=False: [4]
 try:
-  checkpointing.restore_generator(sys.argv[1], tiny.get_config("1-BS"))
+  checkpointing.restore_generator_variables(sys.argv[1], tiny.get_config("1-BS"))
 except UserError as e:
   print(e, file=sys.stderr)
 for p in promises:

@@ -69,13 +69,13 @@ def _clean_venv(tmp_path) -> tuple[str, str]:
 CHECKS = """
 import os
 import biskip_jax, configs
-from biskip_jax import cli, pretrained
+from biskip_jax import cli, inference, pretrained
 print("PACKAGE", os.path.dirname(biskip_jax.__file__), os.path.dirname(configs.__file__))
 config = cli.load_config("biskip:A2-S")
 print("CONFIG", cli.config_path("biskip:A2-S"), config.model.variant, config.loss.pixel)
 print("QUICKSTART", cli.config_path("configs/quickstart.py"))
-_, _, meta = pretrained.load()  # Checks the size, the SHA-256 and every array's shape.
-print("MODEL", pretrained.paths()[0], meta["provenance"]["step"])
+_, _, step = inference.load_generator("pretrained")  # Checks the size, SHA-256 and shapes.
+print("MODEL", pretrained.paths()[0], step)
 """
 
 

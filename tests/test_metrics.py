@@ -89,23 +89,6 @@ def test_shape_errors():
     metrics.ssim(np.zeros((10, 20, 3)), np.zeros((10, 20, 3)))
 
 
-def test_batched_jit_versions_agree_with_numpy(astronaut):
-  rng = np.random.default_rng(3)
-  xs, ys = [], []
-  for i, (blur, noise) in enumerate([(1.0, 3.0), (0.0, 25.0), (2.0, 8.0), (0.5, 0.0)]):
-    x = astronaut[40 * i:40 * i + 48, 60 * i:60 * i + 56]
-    xs.append(x)
-    ys.append(_degrade(x, rng, blur=blur, noise=noise))
-  x, y = np.stack(xs).astype(np.float32), np.stack(ys).astype(np.float32)
-  got_ssim = np.asarray(metrics.ssim_batch(x, y))
-  got_psnr = np.asarray(metrics.psnr_batch(x, y))
-  assert got_ssim.shape == got_psnr.shape == (4,)
-  np.testing.assert_allclose(got_ssim, [metrics.ssim(a, b) for a, b in zip(xs, ys)], atol=1e-4)
-  np.testing.assert_allclose(got_psnr, [metrics.psnr(a, b) for a, b in zip(xs, ys)], atol=1e-3)
-  assert np.all(np.isinf(np.asarray(metrics.psnr_batch(x, x))))
-  np.testing.assert_allclose(np.asarray(metrics.ssim_batch(x, x)), 1.0, atol=1e-5)
-
-
 def _kohler_scene(astronaut: np.ndarray):
   """Three 'recorded' 96x96 frames cut from one photo at known offsets, and a result."""
   rng = np.random.default_rng(4)

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 import skimage.data
@@ -41,7 +42,7 @@ def test_export_holds_the_generator_only_and_loads_equal(exported):
   assert meta["bytes"] == os.path.getsize(npz_path)
   # An independent checksum of the file.
   assert meta["sha256"] == hashlib.sha256(open(npz_path, "rb").read()).hexdigest()
-  config, variables, _ = pretrained.load("tiny", directory)
+  config, variables, _ = pretrained.read_verified("tiny", directory)
   d_shipped = inference.Deblurrer(config, variables)
   d_run = inference.Deblurrer.from_checkpoint(run)
   img = _photo()
@@ -76,7 +77,7 @@ def test_damaged_shipped_model_is_one_clear_error(exported, tmp_path, damage):
     meta["config"]["model"]["channels"] = [8, 8, 8, 8, 8]
     json.dump(meta, open(json_path, "w"))
   with pytest.raises(UserError) as e:
-    pretrained.load("tiny", directory)
+    pretrained.read_verified("tiny", directory)
   msg = str(e.value)
   assert "\n" not in msg and "biskip_jax/pretrained" in msg
   assert (json_path if damage in ("delete_json", "bad_json") else npz_path) in msg
@@ -157,3 +158,68 @@ def test_runs_behind_a_model_file_are_those_its_json_names(tmp_path):
     json.dump({"provenance": {"source": "gpu_run", "step": 120}}, f)
   assert pretrained.runs_behind(str(tmp_path / "gpu.npz"), None) == [
       {"workdir": "gpu_run", "steps": 120}]
+
+
+def _model_json(config):
+  return json.loads(config.model.to_json_best_effort())  # Tuples equal lists.
+
+
+def _assert_same_arrays(got, want):
+  flat = lambda tree: dict(jax.tree_util.tree_leaves_with_path(tree))
+  got, want = flat(got), flat(want)
+  assert got.keys() == want.keys()
+  for k, v in want.items():
+    np.testing.assert_array_equal(np.asarray(got[k]), np.asarray(v), err_msg=str(k))
+
+
+def test_load_generator_takes_a_workdir_a_checkpoint_and_a_shipped_model(exported, workdir,
+                                                                         monkeypatch):
+  """The one loader of every program: the arrays conftest's run saved, from each place."""
+  directory, run = exported
+  _, config, variables = workdir
+  for ckpt in (run, os.path.join(run, "checkpoints"), os.path.join(run, "checkpoints", "5")):
+    got_config, got, step = inference.load_generator(ckpt)
+    assert step == 5 and _model_json(got_config) == _model_json(config), ckpt
+    _assert_same_arrays(got, variables)
+  # A model file exported like the shipped one, by path and by name (None: the default name).
+  monkeypatch.setattr(pretrained, "DIRECTORY", directory)
+  monkeypatch.setattr(pretrained, "DEFAULT_NAME", "tiny")
+  for ckpt in (os.path.join(directory, "tiny.npz"), "pretrained:tiny", "pretrained", None):
+    got_config, got, step = inference.load_generator(ckpt)
+    assert step == 5 and _model_json(got_config) == _model_json(config), ckpt
+    _assert_same_arrays(got, variables)
+
+
+def test_load_generator_names_a_missing_path_on_one_line(tmp_path):
+  for missing in (tmp_path / "no_run", tmp_path / "no_model.npz",
+                  tmp_path / "no_run" / "checkpoints" / "7"):
+    with pytest.raises(UserError) as e:
+      inference.load_generator(str(missing))
+    assert str(e.value) == f"--ckpt {missing} does not exist"
+  with pytest.raises(UserError) as e:
+    inference.load_generator("pretrained:no_such_model")
+  msg = str(e.value)
+  assert "\n" not in msg and os.path.join(pretrained.DIRECTORY, "no_such_model.") in msg, msg
+
+
+def test_one_shape_check_names_the_arrays_that_differ():
+  want = {"params": {"a": np.zeros((3, 3)), "b": np.zeros(4)}, "batch_stats": {}}
+  models.check_shapes({"params": {"a": np.ones((3, 3)), "b": np.ones(4)}}, want, "x")
+  with pytest.raises(UserError) as e:
+    models.check_shapes({"params": {"a": np.zeros((3, 2)), "c": np.zeros(1)}}, want,
+                        "the file F", "get it again")
+  assert str(e.value) == (
+      "the file F does not fit the config's model (params/a has shape (3, 2), the model needs "
+      "(3, 3); params/b is missing; params/c is not in the model): get it again")
+
+
+def test_export_run_writes_what_load_generator_reads_back(workdir, tmp_path):
+  """The work of biskip-pretrained: a run's generator as a model file, its steps recorded."""
+  run, _, variables = workdir
+  npz_path, json_path, step, provenance = pretrained.export_run(
+      run, name="from_run", directory=str(tmp_path))
+  assert (npz_path, json_path) == pretrained.paths("from_run", str(tmp_path))
+  assert step == 5 and provenance == {"step": 5, "runs": [{"workdir": run, "steps": 5}]}
+  _, got, got_step = inference.load_generator(npz_path)
+  assert got_step == 5
+  _assert_same_arrays(got, variables)

@@ -7,6 +7,7 @@ in a thread with a deadline (:func:`_finishes`), so a regression fails instead o
 """
 
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -152,6 +153,15 @@ def test_atomic_write_replaces_a_link_and_keeps_the_file_on_failure(tmp_path):
   assert (tmp_path / long_name).read_text() == "long"
   assert oct(os.stat(tmp_path / long_name).st_mode & 0o777) == oct(
       output_files._file_mode())  # pylint: disable=protected-access  # As open() would.
+
+
+def test_sha256_of_bytes_and_of_a_file_read_in_blocks(tmp_path):
+  data = np.random.default_rng(0).integers(0, 256, 3 * (1 << 20) + 5, np.uint8).tobytes()
+  (tmp_path / "f.bin").write_bytes(data)
+  expected = hashlib.sha256(data).hexdigest()  # The standard library on the whole bytes.
+  assert output_files.sha256(data) == output_files.sha256(tmp_path / "f.bin") == expected
+  assert output_files.sha256(b"") == ("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b"
+                                      "7852b855")  # FIPS 180-2's digest of the empty message.
 
 
 def test_a_record_line_cut_short_marks_nothing(tmp_path):

@@ -24,7 +24,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from typing import Iterable, Mapping, Sequence
 
@@ -250,12 +249,8 @@ def collect(out: str, *, packages: Sequence[str], max_side: int, debs: str = "")
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  try:
-    counts = collect(_OUT.value, packages=_PACKAGES.value, max_side=_MAX_SIDE.value,
-                     debs=_DEBS.value)
-  except UserError as e:
-    print(f"collect_photos: error: {e}", file=sys.stderr)
-    sys.exit(2)
+  counts = collect(_OUT.value, packages=_PACKAGES.value, max_side=_MAX_SIDE.value,
+                   debs=_DEBS.value)
   print(f"{sum(k for k, _ in counts.values())} photos in {_OUT.value}")
 
 

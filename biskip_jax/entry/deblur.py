@@ -22,36 +22,29 @@ from absl import flags
 from biskip_jax import cli, deblur_lib
 from biskip_jax.errors import UserError
 
-_CKPT = flags.DEFINE_string("ckpt", "pretrained", "Training workdir, its best/ or "
-                            "checkpoints/N; 'pretrained' (default): the shipped model.")
+_CKPT = cli.define_ckpt_flag()
 _OUT = flags.DEFINE_string("out", "deblurred", "Output folder.")
 _FORMAT = flags.DEFINE_enum("format", "png", ["png", "jpg", "tif", "bmp", "webp"],
                             "Output image format.")
-_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
-                           "Compute dtype (bfloat16 for GPUs).")
+_DTYPE = cli.define_dtype_flag()
 _TILE = flags.DEFINE_integer("tile_size", None, "Tile size for large images (0: automatic).")
 _VIDEO = flags.DEFINE_bool("video", False, "Each folder INPUT is one clip's frames (its images "
                            "in natural order): restored into one OUT/FOLDER.mp4 at --fps.")
 _FPS = flags.DEFINE_string("fps", "25", "Frame rate of the clips made by --video, e.g. 25, "
                            "29.97 or 30000/1001 (video files keep their own).")
-_ENSEMBLE = flags.DEFINE_bool("ensemble", False, "Geometric self-ensemble: average the "
-                              "restorations of the 8 flips/transposes (8x the compute).")
+_ENSEMBLE = cli.define_ensemble_flag()
 
 
 def main(argv):
   inputs = argv[1:]
   cli.log_progress_to_stderr()  # Our warnings as lines; orbax's restore chatter off.
   cli.stop_on_signals()  # SIGTERM leaves no half-written file.
-  try:
-    if not inputs:
-      raise UserError("no INPUT given: pass image or video files, folders or glob patterns")
-    failures = deblur_lib.run(_CKPT.value, _OUT.value, inputs, fmt=_FORMAT.value,
-                              dtype=_DTYPE.value, tile_size=_TILE.value,
-                              video_folders=_VIDEO.value, fps=_FPS.value,
-                              ensemble=_ENSEMBLE.value)
-  except UserError as e:
-    print(f"{cli.prog()}: error: {e}", file=sys.stderr)
-    sys.exit(2)
+  if not inputs:
+    raise UserError("no INPUT given: pass image or video files, folders or glob patterns")
+  failures = deblur_lib.run(_CKPT.value, _OUT.value, inputs, fmt=_FORMAT.value,
+                            dtype=_DTYPE.value, tile_size=_TILE.value,
+                            video_folders=_VIDEO.value, fps=_FPS.value,
+                            ensemble=_ENSEMBLE.value)
   sys.exit(1 if failures else 0)
 
 

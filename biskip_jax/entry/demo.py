@@ -7,35 +7,27 @@ drop a photo, and get the restored image, before | after, the time taken and a P
 The page is served on this machine only (``--host=127.0.0.1``) and sends nothing elsewhere.
 """
 
-import sys
-
 from absl import flags
 
 from biskip_jax import cli, demo_lib, inference
 from biskip_jax.errors import UserError
 
-_CKPT = flags.DEFINE_string("ckpt", "pretrained", "Training workdir, its best/ or "
-                            "checkpoints/N; 'pretrained' (default): the shipped model.")
+_CKPT = cli.define_ckpt_flag()
 _HOST = flags.DEFINE_string("host", "127.0.0.1", "Address to serve on; 0.0.0.0 makes the page "
                             "reachable from other machines.")
 _PORT = flags.DEFINE_integer("port", 8501, "Port to serve on.")
-_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
-                           "Compute dtype (bfloat16 for GPUs).")
+_DTYPE = cli.define_dtype_flag()
 
 
 def main(argv):
   cli.log_progress_to_stderr()
-  try:
-    if len(argv) > 1:
-      raise UserError(f"unexpected arguments {' '.join(argv[1:])}: {cli.prog()} takes only "
-                      "flags")
-    demo_lib.import_streamlit()  # A missing extra stops before the model loads.
-    deblurrer = inference.Deblurrer.load(_CKPT.value, dtype=_DTYPE.value)
-    name = _CKPT.value + ("" if deblurrer.step is None else f" (step {deblurrer.step})")
-    demo_lib.serve(deblurrer, name, host=_HOST.value, port=_PORT.value)
-  except UserError as e:
-    print(f"{cli.prog()}: error: {e}", file=sys.stderr)
-    sys.exit(2)
+  if len(argv) > 1:
+    raise UserError(f"unexpected arguments {' '.join(argv[1:])}: {cli.prog()} takes only "
+                    "flags")
+  demo_lib.import_streamlit()  # A missing extra stops before the model loads.
+  deblurrer = inference.Deblurrer.load(_CKPT.value, dtype=_DTYPE.value)
+  name = _CKPT.value + ("" if deblurrer.step is None else f" (step {deblurrer.step})")
+  demo_lib.serve(deblurrer, name, host=_HOST.value, port=_PORT.value)
 
 
 def run() -> None:

@@ -8,16 +8,13 @@ figures.
 """
 
 import os
-import sys
 
 from absl import app, flags
 
 from biskip_jax import cli, eval_lib
-from biskip_jax.errors import UserError
 
-_CKPT = flags.DEFINE_string("ckpt", None, "Training workdir, its best/ or checkpoints/N; "
-                            "'pretrained': the shipped model; NAME.npz: a model file; "
-                            "'unsharp': Pillow's unsharp mask (a classical baseline).")
+_CKPT = cli.define_ckpt_flag(required=True, also="'unsharp': Pillow's unsharp mask (a classical "
+                             "baseline)")
 _DATA = flags.DEFINE_string(
     "data", None, "gopro | kohler | synthetic | frames[:PATH] (held-out windows of video "
     "frames) | mix (the held-out pairs of every source of data.mix) | folder:PATH | levin:PATH "
@@ -27,14 +24,13 @@ _DATA_PATH = flags.DEFINE_string("data_path", None,
                                  "config.data.path).")
 _OUT = flags.DEFINE_string("out", None, "Folder for metrics.json, CSV, images and figures.")
 _MAX_IMAGES = flags.DEFINE_integer("max_images", 0, "Evaluate only the first N images (0: all).")
-_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
+_DTYPE = cli.define_dtype_flag()
 _SALIENCY = flags.DEFINE_bool("saliency", True, "Compute the saliency indicator (§6.2).")
-_ENSEMBLE = flags.DEFINE_bool("ensemble", False, "Geometric self-ensemble: average the "
-                              "restorations of the 8 flips/transposes (8x the compute).")
+_ENSEMBLE = cli.define_ensemble_flag()
 cli.define_config_flag(
     "Optional config (a file or a shipped config's name) whose data section (with "
     "--config.data.* overrides) replaces the run's, e.g. quickstart for its held-out pairs.")
-flags.mark_flags_as_required(["ckpt", "data"])
+flags.mark_flags_as_required(["data"])
 
 
 def main(argv):
@@ -42,15 +38,11 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   cli.log_progress_to_stderr()  # Our warnings as lines; orbax's restore chatter off.
   cli.stop_on_signals()  # SIGTERM leaves no half-written file.
-  try:
-    data_config = cli.config_flag().data if flags.FLAGS.config is not None else None
-    result = eval_lib.run(_CKPT.value, _DATA.value, _OUT.value, data_path=_DATA_PATH.value,
-                          max_images=_MAX_IMAGES.value, dtype=_DTYPE.value,
-                          saliency=_SALIENCY.value, data_config=data_config,
-                          ensemble=_ENSEMBLE.value)
-  except UserError as e:
-    print(f"{cli.prog()}: error: {e}", file=sys.stderr)
-    sys.exit(2)
+  data_config = cli.config_flag().data if flags.FLAGS.config is not None else None
+  result = eval_lib.run(_CKPT.value, _DATA.value, _OUT.value, data_path=_DATA_PATH.value,
+                        max_images=_MAX_IMAGES.value, dtype=_DTYPE.value,
+                        saliency=_SALIENCY.value, data_config=data_config,
+                        ensemble=_ENSEMBLE.value)
   out = _OUT.value
   print(eval_lib.format_table(result, csv_path=os.path.join(out, "per_image.csv") if out else None))
 

@@ -6,15 +6,12 @@ batch and any H, W that are multiples of 32; ``FILE.json`` beside it says so, an
 with (``biskip_jax/export_lib.py``). ``--format=onnx`` needs the ``export`` extra (docs/install.md).
 """
 
-import sys
-
 from absl import flags
 
 from biskip_jax import cli, export_lib
 from biskip_jax.errors import UserError
 
-_CKPT = flags.DEFINE_string("ckpt", "pretrained", "Training workdir, its best/ or "
-                            "checkpoints/N; 'pretrained' (default): the shipped model.")
+_CKPT = cli.define_ckpt_flag()
 _FORMAT = flags.DEFINE_enum("format", None, list(export_lib.FORMATS),
                             "stablehlo (jax.export, serialized) or onnx (jax2onnx, opset 23).")
 _OUT = flags.DEFINE_string("out", None, "The file to write (and FILE.json beside it).")
@@ -24,13 +21,9 @@ flags.mark_flags_as_required(["format", "out"])
 def main(argv):
   cli.log_progress_to_stderr()  # Our warnings as lines; orbax's restore chatter off.
   cli.stop_on_signals()  # SIGTERM leaves no half-written file.
-  try:
-    if len(argv) > 1:
-      raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
-    meta = export_lib.export(_CKPT.value, _FORMAT.value, _OUT.value)
-  except UserError as e:
-    print(f"{cli.prog()}: error: {e}", file=sys.stderr)
-    sys.exit(2)
+  if len(argv) > 1:
+    raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+  meta = export_lib.export(_CKPT.value, _FORMAT.value, _OUT.value)
   shape = ", ".join(str(d) for d in meta["input"]["shape"])
   print(f"wrote {_OUT.value} ({meta['format']}, input x [{shape}] float32 in [-1, 1]) and "
         f"{_OUT.value}.json")

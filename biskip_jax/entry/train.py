@@ -50,9 +50,8 @@ def main(argv):
                          num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value,
                          timeout_s=_TIMEOUT.value, heartbeat_timeout_s=_HEARTBEAT.value)
     train_lib.train_and_evaluate(cli.config_flag(), _WORKDIR.value)
-  except UserError as e:
-    print(f"{cli.prog()}: error: {e}", file=sys.stderr)
-    sys.exit(2)
+  except UserError:
+    raise  # One line and exit status 2 (cli.run), in a multi-process run too.
   except train_lib.Interrupted as e:
     sys.exit(128 + e.signum)
   except Exception as e:  # pylint: disable=broad-except

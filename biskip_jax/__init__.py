@@ -20,7 +20,9 @@ Training:
   writers         TensorBoard, metrics.jsonl and terminal writers; read_metrics
   periodic_actions  progress line (steps/s, ETA) and the jax.profiler window
   log_files       log files that survive a full disk
-  config_checks   every settings check (ranges, names, devices) and WORKDIR/config.json
+  config_defaults every config field, declared once with its comment and default
+  config_checks   every settings check (ranges, names, devices), the upgrade of a stored
+                  config onto today's fields, and WORKDIR/config.json
   workdir_lock    one train.py per workdir
   multihost       several processes in one run: launch, and what they agree on
 Data:
@@ -37,10 +39,10 @@ Evaluation and use (paper §6):
   export_lib      the generator as StableHLO or ONNX (export.py)
   pretrained      the shipped model: export and checksum-verified loading
   entry/, cli     the command-line programs' flags and main; errors: UserError
-Elsewhere: configs/ (biskip.py: the paper's settings; quickstart.py, pretrain.py, ablation.py,
-tiny.py), experiments/ (deep_prior.py: eq. 2 and Fig. 2/4; ablation.py: Table 1, with
-ablation_report.py its tables, paired comparisons and curves; plot_spl.py: eq. 9-11 over a
-run).
+Elsewhere: configs/ (biskip.py: the paper's settings, i.e. config_defaults; quickstart.py,
+pretrain.py, ablation.py, tiny.py), experiments/ (deep_prior.py: eq. 2 and Fig. 2/4;
+ablation.py: Table 1, with ablation_report.py its tables, paired comparisons and curves;
+plot_spl.py: eq. 9-11 over a run).
 
 Modules are imported lazily so that ``import biskip_jax`` stays cheap.
 """

@@ -1,12 +1,21 @@
-"""Every check of a config's settings, and the run's config.json: the one home of both.
+"""Every check of a config's settings, the upgrade of stored configs, and the run's config.json.
+
+``upgrade(stored, where)`` turns a config written by any version (a run's ``config.json``, a
+shipped model's ``config`` section) into today's: fields it lacks take their defaults from
+:mod:`biskip_jax.config_defaults`, or the value that reproduces what the code did before the
+field existed (:data:`_BEFORE`); a field today's config does not have is a
+:class:`~biskip_jax.errors.UserError` naming the file. Code after it reads every field
+directly, with no fallbacks of its own.
 
 ``check_settings(config)`` (training, before anything is built) raises
 :class:`~biskip_jax.errors.UserError` naming the first bad field as its flag: a number out of
 range (``check_ranges``: ``--config.optim.g_lr=-1.0: must be a number > 0``), a range whose
 low end is above its high end, a name that is not one of the allowed ones
 (``--config.loss.pixel='l3': expected one of l1, l2, none``), a batch that does not split over
-the devices. ``check_data(config)`` checks the ``data`` section alone (the input pipeline,
-also for evaluation). Fields a config does not have are skipped (older or hand-made configs).
+the devices, a field missing or unknown (``check_fields``). ``check_data(config)`` checks the
+``data`` section alone (the input pipeline, also for evaluation). This is the one place names
+are validated: the allowed ones are the constants of the modules that use them
+(:data:`CHOICES`).
 
 ``save_or_check_config(config, workdir)`` keeps ``WORKDIR/config.json`` and, beside it,
 ``.config.json.sha256`` (the hash of the file as training wrote it), which tells a hand edit
@@ -22,6 +31,8 @@ from typing import Any, Callable, Sequence
 import jax
 import ml_collections
 
+from biskip_jax import config_defaults, datasets, losses, models, schemes, train_step, vgg
+from biskip_jax.datasets import frames
 from biskip_jax.errors import UserError, os_errors_as_user_errors
 from biskip_jax.output_files import atomic_write, file_kind, sha256
 
@@ -153,38 +164,33 @@ _ORDERED = ("data.synthetic.length_range", "data.synthetic.exposure_range",
             "data.synthetic.highlight_gain", "data.synthetic.shot_noise",
             "data.synthetic.read_noise", "data.frames.window", "data.frames.eval_range")
 
-# Names a field may take, beyond those owned by a module (see _choices).
-_CRITIC_NORMS = ("instance", "none")  # Never batch norm under a gradient penalty (DESIGN §3).
-_VGG_INPUTS = ("imagenet", "raw")
-_SMALL_IMAGES = ("error", "pad")
-_GOPRO_FORMATS = ("folder", "tfds")
-
-
-def _choices() -> dict[str, Sequence[str]]:
-  """Field -> allowed names, from the modules that own them (imported when checking)."""
-  # pylint: disable=g-import-not-at-top  # Flax loads only when checking. (data.blur_kind
-  # is checked by datasets.gopro, whose import loads TensorFlow Datasets.)
-  from biskip_jax import input_pipeline, losses, models, schemes, train_step
-  from biskip_jax.datasets import frames
-  return {"model.variant": schemes.VARIANTS, "model.norm": models.NORMS,
-          "model.pool": models.POOLS, "critic.norm": _CRITIC_NORMS,
-          "loss.pixel": losses.PIXEL_KINDS, "loss.vgg_input": _VGG_INPUTS,
-          "train.compute_dtype": train_step.COMPUTE_DTYPES,
-          "data.source": input_pipeline.SOURCES, "data.small_images": _SMALL_IMAGES,
-          "data.gopro_format": _GOPRO_FORMATS, "data.frames.curve": frames.CURVES}
+# Field -> the names it may take: the constants of the modules that dispatch on them.
+CHOICES: dict[str, Sequence[str]] = {
+    "model.variant": schemes.VARIANTS, "model.norm": models.NORMS, "model.pool": models.POOLS,
+    "critic.norm": models.CRITIC_NORMS, "loss.pixel": losses.PIXEL_KINDS,
+    "loss.vgg_layer": vgg.LAYER_NAMES, "loss.vgg_input": vgg.INPUTS,
+    "train.compute_dtype": train_step.COMPUTE_DTYPES, "data.source": datasets.SOURCES,
+    "data.blur_kind": datasets.BLUR_KINDS, "data.small_images": datasets.SMALL_IMAGES,
+    "data.gopro_format": datasets.GOPRO_FORMATS, "data.frames.curve": frames.CURVES}
 
 
 def _in_sections(field: str, sections: Sequence[str] | None) -> bool:
   return sections is None or field.split(".", 1)[0] in sections
 
 
-def check_ranges(config: ml_collections.ConfigDict,
-                 sections: Sequence[str] | None = None) -> None:
+def _flag(field: str, where: str | None) -> str:
+  """How a message names a field: as its flag, or as a field of the file ``where``."""
+  return f"--config.{field}" if where is None else f"{where}: {field}"
+
+
+def check_ranges(config: ml_collections.ConfigDict, sections: Sequence[str] | None = None,
+                 where: str | None = None) -> None:
   """Raises ``UserError`` for the first numeric field outside its allowed range.
 
   Args:
-    config: a training config (``configs/biskip.py`` layout).
+    config: a config (``biskip_jax.config_defaults`` layout).
     sections: only the fields of these top-level sections (e.g. ``("data",)``); None: all.
+    where: the file the config was read from (named in the message instead of the flag).
 
   Raises:
     UserError: ``--config.FIELD=VALUE: must be RULE`` (e.g. ``> 0``, ``in [0, 1]``), or
@@ -199,24 +205,25 @@ def check_ranges(config: ml_collections.ConfigDict,
     if not values or any(_bad(v, rule, integer) for v in values):
       kind = "an integer " if integer else "a number "
       each = "each " if isinstance(value, (tuple, list)) else ""
-      raise UserError(f"--config.{field}={value!r}: {each}must be {kind}{rule}")
+      raise UserError(f"{_flag(field, where)}={value!r}: {each}must be {kind}{rule}")
   for field in _ORDERED:
     value = _get(config, field) if _in_sections(field, sections) else None
     if value is not None and (len(value) != 2 or value[0] > value[1]):
-      raise UserError(f"--config.{field}={tuple(value)!r}: must be (lo, hi) with lo <= hi")
+      raise UserError(f"{_flag(field, where)}={tuple(value)!r}: must be (lo, hi) with lo <= hi")
 
 
-def check_choices(config: ml_collections.ConfigDict,
-                  sections: Sequence[str] | None = None) -> None:
+def check_choices(config: ml_collections.ConfigDict, sections: Sequence[str] | None = None,
+                  where: str | None = None) -> None:
   """Raises ``UserError`` for the first field whose name is not one of those allowed.
 
   Raises:
-    UserError: ``--config.FIELD='VALUE': expected one of A, B, C``.
+    UserError: ``--config.FIELD='VALUE': expected one of A, B, C`` (``where`` as in
+      :func:`check_ranges`).
   """
-  for field, allowed in _choices().items():
+  for field, allowed in CHOICES.items():
     value = _get(config, field) if _in_sections(field, sections) else None
     if value is not None and value not in allowed:
-      raise UserError(f"--config.{field}={value!r}: expected one of {', '.join(allowed)}")
+      raise UserError(f"{_flag(field, where)}={value!r}: expected one of {', '.join(allowed)}")
 
 
 def check_data(config: ml_collections.ConfigDict) -> None:
@@ -229,10 +236,11 @@ def check_settings(config: ml_collections.ConfigDict) -> None:
   """Stops before any compute on training settings that cannot work, naming the flag.
 
   Raises:
-    UserError: a field out of range or not one of its names (see the module docstring), a
-      batch that is not a positive multiple of the devices, or an adversarial scheme without
-      critic updates.
+    UserError: a field missing, unknown, out of range or not one of its names (see the
+      module docstring), a batch that is not a positive multiple of the devices, or an
+      adversarial scheme without critic updates.
   """
+  check_fields(config)
   check_choices(config)
   check_ranges(config)
   n_dev = jax.device_count()
@@ -240,11 +248,13 @@ def check_settings(config: ml_collections.ConfigDict) -> None:
   if b < 1 or b % n_dev:
     raise UserError(f"--config.train.batch_size={b} must be a positive multiple of the "
                     f"{n_dev} devices the batch is split over")
-  if config.train.get("checkpoint_every_secs", 0) > 0 and jax.process_count() > 1:
+  if config.train.checkpoint_every_secs > 0 and jax.process_count() > 1:
     raise UserError("--config.train.checkpoint_every_secs needs a single process (processes "
                     "would disagree on when to save): use --config.train.checkpoint_every")
   if config.train.n_critic < 1 and config.loss.adversarial:
     raise UserError("--config.train.n_critic must be >= 1 for adversarial schemes")
+
+
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -254,6 +264,107 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
       flat.update(_flatten(v, f"{prefix}{k}."))
     return flat
   return {prefix[:-1]: tree}
+
+
+_DEFAULTS_HINT = "today's fields and their defaults: biskip_jax/config_defaults.py"
+
+
+def check_fields(config: ml_collections.ConfigDict) -> None:
+  """Raises ``UserError`` if a config (a ``--config`` file) lacks a field or has one that
+  today's config does not have."""
+  have = set(_flatten(config.to_dict()))
+  want = set(_flatten(config_defaults.get_config().to_dict()))
+  if have - want:
+    raise UserError(f"--config.{min(have - want)} is not a config field ({_DEFAULTS_HINT})")
+  if want - have:
+    missing = sorted(want - have)
+    more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+    raise UserError(f"--config lacks {', '.join(missing[:3])}{more}: build the config on "
+                    f"configs/biskip.py's get_config ({_DEFAULTS_HINT})")
+
+
+# Fields added after configs were first stored, with the value that reproduces what the code
+# did before them where today's default would not. Every other field a stored config lacks
+# takes today's default, which is what the code did without it.
+_BEFORE: dict[str, Any] = {
+    # train.profile took no trace before train.profile_steps named its steps: (0, 0) is none.
+    "train.profile_steps": (0, 0),
+}
+
+
+def _upgrade_critic(critic: dict[str, Any]) -> None:
+  """A critic section written before ``critic.norm_affine``: the same network in today's terms.
+
+  That critic's instance norms had a scale and bias, and its ``num_layers`` counted the
+  stride-2 convs after the first (DeblurGAN's ``n_layers`` counts them all): ``L`` then is
+  today's ``L + 1`` with ``norm_affine`` (same layers, channels, strides and parameter names).
+  """
+  if "norm_affine" not in critic:
+    critic["norm_affine"] = True
+    if isinstance(critic.get("num_layers"), int):
+      critic["num_layers"] += 1
+
+
+def _merge(defaults: dict[str, Any], stored: dict[str, Any], where: str,
+           prefix: str = "") -> dict[str, Any]:
+  """``defaults`` with the values of ``stored`` (JSON lists as tuples where the default is a
+  tuple); a field of ``stored`` that ``defaults`` lacks is an error naming ``where``."""
+  merged = dict(defaults)
+  for key, value in stored.items():
+    field = prefix + key
+    if key not in defaults:
+      raise UserError(f"{where}: {field} is not a config field (written by a newer version, "
+                      f"or edited?): remove it ({_DEFAULTS_HINT})")
+    default = defaults[key]
+    if isinstance(default, dict) != isinstance(value, dict):
+      kind = "a section of fields" if isinstance(default, dict) else "a value, not a section"
+      raise UserError(f"{where}: {field} must be {kind}: undo the edit")
+    if isinstance(default, dict):
+      merged[key] = _merge(default, value, where, field + ".")
+    elif isinstance(default, tuple) and isinstance(value, list):
+      merged[key] = tuple(value)
+    else:
+      merged[key] = value
+  return merged
+
+
+def upgrade(stored: Any, where: str) -> ml_collections.ConfigDict:
+  """A stored config (of any earlier version) as today's config, checked.
+
+  Args:
+    stored: the config as read from JSON (nested dicts; a ``ConfigDict`` is accepted too).
+    where: the file it was read from, named in errors (``WORKDIR/config.json``, a shipped
+      model's ``NAME.json``).
+
+  Returns:
+    A config with every field of :func:`biskip_jax.config_defaults.get_config`: the stored
+    values, the old behaviour for fields added since (:data:`_BEFORE`, :func:`_upgrade_critic`)
+    and today's defaults for the rest.
+
+  Raises:
+    UserError: naming ``where`` and the field: a field today's config does not have, a
+      section where a value belongs (or the reverse), a name or number that is not allowed.
+  """
+  if isinstance(stored, ml_collections.ConfigDict):
+    stored = stored.to_dict()
+  if not isinstance(stored, dict):
+    raise UserError(f"{where}: the config is not a JSON object: undo the edit")
+  stored = json.loads(json.dumps(stored))  # A deep copy, tuples as lists.
+  if isinstance(stored.get("critic"), dict):
+    _upgrade_critic(stored["critic"])
+  merged = _merge(config_defaults.get_config().to_dict(), stored, where)
+  present = _flatten(stored)
+  for field, value in _BEFORE.items():
+    if field not in present:
+      section, name = field.rsplit(".", 1)
+      node = merged
+      for part in section.split("."):
+        node = node[part]
+      node[name] = value
+  config = ml_collections.ConfigDict(merged)
+  check_choices(config, where=where)
+  check_ranges(config, where=where)
+  return config
 
 
 def differing_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -297,6 +408,7 @@ def save_or_check_config(config: ml_collections.ConfigDict, workdir: str) -> Non
     except ValueError as e:
       raise UserError(f"{path} is not a valid config ({e}): undo the edit, or remove the file "
                       "to use the command line's config") from e
+    old = json.loads(upgrade(old, path).to_json_best_effort())  # Fields added since: as then.
     try:
       with open(hash_path) as f:
         edited = f.read().strip() != sha256(raw)

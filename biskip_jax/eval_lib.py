@@ -36,8 +36,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from biskip_jax import metrics
-from biskip_jax.datasets import load_image, save_image
+from biskip_jax import config_defaults, metrics
+from biskip_jax.datasets import SOURCES, load_image, save_image
 from biskip_jax.errors import UserError, os_errors_as_user_errors
 from biskip_jax.output_files import OutputFolder, atomic_write
 
@@ -222,18 +222,14 @@ def dataset_config(config: Any, data: str, data_path: str | None,
   """The run's config with ``config.data`` pointed at ``--data`` (and ``--data_path``).
 
   ``data_config`` (a ``config.data`` section, e.g. of ``evaluate.py --config=FILE``) replaces
-  the run's data section first; a config without one (a shipped model) gets the paper
-  config's.
+  the run's data section first.
   """
   import ml_collections  # pylint: disable=g-import-not-at-top
   config = ml_collections.ConfigDict(config.to_dict())
-  if data_config is None and "data" not in config:
-    from configs import biskip  # pylint: disable=g-import-not-at-top
-    data_config = biskip.get_config().data
   if data_config is not None:
     config.data = ml_collections.ConfigDict(data_config.to_dict())
   source, _, path = data.partition(":")
-  if source not in ("gopro", "kohler", "folder", "levin", "synthetic", "frames", "mix"):
+  if source not in (*SOURCES, "levin"):  # Levin's pairs are a folder, scored aligned.
     raise UserError(f"--data={data!r}: expected gopro, kohler, synthetic, frames[:PATH], mix, "
                     "folder:PATH or levin:PATH")
   if source in ("folder", "levin") and not path:
@@ -285,10 +281,7 @@ def run(ckpt: str, data: str, out_dir: str | None, data_path: str | None = None,
   if out_dir:
     _summary_files(OutputFolder(out_dir, PROGRAM))  # Before the model loads.
   if ckpt == baselines.UNSHARP:  # A classical baseline under the same protocol.
-    import ml_collections  # pylint: disable=g-import-not-at-top
-
-    from configs import biskip  # pylint: disable=g-import-not-at-top
-    model_config = ml_collections.ConfigDict({"eval": biskip.get_config().eval.to_dict()})
+    model_config = config_defaults.get_config()
     step, deblurrer = None, baselines.unsharp_mask
   else:
     model_config, variables, step = inference.load_generator(ckpt)

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from biskip_jax import conv, image_io, models, pretrained
+from biskip_jax import config_checks, conv, image_io, models, pretrained
 from biskip_jax.errors import UserError, os_errors_as_user_errors
 from biskip_jax.output_files import file_kind
 
@@ -31,10 +31,11 @@ PRETRAINED = "pretrained"  # --ckpt value naming the shipped model ("pretrained:
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-  """Reads ``WORKDIR/config.json`` written by training.
+  """Reads ``WORKDIR/config.json`` written by training (by any version: upgraded onto today's
+  fields with :func:`biskip_jax.config_checks.upgrade`).
 
   Raises:
-    UserError: no ``config.json``, or one that cannot be read or parsed.
+    UserError: no ``config.json``, or one that cannot be read, parsed or upgraded.
   """
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
@@ -52,7 +53,7 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
     raise UserError(f"{path} is not valid JSON ({e}): undo the edit") from e
   if not isinstance(data, dict):
     raise UserError(f"{path} is not a config (a JSON object): undo the edit")
-  return ml_collections.ConfigDict(data)
+  return config_checks.upgrade(data, path)
 
 
 def _split_ckpt_path(path: str) -> tuple[str, str, int | None]:
@@ -163,14 +164,6 @@ def load_generator(ckpt: str | None) -> tuple[ml_collections.ConfigDict, dict[st
   return _restore_run(ckpt)
 
 
-def eval_settings(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """``config.eval``, with the fields an older config lacks from ``configs/biskip.py``."""
-  from configs import biskip  # pylint: disable=g-import-not-at-top
-  settings = biskip.get_config().eval
-  settings.update(config.get("eval", {}))
-  return settings
-
-
 def pad_to_bucket(image: np.ndarray, step: int) -> np.ndarray:
   """Reflect-pads [H, W, C] at the bottom and right to multiples of ``step`` (0: as is)."""
   if step <= 0:
@@ -224,7 +217,7 @@ class Deblurrer:
     # One program per input shape: [N, H, W, 3] -> [N, H, W, 3], and the batched ensemble.
     self._fn = jax.jit(self._forward, compiler_options=options)
     self._ensemble_fn = jax.jit(self._forward_ensemble, compiler_options=options)
-    eval_cfg = eval_settings(config)
+    eval_cfg = config.eval
     self.tile_size = int(eval_cfg.tile_size)
     self.tile_overlap = int(eval_cfg.tile_overlap)
     self.max_pixels = int(eval_cfg.max_pixels)

@@ -49,8 +49,7 @@ from absl import flags, logging
 from biskip_jax import config_checks, datasets
 from biskip_jax.errors import UserError
 
-SOURCES = ("gopro", "folder", "synthetic", "kohler", "frames", "mix")
-MIXABLE = ("gopro", "folder", "synthetic", "frames")
+SOURCES, MIXABLE = datasets.SOURCES, datasets.MIXABLE
 _MIN_CHECKED = 20  # Files read before data.max_bad_fraction is enforced (or all, if fewer).
 _MAX_ATTEMPTS = 1000  # Records tried in a row to replace an unreadable one.
 
@@ -65,12 +64,9 @@ def per_process_batch_size(config: ml_collections.ConfigDict) -> int:
 
 
 def data_seed(config: ml_collections.ConfigDict) -> int:
-  """Seed of the data order, crops, flips and synthetic kernels, in [0, 2**32).
-
-  ``config.train.seed`` (or a top-level ``config.seed`` in configs without it).
-  """
-  train = config.get("train") or {}
-  return int(train.get("seed", config.get("seed", 0))) % 2**32
+  """Seed of the data order, crops, flips and synthetic kernels, in [0, 2**32):
+  ``config.train.seed``."""
+  return int(config.train.seed) % 2**32
 
 
 def get_source(config: ml_collections.ConfigDict, split: str, *, training: bool = False,
@@ -93,7 +89,7 @@ def get_source(config: ml_collections.ConfigDict, split: str, *, training: bool 
   # pylint: disable=g-import-not-at-top  # Each dataset module is imported only when used.
   if d.source == "mix":
     from biskip_jax.datasets import mixing
-    names = [n for n in MIXABLE if d.mix.get(n, 0.0) > 0]
+    names = [n for n in MIXABLE if d.mix[n] > 0]
     if not names:
       raise UserError("--config.data.source=mix needs a weight > 0 in --config.data.mix for "
                       f"at least one of {', '.join(MIXABLE)}.")
@@ -107,36 +103,27 @@ def get_source(config: ml_collections.ConfigDict, split: str, *, training: bool 
     return mixing.ConcatSource(subs)
   if d.source == "frames":
     from biskip_jax.datasets import frames
-    fr = d.frames
+    fr = d.frames.to_dict()  # Fields named as FramesSource's arguments, but for these two:
+    path, num_train = fr.pop("path"), fr.pop("num_train")
     return frames.FramesSource(
-        frames.list_sequences(fr.path), split="train" if split == d.train_split else "eval",
-        num_examples=fr.num_train, seed=data_seed(config), window=fr.window,
-        eval_window=fr.eval_window, eval_range=fr.eval_range, num_eval=fr.num_eval,
-        curve=fr.curve, gamma=fr.gamma, eval_max_size=fr.eval_max_size, cache_mb=fr.cache_mb)
+        frames.list_sequences(path), split="train" if split == d.train_split else "eval",
+        num_examples=num_train, seed=data_seed(config), **fr)
   if d.source == "synthetic":
     from biskip_jax.datasets import synthetic
-    sy = d.synthetic
+    # The blur's fields are named as SyntheticSource's arguments; these pick the records.
+    sy = d.synthetic.to_dict()
+    images, holdout, every = sy.pop("images"), sy.pop("holdout"), sy.pop("holdout_every")
+    num_train, num_eval = sy.pop("num_train"), sy.pop("num_eval")
     which = "train" if split == d.train_split else "eval"
     return synthetic.SyntheticSource(
-        synthetic.image_specs(sy.images, sy.holdout, which, sy.get("holdout_every", 0)),
-        num_examples=sy.get("num_train", 512) if which == "train" else sy.num_eval,
-        seed=data_seed(config), split=which, kernel_size=sy.kernel_size, max_anxiety=sy.max_shake,
-        noise_std=sy.noise_std, gamma=sy.gamma,
-        # Later fields; configs written before them keep the earlier behaviour.
-        length_range=sy.get("length_range", (0.15, 1.0)),
-        exposure_range=sy.get("exposure_range", (1.0, 1.0)),
-        noise_std_max=sy.get("noise_std_max", 0.0), jpeg_prob=sy.get("jpeg_prob", 0.0),
-        jpeg_quality=sy.get("jpeg_quality", (60, 95)), sharp_prob=sy.get("sharp_prob", 0.0),
-        scale_range=sy.get("scale_range", (1.0, 1.0)),
-        eval_max_size=sy.get("eval_max_size", 0),
-        highlight_prob=sy.get("highlight_prob", 0.0),
-        highlight_gain=sy.get("highlight_gain", (1.0, 1.0)),
-        shot_noise=sy.get("shot_noise", (0.0, 0.0)), read_noise=sy.get("read_noise", (0.0, 0.0)))
+        synthetic.image_specs(images, holdout, which, every),
+        num_examples=num_train if which == "train" else num_eval, seed=data_seed(config),
+        split=which, max_anxiety=sy.pop("max_shake"), **sy)
   if d.source == "gopro":
     from biskip_jax.datasets import gopro
-    if d.get("gopro_format", "folder") == "tfds":
+    if d.gopro_format == "tfds":
       return gopro.TfdsPairSource(
-          gopro.prepare_tfds(d.path, d.blur_kind, d.get("tfds_data_dir", "") or None), split)
+          gopro.prepare_tfds(d.path, d.blur_kind, d.tfds_data_dir or None), split)
     pairs = gopro.list_pairs(d.path, split, d.blur_kind)
   elif d.source == "folder":
     from biskip_jax.datasets import folder
@@ -158,7 +145,7 @@ def get_source(config: ml_collections.ConfigDict, split: str, *, training: bool 
 def num_train_examples(config: ml_collections.ConfigDict) -> int:
   """Examples (crops) in one training epoch: training records x ``data.crops_per_image``."""
   source = get_source(config, config.data.train_split, training=True, check_sizes=False)
-  return len(source) * config.data.get("crops_per_image", 1)
+  return len(source) * config.data.crops_per_image
 
 
 def _describe(source: Any, index: int) -> str:
@@ -176,8 +163,8 @@ class _TrainTransform:
     self._small = d.small_images
     self._max_bad = d.max_bad_fraction
     cache = d.cache_decoded
-    self._cache_bytes = d.get("cache_max_mb", 2048) * 2**20 if cache else float("inf")
-    self._cache_items = sys.maxsize if cache else (2 if d.get("crops_per_image", 1) > 1 else 0)
+    self._cache_bytes = d.cache_max_mb * 2**20 if cache else float("inf")
+    self._cache_items = sys.maxsize if cache else (2 if d.crops_per_image > 1 else 0)
     self.__setstate__(self.__dict__)
 
   def __getstate__(self) -> dict[str, Any]:  # Each worker starts with empty caches/counters.
@@ -297,7 +284,7 @@ def create_train_iterator(config: ml_collections.ConfigDict, source: Any) -> Any
   batch = per_process_batch_size(config)
   seed = data_seed(config)
   records = grain.MapDataset.range(len(source)).shuffle(seed=seed).repeat()
-  every = d.get("crops_per_image", 1)
+  every = d.crops_per_image
   if every > 1:
     records = grain.MapDataset.range(sys.maxsize).map(
         functools.partial(_nth_record, records, every))

@@ -48,16 +48,13 @@ def pixel_loss(x: jax.Array, y: jax.Array, kind: str) -> jax.Array:
     [N] float32 (or wider) per-sample losses.
 
   Raises:
-    ValueError: for an unknown ``kind`` or mismatched shapes.
+    ValueError: for mismatched shapes (``kind`` is one of :data:`PIXEL_KINDS`, as
+      ``config_checks`` validates ``loss.pixel``).
   """
-  if kind not in PIXEL_KINDS:
-    raise ValueError(f"unknown pixel loss {kind!r}: expected one of {PIXEL_KINDS}")
   _check_same_shape(x, y, "pixel_loss")
-  n = x.shape[0]
   if kind == "none":
-    return jnp.zeros((n,), jnp.float32)
-  d = x - y
-  return _per_sample_mean(jnp.abs(d) if kind == "l1" else jnp.square(d))
+    return jnp.zeros((x.shape[0],), jnp.float32)
+  return _per_sample_mean({"l1": jnp.abs, "l2": jnp.square}[kind](x - y))
 
 
 def feature_loss(fx: jax.Array, fy: jax.Array) -> jax.Array:

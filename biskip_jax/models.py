@@ -19,10 +19,14 @@ from jax import lax
 
 from biskip_jax.conv import Conv, conv2d
 from biskip_jax.errors import UserError
-from biskip_jax.schemes import VARIANTS  # Table 1's generator bodies.
+from biskip_jax.schemes import VARIANTS  # noqa: F401  Table 1's generator bodies (re-exported).
 
+# Names of the config's choices; config_checks validates them, the modules below index by them.
 NORMS = ("batch", "instance", "none")
+CRITIC_NORMS = ("instance", "none")  # Never batch norm under a gradient penalty (DESIGN §3).
 POOLS = ("avg", "max")
+# ResBlock convs on the residual path per variant (Table 1's generator bodies, DESIGN §2).
+_RES_CONVS = {"S": 0, "BS-w/o-R": 0, "BS-cR": 1, "BS": 2}
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
 _xavier = nn.initializers.xavier_uniform()
@@ -46,9 +50,9 @@ def _pool2x2(x: jax.Array, kind: str) -> jax.Array:
   (``export_lib``) converts the primitive: jax2onnx replaces Flax's pools with its own, whose
   shape rule keeps a symbolic height or width unhalved.
   """
-  if kind == "avg":
-    return lax.reduce_window(x, 0.0, lax.add, (1, 2, 2, 1), (1, 2, 2, 1), "VALID") / 4.0
-  return lax.reduce_window(x, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+  window = (1, 2, 2, 1)
+  return {"avg": lambda: lax.reduce_window(x, 0.0, lax.add, window, window, "VALID") / 4.0,
+          "max": lambda: lax.reduce_window(x, -jnp.inf, lax.max, window, window, "VALID")}[kind]()
 
 
 class _Norm(nn.Module):
@@ -67,6 +71,7 @@ class _Norm(nn.Module):
     if self.kind == "instance":
       return nn.InstanceNorm(dtype=self.dtype, use_scale=self.affine, use_bias=self.affine,
                              name="in")(x)
+    assert self.kind == "none", self.kind  # Names are validated by config_checks.
     return x
 
 
@@ -277,12 +282,6 @@ class BiSkip(nn.Module):
     return 2 ** len(self.channels)
 
   def _check(self) -> None:
-    if self.variant not in VARIANTS:
-      raise ValueError(f"unknown model.variant {self.variant!r}; expected one of {VARIANTS}")
-    if self.norm not in NORMS:
-      raise ValueError(f"unknown model.norm {self.norm!r}; expected one of {NORMS}")
-    if self.pool not in POOLS:
-      raise ValueError(f"unknown model.pool {self.pool!r}; expected one of {POOLS}")
     if len(self.skip_channels) != len(self.channels) - 1:
       raise ValueError(f"model.skip_channels needs {len(self.channels) - 1} entries (one per "
                        f"level above the smallest), got {tuple(self.skip_channels)}")
@@ -313,7 +312,7 @@ class BiSkip(nn.Module):
                dtype=dt)
     levels = len(self.channels)
     deep = self.variant != "S"
-    res_convs = {"BS": 2, "BS-cR": 1}.get(self.variant, 0)
+    res_convs = _RES_CONVS[self.variant]
 
     # Contracting path with shallow (1x1) and deep (3x3) skips per scale.
     h_ = b.astype(dt)
@@ -357,7 +356,8 @@ class Critic(nn.Module):
   2,764,737 conv parameters. A sample's score is the mean of its output map, so each score
   depends on that sample alone (needed by the per-sample gradient penalty). Norm is instance
   norm (without scale and bias by default, as DeblurGAN's ``InstanceNorm2d(affine=False)``) or
-  none; batch norm is refused, since it couples samples and breaks the gradient penalty.
+  none; batch norm is refused (``CRITIC_NORMS``), since it couples samples and breaks the
+  gradient penalty.
 
   Deviation, deliberately: convs pad "SAME" (a 256x256 crop gives a 32x32 score map) where
   DeblurGAN pads every 4x4 conv by 2 (a 35x35 map). Layers, parameters and the 70x70 receptive
@@ -391,11 +391,6 @@ class Critic(nn.Module):
     Returns:
       [N] float32 scores (higher means "more like a sharp image").
     """
-    if self.norm not in ("instance", "none"):
-      raise ValueError(f"critic.norm must be 'instance' or 'none', got {self.norm!r} (batch "
-                       "norm couples samples and is invalid under a gradient penalty)")
-    if self.num_layers < 1:
-      raise ValueError(f"critic.num_layers must be >= 1 (stride-2 convs), got {self.num_layers}")
     if self.conditional:
       if blurred is None:
         raise ValueError("a conditional critic needs the blurred input")
@@ -411,25 +406,25 @@ class Critic(nn.Module):
     return jnp.mean(h.astype(jnp.float32), axis=(1, 2, 3))
 
 
+def _fields(section: Any) -> dict[str, Any]:
+  """A config section as keyword arguments (lists as tuples: module attributes are hashed)."""
+  return {k: tuple(v) if isinstance(v, list) else v for k, v in section.items()}
+
+
 def generator_from_config(model_config: Any, dtype: str | None = None,
                           platform: str | None = None) -> BiSkip:
-  """Builds a :class:`BiSkip` from ``config.model``; ``dtype`` overrides its compute dtype,
-  ``platform`` forces the form of its up-sampling convs (``BiSkip.platform``)."""
-  return BiSkip(variant=model_config.variant, channels=tuple(model_config.channels),
-                skip_channels=tuple(model_config.skip_channels),
-                num_res_blocks=model_config.num_res_blocks, norm=model_config.norm,
-                pool=model_config.pool, act_slope=model_config.act_slope,
-                bn_momentum=model_config.bn_momentum,
-                zero_residual=model_config.get("zero_residual", False),
-                dtype=dtype or model_config.dtype, platform=platform)
+  """Builds a :class:`BiSkip` from ``config.model`` (every field is an attribute of the same
+  name); ``dtype`` overrides its compute dtype, ``platform`` forces the form of its
+  up-sampling convs (``BiSkip.platform``)."""
+  fields = _fields(model_config)
+  return BiSkip(**{**fields, "dtype": dtype or fields["dtype"]}, platform=platform)
 
 
 def critic_from_config(critic_config: Any, dtype: str = "float32") -> Critic:
-  """Builds a :class:`Critic` from ``config.critic`` computing in ``dtype`` (the critic only
-  trains, so its dtype is ``train.compute_dtype``; parameters stay float32)."""
-  return Critic(features=critic_config.features, num_layers=critic_config.num_layers,
-                norm=critic_config.norm, norm_affine=critic_config.norm_affine,
-                conditional=critic_config.conditional, dtype=dtype)
+  """Builds a :class:`Critic` from ``config.critic`` (every field is an attribute of the same
+  name) computing in ``dtype`` (the critic only trains, so its dtype is
+  ``train.compute_dtype``; parameters stay float32)."""
+  return Critic(**_fields(critic_config), dtype=dtype)
 
 
 def count_params(params: Any) -> int:

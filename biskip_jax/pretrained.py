@@ -37,7 +37,7 @@ import ml_collections
 import numpy as np
 from flax import traverse_util
 
-from biskip_jax import models
+from biskip_jax import config_checks, models
 from biskip_jax.errors import UserError
 from biskip_jax.output_files import atomic_write, sha256
 
@@ -179,7 +179,8 @@ def read_verified(name: str = DEFAULT_NAME, directory: str = DIRECTORY
   """Reads a shipped model (or one exported like it) after checking its size and SHA-256.
 
   Returns:
-    ``(the run's config, {"params", "batch_stats"}, metadata)``.
+    ``(config, {"params", "batch_stats"}, metadata)``; ``config`` is the run's, upgraded onto
+    today's fields (:func:`biskip_jax.config_checks.upgrade`).
 
   Raises:
     UserError: a missing, truncated, altered or mismatched file (one line naming it).
@@ -191,11 +192,12 @@ def read_verified(name: str = DEFAULT_NAME, directory: str = DIRECTORY
   try:
     with open(json_path) as f:
       meta = json.load(f)
-    config = ml_collections.ConfigDict(meta["config"])
+    stored_config = meta["config"]
     expected_sha, expected_bytes = meta["sha256"], int(meta["bytes"])
   except (ValueError, KeyError, TypeError) as e:
     raise UserError(f"shipped model file {json_path} is damaged ({type(e).__name__}: {e}): "
                     f"{_RESTORE_HINT}") from e
+  config = config_checks.upgrade(stored_config, json_path)
   size = os.path.getsize(npz_path)
   if size != expected_bytes:
     raise UserError(f"shipped model file {npz_path} has {size} bytes, expected "

@@ -315,8 +315,8 @@ class _Loop:
         "run/total_epochs": total_epochs})
     self.progress = periodic_actions.ReportProgress(self.total_steps)
     self.profile = periodic_actions.Profile(
-        os.path.join(workdir, "profile"), config.train.get("profile_steps", (0, 0)),
-        enabled=main and config.train.get("profile", False))
+        os.path.join(workdir, "profile"), config.train.profile_steps,
+        enabled=main and config.train.profile)
     self.best = self.ckpt.best_metric()
     self.last_save = time.monotonic()
     self.accum: dict[str, list[jax.Array]] = {}
@@ -333,7 +333,7 @@ class _Loop:
     if restored_step is not None:
       log.info("resumed from %s at step %d", self.ckpt.directory, int(restored.step))
       return restored
-    if self.config.train.get("init_from", ""):
+    if self.config.train.init_from:
       state = warm_start(state, self.config, self.workdir)
     from clu import parameter_overview  # pylint: disable=g-import-not-at-top
     log.info("generator:\n%s", parameter_overview.get_parameter_overview(state.gen.params))
@@ -431,7 +431,7 @@ class _Loop:
   def checkpoint(self, final: bool) -> None:
     """Saves every ``train.checkpoint_every`` steps (and ``train.checkpoint_every_secs``
     seconds); the final one is retried, then reported."""
-    secs = self.config.train.get("checkpoint_every_secs", 0)
+    secs = self.config.train.checkpoint_every_secs
     due = secs > 0 and time.monotonic() - self.last_save >= secs
     if not (self._every(self.config.train.checkpoint_every) or final or due):
       return

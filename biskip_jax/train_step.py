@@ -179,20 +179,14 @@ COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 def compute_dtype(config: ml_collections.ConfigDict) -> str:
-  """The train step's compute dtype, ``config.train.compute_dtype`` (``"float32"`` if absent).
+  """The train step's compute dtype, ``config.train.compute_dtype`` (one of
+  :data:`COMPUTE_DTYPES`, as ``config_checks`` validates it).
 
   Mixed precision (``"bfloat16"``): the generator, the critic and VGG19 run their convs and
   activations in bfloat16, while parameters, optimizer state, batch-norm statistics, norm
   reductions, losses, the gradient penalty's norms and the SPL weights stay float32.
-
-  Raises:
-    ValueError: for a dtype other than :data:`COMPUTE_DTYPES`.
   """
-  name = config.train.get("compute_dtype", "float32")
-  if name not in COMPUTE_DTYPES:
-    raise ValueError(f"--config.train.compute_dtype={name!r}: expected one of "
-                     f"{', '.join(COMPUTE_DTYPES)}")
-  return name
+  return config.train.compute_dtype
 
 
 @dataclasses.dataclass(frozen=True)
@@ -238,7 +232,7 @@ class StepFns:
       feature = jnp.zeros((n,), jnp.float32)
     content = losses.bilevel_loss(pixel, feature, lc.gamma1, lc.gamma2)
     parts = dict(pixel=pixel, feature=feature)
-    if lc.get("gamma_fft", 0.0) > 0:
+    if lc.gamma_fft > 0:
       parts["fft"] = losses.frequency_loss(restored, sharp)
       content = content + lc.gamma_fft * parts["fft"]
     return content, parts

@@ -49,6 +49,7 @@ LAYERS: tuple[VGGLayer, ...] = tuple(
         ("conv5_1", 28, 512), ("conv5_2", 30, 512), ("conv5_3", 32, 512), ("conv5_4", 34, 512),
     ))
 LAYER_NAMES = tuple(layer.name for layer in LAYERS)
+INPUTS = ("imagenet", "raw")  # normalize_input's modes (config.loss.vgg_input).
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -77,7 +78,7 @@ def normalize_input(x: jnp.ndarray, mode: str) -> jnp.ndarray:
     mean = jnp.asarray(IMAGENET_MEAN, x.dtype)
     std = jnp.asarray(IMAGENET_STD, x.dtype)
     return ((x + 1) / 2 - mean) / std
-  raise ValueError(f"Unknown VGG input normalisation {mode!r}; use 'imagenet' or 'raw'.")
+  raise ValueError(f"Unknown VGG input normalisation {mode!r}; use one of {', '.join(INPUTS)}.")
 
 
 class VGG19Features(nn.Module):

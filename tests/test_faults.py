@@ -96,7 +96,7 @@ def good_run(tmp_path_factory):
 def _nan_config(monkeypatch):
   # A NaN loss weight is refused up front (config_checks); these tests want it to reach the
   # train step, as a fault that appears only once training runs.
-  monkeypatch.setattr(config_checks, "check_ranges", lambda config, sections=None: None)
+  monkeypatch.setattr(config_checks, "check_ranges", lambda config, sections=None, where=None: None)
   config = _config(max_bad_steps=2)
   config.loss.gamma1 = float("nan")  # Every loss, hence every step, is NaN.
   return config

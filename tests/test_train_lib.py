@@ -147,7 +147,12 @@ def test_batch_must_divide_over_devices(monkeypatch):
 
 @pytest.mark.parametrize("field,value,match", [
     ("model.variant", "XL", "--config.model.variant='XL'"),
+    ("model.norm", "group", "--config.model.norm='group': expected one of batch, instance, none"),
+    ("model.pool", "stride", "--config.model.pool='stride': expected one of avg, max"),
     ("loss.pixel", "l3", "--config.loss.pixel='l3'"),
+    ("loss.vgg_layer", "conv9_9", "--config.loss.vgg_layer='conv9_9': expected one of conv1_1"),
+    ("data.blur_kind", "gamma", "--config.data.blur_kind='gamma': expected one of blur, "
+     "blur_gamma"),
     ("critic.norm", "batch", "--config.critic.norm='batch'"),
     ("critic.num_layers", 0, "--config.critic.num_layers=0: must be an integer >= 1"),
     ("train.compute_dtype", "float16", "--config.train.compute_dtype='float16'")])

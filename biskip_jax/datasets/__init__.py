@@ -26,6 +26,13 @@ from biskip_jax.image_io import (  # noqa: F401  (re-exported)
   save_image,
 )
 
+# Names of the data section's choices (``config.data.*``), validated by ``config_checks``.
+SOURCES = ("gopro", "folder", "synthetic", "kohler", "frames", "mix")  # data.source
+MIXABLE = ("gopro", "folder", "synthetic", "frames")  # data.mix's sources.
+SMALL_IMAGES = ("error", "pad")  # data.small_images: images smaller than the crop.
+GOPRO_FORMATS = ("folder", "tfds")  # data.gopro_format: PNG folders, or TFDS array_record.
+BLUR_KINDS = ("blur", "blur_gamma")  # data.blur_kind: GoPro's blurred frames (as stored, gamma).
+
 
 class BadImageWarning(UserWarning):
   """A training image was skipped because it could not be read."""

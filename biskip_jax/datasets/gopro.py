@@ -33,7 +33,6 @@ from biskip_jax.errors import UserError
 
 URL = "https://seungjunnah.github.io/Datasets/gopro"
 EXPECTED_PAIRS = {"train": 2103, "test": 1111}
-BLUR_KINDS = ("blur", "blur_gamma")
 _WARNED = set()  # (root, split) whose unexpected pair count was logged already.
 _EXPECTED = ("{root}/{{train,test}}/<sequence>/{{blur,blur_gamma,sharp}}/NNNNNN.png (unzip "
              f"GOPRO_Large.zip from {URL}, then pass --config.data.path=/path/to/GOPRO_Large)")
@@ -53,7 +52,7 @@ def list_pairs(root: str, split: str, blur_kind: str = "blur") -> list[datasets.
   Args:
     root: the ``GOPRO_Large`` folder.
     split: ``"train"`` or ``"test"`` (any subfolder of ``root``).
-    blur_kind: ``"blur"`` or ``"blur_gamma"``.
+    blur_kind: ``"blur"`` or ``"blur_gamma"`` (``datasets.BLUR_KINDS``).
 
   Returns:
     The pairs, named ``"<sequence>/<frame file>"``.
@@ -62,8 +61,6 @@ def list_pairs(root: str, split: str, blur_kind: str = "blur") -> list[datasets.
     UserError: the folder is missing or laid out differently (the message says where it
       looked and what it expected), or a blurred frame has no sharp frame.
   """
-  if blur_kind not in BLUR_KINDS:
-    raise UserError(f"--config.data.blur_kind={blur_kind!r} is not one of {BLUR_KINDS}.")
   if not os.path.isdir(root):
     raise _missing(root, f"{root} does not exist or is not a folder")
   split_dir = os.path.join(root, split)
@@ -171,8 +168,6 @@ def prepare_tfds(path: str, blur_kind: str = "blur", data_dir: str | None = None
   Returns:
     The prepared builder.
   """
-  if blur_kind not in BLUR_KINDS:
-    raise UserError(f"--config.data.blur_kind={blur_kind!r} is not one of {BLUR_KINDS}.")
   builder = GoProDataset(config=blur_kind, data_dir=data_dir or None)
   if not builder.is_prepared():
     list_pairs(path, "train", blur_kind)  # Fails early with a clear message.

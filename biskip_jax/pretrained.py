@@ -61,7 +61,8 @@ def export(config: ml_collections.ConfigDict, variables: dict[str, Any], *,
   """Writes a generator as a shipped model (see the module docstring).
 
   Args:
-    config: the run's config (kept whole; it holds no weights).
+    config: the run's config (kept whole but for absolute paths, which keep only their last
+      component; it holds no weights).
     variables: ``{"params": ..., "batch_stats": ...}`` of the generator (batch_stats may be
       absent or empty).
     name: file stem.
@@ -84,11 +85,27 @@ def export(config: ml_collections.ConfigDict, variables: dict[str, Any], *,
   meta = {
       "sha256": sha256(npz_path),
       "bytes": os.path.getsize(npz_path),
-      "config": config.to_dict(),
+      "config": _without_folders(config.to_dict()),
       "provenance": provenance or {},
   }
   _write_json(json_path, meta)
   return npz_path, json_path
+
+
+def _without_folders(tree: Any) -> Any:
+  """``tree`` with each absolute path cut to its last component.
+
+  A model file travels to other machines: the training data's folders on the machine that
+  trained it mean nothing there (inference reads only ``model`` and ``eval``), and its name
+  is all a reader needs to match the model card.
+  """
+  if isinstance(tree, dict):
+    return {k: _without_folders(v) for k, v in tree.items()}
+  if isinstance(tree, (list, tuple)):
+    return type(tree)(_without_folders(v) for v in tree)
+  if isinstance(tree, str) and os.path.isabs(tree):
+    return os.path.basename(os.path.normpath(tree))
+  return tree
 
 
 def _write_json(path: str, data: dict[str, Any]) -> None:

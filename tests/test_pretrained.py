@@ -16,6 +16,7 @@ from biskip_jax.datasets import load_image, save_image
 from biskip_jax.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHIPPED = os.path.isfile(pretrained.paths()[0])
 
 
 def _photo(h=40, w=56):
@@ -48,6 +49,30 @@ def test_export_holds_the_generator_only_and_loads_equal(exported):
   img = _photo()
   np.testing.assert_array_equal(d_shipped(img), d_run(img))
   assert not np.array_equal(d_shipped(img), img)  # The tiny model is not the identity.
+
+
+def _strings(tree):
+  if isinstance(tree, dict):
+    return [s for v in tree.values() for s in _strings(v)]
+  if isinstance(tree, list):
+    return [s for v in tree for s in _strings(v)]
+  return [tree] if isinstance(tree, str) else []
+
+
+def test_export_keeps_no_folder_of_the_training_machine(workdir, tmp_path):
+  _, config, variables = workdir
+  config = config.copy_and_resolve_references()
+  config.data.synthetic.images = str(tmp_path / "data" / "photos") + os.sep
+  config.data.frames.path = str(tmp_path / "frames")
+  _, json_path = pretrained.export(config, variables, name="t", directory=str(tmp_path / "m"))
+  meta = json.load(open(json_path))
+  assert meta["config"]["data"]["synthetic"]["images"] == "photos"
+  assert meta["config"]["data"]["frames"]["path"] == "frames"
+  assert not any(os.path.isabs(s) for s in _strings(meta))
+  # The config still reads back as the run's model.
+  assert pretrained.read_verified("t", str(tmp_path / "m"))[0].model == config.model
+  if SHIPPED:
+    assert not any(os.path.isabs(s) for s in _strings(json.load(open(pretrained.paths()[1]))))
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "delete_npz", "delete_json",
@@ -83,14 +108,12 @@ def test_damaged_shipped_model_is_one_clear_error(exported, tmp_path, damage):
   assert (json_path if damage in ("delete_json", "bad_json") else npz_path) in msg
 
 
-SHIPPED = os.path.isfile(pretrained.paths()[0])
-
 
 @pytest.mark.skipif(not SHIPPED, reason="no shipped model in biskip_jax/pretrained/")
 @pytest.mark.slow
 def test_shipped_model_verifies_and_leaves_a_sharp_photo_alone():
   npz_path, _ = pretrained.paths()
-  assert os.path.getsize(npz_path) <= 25 * 10**6  # Issue 16: at most 25 MB.
+  assert os.path.getsize(npz_path) <= 25 * 10**6  # The shipped model's size limit.
   d = inference.Deblurrer.pretrained()
   # The paper's full-width generator.
   assert tuple(d.config.model.channels) == (32, 64, 128, 128, 128)
@@ -98,7 +121,7 @@ def test_shipped_model_verifies_and_leaves_a_sharp_photo_alone():
   sharp = np.ascontiguousarray(skimage.data.chelsea()[:128, :160])
   out = d(sharp)
   mse = np.mean((out.astype(np.float64) - sharp) ** 2)
-  assert 10 * np.log10(255.0 ** 2 / max(mse, 1e-10)) >= 35.0  # Issue 16: sharp stays sharp.
+  assert 10 * np.log10(255.0 ** 2 / max(mse, 1e-10)) >= 35.0  # A sharp photo stays sharp.
 
 
 @pytest.mark.skipif(not SHIPPED, reason="no shipped model in biskip_jax/pretrained/")

@@ -268,7 +268,7 @@ def write_report(out: str, summary: dict) -> None:
         f"{', '.join(summary['env']['unpacked']) or 'none'}",
         f"- Mode: {'tiny (sizes mean nothing)' if summary['tiny'] else 'full'}; budget "
         f"{summary['budget_s']} s, used {summary['seconds']:.0f} s", ""]
-  md += ["## Targets (issue 17)", ""] + [f"- {t}" for t in summary["targets"]] + [""]
+  md += ["## Targets", ""] + [f"- {t}" for t in summary["targets"]] + [""]
   for name, part in summary["parts"].items():
     md += [f"## {name}: {part['status']} ({part['seconds']:.0f} s)", ""]
     md.append(f"`{part['command']}`")

@@ -273,7 +273,7 @@ def test_train_py_reports_user_errors_without_traceback(tmp_path):
 
 
 def test_validation_compiles_once_per_run_and_uses_the_current_weights():
-  """Issue 18 item 1: one Deblurrer per run; new weights do not recompile it."""
+  """One Deblurrer per run: new weights do not recompile it."""
   config = tiny.get_config("1-BS")
   config.data.synthetic.num_eval = 2
   config.train.eval_num_images = 2

@@ -137,7 +137,9 @@ def metadata(config: ml_collections.ConfigDict, *, ckpt: str, step: int | None, 
   return {
       "format": fmt,
       "model": "Bi-Skip generator (Zhang et al., 2019), inference mode",
-      "source": {"ckpt": ckpt, "step": step, "model": config.model.to_dict()},
+      # As JSON reads it back (lists, not the config's tuples), so the file and this agree.
+      "source": {"ckpt": ckpt, "step": step,
+                 "model": json.loads(json.dumps(config.model.to_dict(), default=list))},
       "input": {"name": "x", "shape": ["b", f"{multiple}*h", f"{multiple}*w", 3],
                 "dtype": "float32", "layout": "NHWC", "channels": "RGB", "range": [-1.0, 1.0],
                 "from_uint8": "x = u8 / 127.5 - 1",

@@ -231,7 +231,7 @@ def test_gpu_training_script_dry_run_writes_a_small_float16_model(tmp_path):
   # The float16 file loads (as float32) wherever a --ckpt is taken.
   from biskip_jax import inference
   config, variables, step = inference.load_generator(str(out / "biskip_gpu.npz"))
-  assert step > 0 and config.model.channels == [4, 8, 8, 8, 8]
+  assert step > 0 and tuple(config.model.channels) == (4, 8, 8, 8, 8)
   assert variables["params"]["out"]["kernel"].dtype == np.float32
   steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
   assert max(steps) == step

@@ -6,8 +6,8 @@ image) and, with ``--out``, writes ``metrics.json``, ``per_image.csv``, the rest
 saliency heat maps and side-by-side figures.
 """
 
-# The flags and main() are in biskip_jax/entry/evaluate.py (also installed as biskip-evaluate).
-from biskip_jax.entry import evaluate
+# The flags and main() are in biskip_jax/cli/evaluate.py (also installed as biskip-evaluate).
+from biskip_jax.cli import evaluate
 
 if __name__ == "__main__":
   evaluate.run()

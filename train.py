@@ -5,8 +5,8 @@ command again resumes from the latest checkpoint in DIR. Stopped by SIGTERM or C
 a checkpoint and exits with status 128 + the signal's number (143, 130): not a success.
 """
 
-# The flags and main() are in biskip_jax/entry/train.py (also installed as biskip-train).
-from biskip_jax.entry import train
+# The flags and main() are in biskip_jax/cli/train.py (also installed as biskip-train).
+from biskip_jax.cli import train
 
 if __name__ == "__main__":
   train.run()

@@ -21,8 +21,10 @@ import numpy as np
 import torch
 
 from benchmarks import torch_reference as tr
-from biskip_jax import image_io, models, train_step, vgg
+from biskip_jax.data import image_io
+from biskip_jax.nn import models, vgg, vgg_loading
 from biskip_jax.output_files import atomic_write
+from biskip_jax.train import train_step
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -241,7 +243,7 @@ def build_pair(config: Any, crop: int, total_steps: int = 1000, seed: int = 0):
   index = {spec.name: spec.index for spec in vgg.LAYERS}[layer]
   tv = tr.vgg19_features(index)
   vgg_params = jax.tree_util.tree_map(
-      jnp.asarray, vgg.port_torchvision_vgg19(tr.vgg_state_dict(tv), layer))
+      jnp.asarray, vgg_loading.port_torchvision_vgg19(tr.vgg_state_dict(tv), layer))
   return state, vgg_params, g.to(device), d.to(device), tv.to(device).eval()
 
 

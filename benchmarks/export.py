@@ -5,9 +5,9 @@
   python -m benchmarks.export --quick          # tiny random model, 64x64: checks that it runs
 
 In one process, on the same input, it times three ways of running the same weights
-(``biskip_jax/export_lib.py``):
+(``biskip_jax/inference/export_lib.py``):
 
-* ``JAX``: the model jitted as ``inference.Deblurrer`` runs it (same compiler options);
+* ``JAX``: the model jitted as ``full_resolution.Deblurrer`` runs it (same compiler options);
 * ``StableHLO``: the ``jax.export`` artifact, serialized, deserialized and called under jit;
 * ``ONNX``: the jax2onnx file in an onnxruntime CPU session (default options: all graph
   optimizations, one intra-op thread per core).
@@ -29,7 +29,10 @@ import numpy as np
 from absl import app, flags, logging
 
 from benchmarks import common
-from biskip_jax import cli, conv, export_lib, image_io, inference, models
+from biskip_jax import cli
+from biskip_jax.data import image_io
+from biskip_jax.inference import export_lib, loading
+from biskip_jax.nn import conv, models
 
 _CKPT = cli.define_ckpt_flag()
 _SIZES = flags.DEFINE_string("sizes", "256x256,720x1280", "Comma-separated HxW input sizes.")
@@ -46,7 +49,7 @@ def _model() -> tuple[object, dict, str]:
     model = models.generator_from_config(config.model)
     variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
     return config, variables, "tiny random model"
-  config, variables, step = inference.load_generator(_CKPT.value)
+  config, variables, step = loading.load_generator(_CKPT.value)
   return config, variables, f"{_CKPT.value} (step {step})"
 
 

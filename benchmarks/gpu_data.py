@@ -18,8 +18,8 @@ import sys
 
 from PIL import Image
 
-from biskip_jax import image_io
-from biskip_jax.datasets import frames
+from biskip_jax.data import image_io
+from biskip_jax.data.datasets import frames
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

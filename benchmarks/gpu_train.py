@@ -21,7 +21,7 @@ It needs only the standard library itself, as it runs before anything is known t
 Back on the CPU machine the model is validated and, if the shipping rule says so, shipped::
 
   python evaluate.py --ckpt=OUT/biskip_gpu.npz --data=...       # loads float16 as float32
-  python -m biskip_jax.entry.pretrained --ckpt=OUT/biskip_gpu.npz      # float32, as shipped
+  python -m biskip_jax.cli.pretrained --ckpt=OUT/biskip_gpu.npz      # float32, as shipped
 
 Exit status: 0 when a model was written, 1 when training or export failed, 2 without a usable
 environment or data.
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
   if os.path.exists(metrics):
     shutil.copyfile(metrics, os.path.join(args.out, "metrics.jsonl"))
 
-  export = [args.python, "-m", "biskip_jax.entry.pretrained", f"--ckpt={workdir}",
+  export = [args.python, "-m", "biskip_jax.cli.pretrained", f"--ckpt={workdir}",
             f"--name={_NAME}", f"--out_dir={args.out}", "--dtype=float16"]
   left = max(budget - (time.monotonic() - start) - 5, margin / 2)
   status, seconds = gpu_run.run_part(export, env, left, log)

@@ -33,7 +33,8 @@ from ml_collections import config_flags
 
 from benchmarks import common
 from benchmarks import torch_reference as tr
-from biskip_jax import conv, image_io, models
+from biskip_jax.data import image_io
+from biskip_jax.nn import conv, models
 from configs import tiny
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -112,7 +113,7 @@ def _model_config():
 
 def _bench_jax(model_config, variables, images, dtype, s):
   model = models.generator_from_config(model_config).clone(dtype=dtype)
-  # The options users' programs get (inference.Deblurrer, train_step.jit_train_step).
+  # The options users' programs get (full_resolution.Deblurrer, train_step.jit_train_step).
   fn = jax.jit(functools.partial(model.apply, train=False),
                compiler_options=conv.compiler_options(jax.default_backend()))
   x = image_io.to_model_range(jnp.asarray(images))

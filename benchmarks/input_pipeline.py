@@ -1,7 +1,7 @@
 r"""Training input pipeline throughput on a GoPro-like folder of 1280x720 PNGs.
 
 Builds, in a temporary folder, ``--num_pairs`` GoPro-layout pairs (scikit-image photos resized
-to 1280x720, blurred with :mod:`biskip_jax.blur`), then prints random 256x256 crops per second
+to 1280x720, blurred with :mod:`biskip_jax.data.blur`), then prints random 256x256 crops per second
 for 0, 1 and 2 worker processes, with and without ``data.cache_decoded`` and with
 ``data.crops_per_image``. Throughput is measured after a warm-up (worker start, and for the
 cache two epochs so that every worker holds the frames it sees).
@@ -18,8 +18,8 @@ import time
 import numpy as np
 from absl import app, flags, logging
 
-from biskip_jax import blur, datasets, input_pipeline
-from biskip_jax.datasets import synthetic
+from biskip_jax.data import blur, datasets, input_pipeline
+from biskip_jax.data.datasets import synthetic
 from configs import biskip
 
 _QUICK = flags.DEFINE_bool("quick", False, "Tiny dataset and few batches (smoke test).")

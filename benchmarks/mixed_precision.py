@@ -8,7 +8,7 @@ For each ``config.train.compute_dtype`` it trains ``configs/quickstart.py`` (or 
 from the same initial parameters on the same batches, then restores the held-out synthetic
 pairs (``coffee`` and ``rocket``, 8 blurs) in float32 and reports the step rate and the
 held-out PSNR, with the difference to float32. Parameters and optimizer state are float32 in
-both runs (:func:`biskip_jax.train_step.compute_dtype`).
+both runs (:func:`biskip_jax.train.train_step.compute_dtype`).
 
 The batches come from a pool of ``--pool`` random synthetic crops made once, not from the
 streaming input pipeline (which needs grain): the figure is the precision's cost, measured
@@ -26,8 +26,11 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from benchmarks import common
-from biskip_jax import inference, metrics, spl, train_step
-from biskip_jax.datasets import synthetic
+from biskip_jax.data.datasets import synthetic
+from biskip_jax.evaluation import metrics
+from biskip_jax.inference import full_resolution
+from biskip_jax.objective import spl
+from biskip_jax.train import train_step
 from configs import tiny
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -122,7 +125,7 @@ def held_out_psnr(config: ml_collections.ConfigDict, state: train_step.TrainStat
                   pairs: list[dict]) -> tuple[float, float]:
   """Mean PSNR of the restored and of the blurred held-out pairs (float32 inference)."""
   variables = {"params": state.gen.params, "batch_stats": state.gen.batch_stats}
-  deblurrer = inference.Deblurrer(config, variables, dtype="float32")
+  deblurrer = full_resolution.Deblurrer(config, variables, dtype="float32")
   restored = [metrics.psnr(deblurrer(p["blur"]), p["sharp"]) for p in pairs]
   blurred = [metrics.psnr(p["blur"], p["sharp"]) for p in pairs]
   return float(np.mean(restored)), float(np.mean(blurred))

@@ -31,7 +31,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from benchmarks import common
-from biskip_jax import train_step
+from biskip_jax.train import train_step
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(common._ROOT, "configs", "pretrain.py"), "Training config.")

@@ -2,10 +2,10 @@
 
 ``benchmarks/inference.py`` and ``benchmarks/train_step.py`` time the JAX code against this
 module in the same process, on the same device. To make the comparison like for like, the
-networks here are the exact counterparts of ``biskip_jax.models`` (same layers, padding,
+networks here are the exact counterparts of ``biskip_jax.nn.models`` (same layers, padding,
 norms and initial values: :func:`port_generator` and :func:`port_critic` copy Flax
 parameters across) and :func:`train_step` runs the same algorithm as
-``biskip_jax.train_step.train_step`` (one generator forward, ``n_critic`` WGAN-GP critic
+``biskip_jax.train.train_step.train_step`` (one generator forward, ``n_critic`` WGAN-GP critic
 updates on the batch with x̃ fixed, one generator update; eq. 4, 7, 11–13).
 :func:`check_equivalence` measures how far the two implementations' outputs are apart.
 
@@ -111,7 +111,7 @@ class ResBlock(nn.Module):
 
 
 class BiSkip(nn.Module):
-  """``biskip_jax.models.BiSkip`` in PyTorch (paper Fig. 5); NCHW in [-1, 1], any H, W."""
+  """``biskip_jax.nn.models.BiSkip`` in PyTorch (paper Fig. 5); NCHW in [-1, 1], any H, W."""
 
   def __init__(self, variant: str = "BS", channels: Sequence[int] = (32, 64, 128, 128, 128),
                skip_channels: Sequence[int] = (16, 32, 64, 64), num_res_blocks: int = 3,
@@ -184,7 +184,7 @@ class BiSkip(nn.Module):
 
 
 class Critic(nn.Module):
-  """``biskip_jax.models.Critic`` (DeblurGAN's PatchGAN WGAN critic) in PyTorch; [N] scores."""
+  """``biskip_jax.nn.models.Critic`` (DeblurGAN's PatchGAN WGAN critic) in PyTorch; [N] scores."""
 
   def __init__(self, features: int = 64, num_layers: int = 3, norm: str = "instance",
                conditional: bool = False, act_slope: float = 0.2, norm_affine: bool = False):
@@ -314,7 +314,7 @@ def critic_from_config(critic_config: Any) -> Critic:
                 critic_config.conditional, norm_affine=critic_config.norm_affine)
 
 
-# --- Losses and the train step (biskip_jax.losses / train_step). ---
+# --- Losses and the train step (biskip_jax.objective.losses / train_step). ---
 
 def spl_weights(losses: torch.Tensor, lam: float, q: float) -> torch.Tensor:
   """Eq. 11: ``(1 − l/λ)^(1/(q−1))`` where ``l < λ``, else 0 (λ = ∞ gives 1)."""
@@ -339,7 +339,7 @@ def gradient_penalty(critic: Critic, real: torch.Tensor, fake: torch.Tensor,
 
 
 class Trainer:
-  """The train step of ``biskip_jax.train_step`` (Algorithm 1, lines 5–10) in PyTorch.
+  """The train step of ``biskip_jax.train.train_step`` (Algorithm 1, lines 5–10) in PyTorch.
 
   Args:
     generator, critic: the networks (ported from Flax for a like-for-like comparison).

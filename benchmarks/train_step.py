@@ -8,7 +8,7 @@
 The paper's step (§5, Algorithm 1): batch 1 of 256x256 crops, scheme SA1P-BS, i.e. one
 generator forward, ``n_critic`` = 2 WGAN-GP critic updates (gradient penalty: a double
 backward through the critic), the VGG19 conv3_3 perceptual loss and one generator update.
-The JAX step is ``biskip_jax.train_step`` exactly as training runs it (jitted over a device
+The JAX step is ``biskip_jax.train.train_step`` exactly as training runs it (jitted over a device
 mesh, state donated); PyTorch's is ``benchmarks/torch_reference.Trainer`` with weights ported
 from the JAX state, on the same device. Steps run back to back (as in training) and the
 device is synchronised once per timed block; figures are medians over ``--repeats`` blocks.
@@ -35,7 +35,8 @@ from ml_collections import config_flags
 
 from benchmarks import common
 from benchmarks import torch_reference as tr
-from biskip_jax import schemes, train_step
+from biskip_jax.objective import schemes
+from biskip_jax.train import train_step
 from configs import tiny
 
 _CONFIG = config_flags.DEFINE_config_file(

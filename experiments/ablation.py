@@ -12,11 +12,11 @@ each (630,900 = 300 x 2,103 generator steps). The third is the reduced protocol 
 
 Trains each scheme of ``--schemes`` (default: the twelve of Table 1, ``schemes.TABLE1``) with
 each of ``--seeds`` seeds (``train.seed`` + 0, 1, ...) in ``WORKDIR/<scheme>/seed<S>`` with
-:func:`biskip_jax.train_lib.train_and_evaluate` for ``--budget`` generator steps, split into
+:func:`biskip_jax.train.train_lib.train_and_evaluate` for ``--budget`` generator steps, split into
 ``--epochs`` epochs (default: ``config.train.num_epochs``). The runs of one seed share their
 initialisation seed and their training data and its order, so schemes compare in pairs. Each
-run's last checkpoint is evaluated with :mod:`biskip_jax.eval_lib` on the held-out split of
-``--data`` (``mix`` and ``frames`` keep the base config's data sections) and on every
+run's last checkpoint is evaluated with :mod:`biskip_jax.evaluation.eval_lib` on the held-out split
+of ``--data`` (``mix`` and ``frames`` keep the base config's data sections) and on every
 ``--eval_data`` dataset; ``--eval_every`` also validates during training, for the curves.
 :mod:`experiments.ablation_report` then writes ``WORKDIR/ablation.md`` (mean ± standard
 deviation over seeds per scheme, the paired comparisons of the paper's claims, next to the
@@ -30,7 +30,7 @@ last checkpoint. ``--budget``, ``--data`` and the epochs must match what the wor
 holds.
 
 Perceptual (P) schemes need VGG19's ImageNet weights (``--config.loss.vgg_weights`` or the
-cache; see ``biskip_jax.vgg``). Without them, ``--vgg_weights=random`` trains those schemes
+cache; see ``biskip_jax.nn.vgg``). Without them, ``--vgg_weights=random`` trains those schemes
 with randomly initialised VGG19 features, labelled as such in every table row, and
 ``--vgg_weights=skip`` leaves them out with a note.
 """
@@ -48,8 +48,9 @@ import ml_collections
 import numpy as np
 from absl import app, flags
 
-from biskip_jax import cli, schemes
+from biskip_jax import cli
 from biskip_jax.errors import UserError
+from biskip_jax.objective import schemes
 from biskip_jax.output_files import atomic_write
 from experiments import ablation_report
 from experiments.ablation_report import RESULT_FILE, SETTINGS_FILE, read_json, scheme_dirname
@@ -152,7 +153,7 @@ def scheme_config(base: ml_collections.ConfigDict, name: str, *, budget: int, ep
     UserError: for a malformed scheme name or data spec, or a budget and epochs that do not
       give T epochs.
   """
-  from biskip_jax import eval_lib
+  from biskip_jax.evaluation import eval_lib
   try:
     s = schemes.parse_scheme(name)
   except ValueError as e:
@@ -185,7 +186,7 @@ def write_random_vgg(path: str, layer: str, seed: int) -> str:
   Kaiming-normal kernels (fan-out, ReLU gain; torchvision's VGG initialisation) and zero
   biases, as ``features.N.weight`` [O, I, 3, 3] / ``features.N.bias`` [O] in an ``.npz``.
   """
-  from biskip_jax import vgg
+  from biskip_jax.nn import vgg
   if os.path.isfile(path):
     return path
   rng = np.random.default_rng(seed)
@@ -210,7 +211,7 @@ def resolve_vgg(mode: str, base: ml_collections.ConfigDict, workdir: str,
     UserError: ``imagenet`` weights that cannot be loaded (before any training), or an
       unknown mode / missing file.
   """
-  from biskip_jax import vgg
+  from biskip_jax.nn import vgg_loading
   needs_vgg = any(schemes.parse_scheme(n).perceptual for n in names)
   layer = base.loss.vgg_layer
   if mode == "skip" or not needs_vgg:
@@ -220,7 +221,7 @@ def resolve_vgg(mode: str, base: ml_collections.ConfigDict, workdir: str,
     return write_random_vgg(path, layer, base.train.seed), RANDOM_VGG_NOTE
   if mode == "imagenet":
     try:
-      vgg.load_vgg19_params(base.loss.vgg_weights, layer=layer)
+      vgg_loading.load_vgg19_params(base.loss.vgg_weights, layer=layer)
     except UserError as e:
       raise UserError(f"{e} Or pass --vgg_weights=random (labelled in the table) or "
                       "--vgg_weights=skip.") from e
@@ -228,7 +229,7 @@ def resolve_vgg(mode: str, base: ml_collections.ConfigDict, workdir: str,
   if not os.path.isfile(mode):
     raise UserError(f"--vgg_weights={mode!r}: expected {', '.join(VGG_MODES)} or an existing "
                     "file")
-  vgg.load_vgg19_params(mode, layer=layer)  # Fails here on a bad file, not mid-run.
+  vgg_loading.load_vgg19_params(mode, layer=layer)  # Fails here on a bad file, not mid-run.
   return os.path.abspath(mode), ""
 
 
@@ -275,11 +276,12 @@ def run_one(base: ml_collections.ConfigDict, name: str, seed: int, workdir: str,
   The result (``ablation_result.json``, also returned) has ``scheme``, ``seed``,
   ``train_seconds``, ``note``, ``budget``, ``data``, ``epochs`` (T), ``steps_per_epoch``
   and ``evals``: ``{dataset: {EVAL_KEYS}}`` (means over the dataset's images, by
-  :func:`biskip_jax.eval_lib.run`) for ``data`` and every ``eval_data``; the returned dict
-  adds ``resumed`` (True when the training was read from an earlier run). Evaluations a
+  :func:`biskip_jax.evaluation.eval_lib.run`) for ``data`` and every ``eval_data``; the returned
+  dict adds ``resumed`` (True when the training was read from an earlier run). Evaluations a
   finished run lacks are made and saved one by one.
   """
-  from biskip_jax import eval_lib, train_lib
+  from biskip_jax.evaluation import eval_lib
+  from biskip_jax.train import train_lib
   path = ablation_report.run_dir(workdir, name, seed)
   config = scheme_config(base, name, budget=budget, epochs=epochs, data=data,
                          data_path=data_path, vgg_weights=vgg_weights, seed=seed,
@@ -319,7 +321,7 @@ def _check_layout(workdir: str, names: Sequence[str]) -> None:
 def _check_datasets(base: ml_collections.ConfigDict, data: str, data_path: str | None,
                     eval_data: Sequence[str]) -> None:
   """Lists every evaluation dataset once (one line naming the flag if one is unusable)."""
-  from biskip_jax import eval_lib
+  from biskip_jax.evaluation import eval_lib
   if data.partition(":")[0] in ("kohler", "levin"):
     raise UserError(f"--data={data} has no training split: use synthetic, gopro, frames[:PATH], "
                     "mix or folder:PATH")
@@ -416,7 +418,7 @@ def run(base: ml_collections.ConfigDict, workdir: str, *, budget: int, data: str
 
 
 def main(argv: list[str]) -> None:
-  from biskip_jax import train_lib
+  from biskip_jax.train import train_lib
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   cli.log_progress_to_stderr()

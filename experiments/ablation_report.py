@@ -39,9 +39,11 @@ from typing import Any, Sequence
 import numpy as np
 from absl import app, flags
 
-from biskip_jax import cli, schemes, writers
+from biskip_jax import cli
 from biskip_jax.errors import UserError
+from biskip_jax.objective import schemes
 from biskip_jax.output_files import atomic_write
+from biskip_jax.train.logs import writers
 
 FLAGS = flags.FLAGS
 SETTINGS_FILE = "ablation.json"

@@ -4,7 +4,7 @@
 
 Prints percentiles of two distributions, in pixels at the training scale:
 
-* **synthetic**: :func:`biskip_jax.blur.kernel_extent` (the longer side of the box where the
+* **synthetic**: :func:`biskip_jax.data.blur.kernel_extent` (the longer side of the box where the
   kernel is above 2 % of its peak) of kernels drawn with the config's ``data.synthetic``
   settings (a kernel blurs the photo after its per-record downscale, so its extent is in the
   pixels of the training crop);
@@ -25,8 +25,8 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from biskip_jax import blur
-from biskip_jax.datasets import frames
+from biskip_jax.data import blur
+from biskip_jax.data.datasets import frames
 
 _FRAMES = flags.DEFINE_string("frames", None, "Folder of consecutive video frames.")
 _NUM_KERNELS = flags.DEFINE_integer("kernels", 400, "Synthetic kernels drawn.")
@@ -59,7 +59,7 @@ def real_extents(sequence: Sequence[str], window: tuple[int, int], eval_range: S
   """Per-patch motion extents between the first and last frames of ``n`` random windows."""
   from skimage.registration import phase_cross_correlation  # pylint: disable=g-import-not-at-top
 
-  from biskip_jax import image_io  # pylint: disable=g-import-not-at-top
+  from biskip_jax.data import image_io  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(seed)
   lo, hi = frames.held_out(len(sequence), eval_range)
   out = []

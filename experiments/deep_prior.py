@@ -7,7 +7,7 @@ Fits one generator to one image and records the PSNR of its output at every iter
   the network can map this one blurred image to its sharp version.
 
 Each task is run with the Skip (``S``) and Bi-Skip (``BS``) generators of
-:class:`biskip_jax.models.BiSkip`, from the same initialisation seed; the paper claims that
+:class:`biskip_jax.nn.models.BiSkip`, from the same initialisation seed; the paper claims that
 Bi-Skip fits faster (Fig. 2). Run from the repository root::
 
   python -m experiments.deep_prior --out=runs/deep_prior   # 64x64, width x0.25: ~5 CPU-minutes
@@ -31,7 +31,8 @@ from typing import Any, Sequence
 import numpy as np
 from absl import app, flags
 
-from biskip_jax import cli, image_io
+from biskip_jax import cli
+from biskip_jax.data import image_io
 from biskip_jax.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -41,7 +42,7 @@ CSV_COLUMNS = ("iteration", "task", "variant", "psnr")
 
 def define_flags() -> None:
   """Defines the script's flags (only when run as a script, so that tests can import it)."""
-  from biskip_jax.datasets import synthetic
+  from biskip_jax.data.datasets import synthetic
   flags.DEFINE_string("out", "runs/deep_prior", "Output folder for the CSV and PNGs.")
   flags.DEFINE_integer("size", 64, "Side of the square target image (center crop, resized).",
                        lower_bound=8)
@@ -72,7 +73,7 @@ def load_target(image: str, size: int) -> np.ndarray:
   """A scikit-image photo, center-cropped to a square and resized: uint8 [size, size, 3]."""
   from skimage import transform
 
-  from biskip_jax.datasets import synthetic
+  from biskip_jax.data.datasets import synthetic
   img = synthetic.load_skimage_photo(image)
   h, w = img.shape[:2]
   s = min(h, w)
@@ -99,7 +100,7 @@ def make_inputs(target: np.ndarray, tasks: Sequence[str], *, seed: int, noise_sc
   Returns:
     ``{task: float32 [1, H, W, 3]}`` in the model range [-1, 1] (z need not be).
   """
-  from biskip_jax import blur
+  from biskip_jax.data import blur
   rng = np.random.default_rng(seed)
   out = {}
   for task in tasks:
@@ -117,7 +118,7 @@ def make_inputs(target: np.ndarray, tasks: Sequence[str], *, seed: int, noise_sc
 
 def make_generator(variant: str, width: float, num_res_blocks: int) -> Any:
   """The paper's generator (configs/biskip.py) with channels scaled by ``width``."""
-  from biskip_jax import models
+  from biskip_jax.nn import models
   from configs import biskip
   if variant not in models.VARIANTS:
     raise UserError(f"--variants: unknown variant {variant!r}; expected one of "
@@ -137,7 +138,7 @@ def fit(model: Any, inputs: dict[str, np.ndarray], target: np.ndarray, *, iters:
   One jitted step serves all tasks (their inputs have the same shape): it compiles once.
 
   Args:
-    model: a :class:`biskip_jax.models.BiSkip`.
+    model: a :class:`biskip_jax.nn.models.BiSkip`.
     inputs: ``{task: float32 [1, H, W, 3]}``.
     target: uint8 [H, W, 3] x0.
     iters: Adam iterations per task.

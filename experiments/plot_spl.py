@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 from absl import app, flags
 
-from biskip_jax import cli, writers
+from biskip_jax import cli
 from biskip_jax.errors import UserError
+from biskip_jax.train.logs import writers
 
 FLAGS = flags.FLAGS
 SUMMARY_COLUMNS = ("epoch", "lam", "q", "v_min", "v_q25", "v_median", "v_q75", "v_max",
@@ -130,7 +131,7 @@ def plot(metrics: dict[str, Any], rows: list[dict[str, Any]], path: str, title: 
   import matplotlib.pyplot as plt
   import matplotlib.ticker
 
-  from biskip_jax import spl
+  from biskip_jax.objective import spl
   spe = _steps_per_epoch(metrics)
   fig, (ax_v, ax_l, ax_q) = plt.subplots(3, 1, figsize=(8, 9), sharex=True)
   epochs = [r["epoch"] for r in rows]

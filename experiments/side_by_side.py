@@ -19,9 +19,11 @@ import numpy as np
 from absl import flags
 from PIL import Image
 
-from biskip_jax import baselines, cli, deblur_lib, inference
+from biskip_jax import cli
+from biskip_jax.data.image_io import BadImageError, load_image
 from biskip_jax.errors import UserError
-from biskip_jax.image_io import BadImageError, load_image
+from biskip_jax.evaluation import baselines
+from biskip_jax.inference import deblur_lib, full_resolution
 
 FLAGS = flags.FLAGS
 _GAP = 6  # Pixels between panels and rows.
@@ -70,7 +72,7 @@ def main(argv: list[str]) -> None:
     raise UserError(f"--crop={FLAGS.crop}: expected >= 1")
   if FLAGS.max_images > 0:
     files = files[:FLAGS.max_images]
-  deblurrer = inference.Deblurrer.load(FLAGS.ckpt)
+  deblurrer = full_resolution.Deblurrer.load(FLAGS.ckpt)
   rows = []
   for path in files:
     try:

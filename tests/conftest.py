@@ -12,7 +12,8 @@ import jax.numpy as jnp  # noqa: E402
 import pytest  # noqa: E402
 from jax.experimental.compilation_cache import compilation_cache  # noqa: E402
 
-from biskip_jax import checkpointing, inference, train_lib, train_step  # noqa: E402
+from biskip_jax.inference import full_resolution  # noqa: E402
+from biskip_jax.train import checkpointing, train_lib, train_step  # noqa: E402
 from configs import tiny  # noqa: E402
 
 
@@ -66,5 +67,6 @@ def negative(image, tile_size=None):
 @pytest.fixture(name="negative_model")
 def _negative_model(monkeypatch):
   """Programs that load a model (``deblur_lib.run``, ...) restore with :func:`negative`."""
-  monkeypatch.setattr(inference.Deblurrer, "load", lambda ckpt, dtype=None, **kwargs: negative)
+  monkeypatch.setattr(full_resolution.Deblurrer, "load",
+                      lambda ckpt, dtype=None, **kwargs: negative)
   return negative

@@ -4,8 +4,8 @@ import numpy as np
 from PIL import Image, ImageFilter
 from skimage.metrics import peak_signal_noise_ratio
 
-from biskip_jax import baselines, eval_lib
-from biskip_jax.datasets import save_image
+from biskip_jax.data.datasets import save_image
+from biskip_jax.evaluation import baselines, eval_lib
 
 
 def _photo(seed=0, shape=(40, 52, 3)):

@@ -192,7 +192,7 @@ def test_gpu_script_stops_on_a_missing_package_without_a_wheel(tmp_path):
 def _tiny_training_data(folder) -> None:
   """frames/ (one sequence of 12 frames) and photos/ (3 photos), as benchmarks.gpu_data
   writes them."""
-  from biskip_jax.datasets import save_image
+  from biskip_jax.data.datasets import save_image
   rng = np.random.default_rng(0)
   scene = rng.integers(0, 256, (48, 80, 3), dtype=np.uint8)
   for t in range(12):
@@ -229,8 +229,8 @@ def test_gpu_training_script_dry_run_writes_a_small_float16_model(tmp_path):
   with np.load(out / "biskip_gpu.npz") as z:
     assert {z[k].dtype for k in z.files} == {np.dtype(np.float16)}
   # The float16 file loads (as float32) wherever a --ckpt is taken.
-  from biskip_jax import inference
-  config, variables, step = inference.load_generator(str(out / "biskip_gpu.npz"))
+  from biskip_jax.inference import loading
+  config, variables, step = loading.load_generator(str(out / "biskip_gpu.npz"))
   assert step > 0 and tuple(config.model.channels) == (4, 8, 8, 8, 8)
   assert variables["params"]["out"]["kernel"].dtype == np.float32
   steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]

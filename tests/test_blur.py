@@ -1,10 +1,10 @@
-"""Tests for biskip_jax.blur: random camera-shake kernels and blurring in linear light."""
+"""Tests for biskip_jax.data.blur: random camera-shake kernels and blurring in linear light."""
 
 import numpy as np
 import pytest
 from skimage import data
 
-from biskip_jax import blur
+from biskip_jax.data import blur
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:

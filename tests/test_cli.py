@@ -9,8 +9,10 @@ import sys
 
 import pytest
 
-from biskip_jax import cli, deblur_lib, eval_lib
+from biskip_jax import cli
 from biskip_jax.errors import UserError
+from biskip_jax.evaluation import eval_lib
+from biskip_jax.inference import deblur_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = os.path.join(ROOT, "configs")
@@ -138,7 +140,7 @@ def _flag_definitions(path: str) -> list[tuple[str, list[str]]]:
 def test_shared_flags_are_defined_once_in_cli():
   files = [p for folder in ("biskip_jax", "benchmarks", "experiments")
            for p in glob.glob(os.path.join(ROOT, folder, "**", "*.py"), recursive=True)]
-  cli_file = os.path.join(ROOT, "biskip_jax", "cli.py")
+  cli_file = os.path.join(ROOT, "biskip_jax", "cli", "__init__.py")
   for path in files:
     for name, choices in _flag_definitions(path):
       # --dtype of the shipped-model export is the stored arrays' (float16), not a compute dtype.

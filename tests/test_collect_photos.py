@@ -1,4 +1,4 @@
-"""Tests for biskip_jax.datasets.collect_photos on a fake extracted package (no network)."""
+"""Tests for biskip_jax.data.datasets.collect_photos on a fake extracted package (no network)."""
 
 import csv
 import os
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from biskip_jax.datasets import collect_photos as cp
+from biskip_jax.data.datasets import collect_photos as cp
 from biskip_jax.errors import UserError
 
 PKG = "fake-wallpapers"

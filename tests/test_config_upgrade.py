@@ -2,7 +2,7 @@
 
 The fixtures in ``tests/fixtures/configs/`` are the ``config.json`` that training wrote with
 earlier versions of ``configs/biskip.py`` (scheme SA1P-BS), generated from the git history by
-running that version's ``configs/biskip.py`` and ``biskip_jax/schemes.py``:
+running that version's ``configs/biskip.py`` and ``biskip_jax/objective/schemes.py``:
 
 * ``first.json``: the first version that wrote ``config.json`` (before ``model.zero_residual``,
   the synthetic blur's later fields, DeblurGAN's critic layout and ``critic.norm_affine``);
@@ -23,15 +23,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from biskip_jax import config_checks, config_defaults, inference, models
+from biskip_jax.config import config_checks, config_defaults
 from biskip_jax.errors import UserError
+from biskip_jax.inference import loading
+from biskip_jax.nn import models
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "configs")
 NAMES = ("first", "before_warm_start", "before_timed_checkpoints")
 
 # What the code did for each field a stored config lacked, before the upgrade existed: the
 # defaults of its `.get(field, default)` fallbacks (input_pipeline, models, train_lib,
-# train_step, inference.eval_settings: the paper config's eval section), and for
+# train_step, loading.eval_settings: the paper config's eval section), and for
 # train.profile_steps the absence of any trace before the field (train.profile captured
 # nothing then; the later fallback (0, 0) traces no step either).
 OLD_BEHAVIOUR = {
@@ -149,7 +151,7 @@ def test_an_upgraded_config_builds_and_runs(name):
 
 def test_load_run_config_upgrades_and_names_the_file_and_field(tmp_path):
   shutil.copy(os.path.join(FIXTURES, "before_warm_start.json"), tmp_path / "config.json")
-  config = inference.load_run_config(str(tmp_path))
+  config = loading.load_run_config(str(tmp_path))
   assert config.train.init_from == "" and config.eval.size_bucket == 128
   assert config.train.profile_steps == (0, 0)
   path = str(tmp_path / "config.json")
@@ -165,7 +167,7 @@ def test_load_run_config_upgrades_and_names_the_file_and_field(tmp_path):
     edit(stored)
     (tmp_path / "config.json").write_text(json.dumps(stored))
     with pytest.raises(UserError) as e:
-      inference.load_run_config(str(tmp_path))
+      loading.load_run_config(str(tmp_path))
     assert str(e.value).startswith(message), str(e.value)
 
 

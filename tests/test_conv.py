@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from biskip_jax import conv
+from biskip_jax.nn import conv
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
 

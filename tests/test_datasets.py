@@ -1,4 +1,5 @@
-"""Tests for biskip_jax.datasets: image IO, GoPro (folder and TFDS), Köhler, folder, synthetic."""
+"""Tests for biskip_jax.data.datasets: image IO, GoPro (folder and TFDS), Köhler, folder,
+synthetic."""
 
 import io
 import os
@@ -12,9 +13,9 @@ import pytest
 import scipy.ndimage
 from PIL import Image
 
-from biskip_jax import blur as blur_lib
-from biskip_jax import datasets, image_io, input_pipeline
-from biskip_jax.datasets import folder, gopro, kohler, synthetic
+from biskip_jax.data import blur as blur_lib
+from biskip_jax.data import datasets, image_io, input_pipeline
+from biskip_jax.data.datasets import folder, gopro, kohler, synthetic
 from biskip_jax.errors import UserError
 from configs import tiny
 

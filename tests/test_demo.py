@@ -16,8 +16,8 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from biskip_jax import demo_lib
-from biskip_jax.datasets import BadImageError
+from biskip_jax.apps import demo_lib
+from biskip_jax.data.datasets import BadImageError
 from biskip_jax.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -47,7 +47,7 @@ def test_demo_without_streamlit_names_the_extra(monkeypatch):
   with pytest.raises(UserError, match=r'pip install -e "\.\[demo\]"'):
     demo_lib.serve(lambda x: x, "m")
   proc = subprocess.run([sys.executable, "-c", "import sys; sys.modules['streamlit'] = None; "
-                         "sys.argv = ['demo.py']; from biskip_jax.entry import demo; demo.run()"],
+                         "sys.argv = ['demo.py']; from biskip_jax.cli import demo; demo.run()"],
                         capture_output=True, text=True, cwd=ROOT, timeout=120)
   assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
   assert '.[demo]' in proc.stderr

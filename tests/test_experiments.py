@@ -12,9 +12,13 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from biskip_jax import config_checks, eval_lib, spl, train_lib, vgg
-from biskip_jax.datasets import load_image, save_image
+from biskip_jax.config import config_checks
+from biskip_jax.data.datasets import load_image, save_image
 from biskip_jax.errors import UserError
+from biskip_jax.evaluation import eval_lib
+from biskip_jax.nn import vgg_loading
+from biskip_jax.objective import spl
+from biskip_jax.train import train_lib
 from configs import ablation as ablation_config
 from configs import biskip, tiny
 from experiments import ablation, ablation_report, deep_prior, plot_spl, side_by_side
@@ -142,7 +146,7 @@ def test_ablation_random_vgg_is_loadable_and_labelled(tmp_path):
   config = tiny.get_config("1-BS")
   weights, note = ablation.resolve_vgg("random", config, str(tmp_path), ["A1P-BS"])
   assert note == ablation.RANDOM_VGG_NOTE and "not ImageNet" in note
-  params = vgg.load_vgg19_params(weights, layer=config.loss.vgg_layer)
+  params = vgg_loading.load_vgg19_params(weights, layer=config.loss.vgg_layer)
   kernel = params["params"]["conv1_2"]["kernel"]
   assert kernel.shape == (3, 3, 64, 64) and 0 < float(np.std(kernel)) < 1
   assert ablation.resolve_vgg("random", config, str(tmp_path), ["1-BS"]) == (None, "")

@@ -13,8 +13,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from biskip_jax import export_lib, models, output_files
+from biskip_jax import output_files
 from biskip_jax.errors import UserError
+from biskip_jax.inference import export_lib
+from biskip_jax.nn import models
 from configs import tiny
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -30,9 +30,11 @@ import pytest
 from orbax.checkpoint._src.path import async_path
 from PIL import Image
 
-from biskip_jax import checkpointing, config_checks, inference, train_lib, train_step, workdir_lock
-from biskip_jax.datasets import BadImageError, load_image, save_image
+from biskip_jax.config import config_checks
+from biskip_jax.data.datasets import BadImageError, load_image, save_image
 from biskip_jax.errors import UserError
+from biskip_jax.inference import full_resolution
+from biskip_jax.train import checkpointing, train_lib, train_step, workdir_lock
 from configs import tiny
 from tests import stderr_process
 from tests.conftest import persistent_compile_cache
@@ -130,7 +132,7 @@ def test_divergence_restores_the_checkpoint_once_then_stops(good_run, tmp_path, 
   assert sum("restoring the checkpoint of step 4" in m for m in log) == 1, log
   assert _steps(workdir) == [2, 4]
   # The good checkpoints are untouched by the NaN steps.
-  d = inference.Deblurrer.from_checkpoint(workdir)
+  d = full_resolution.Deblurrer.from_checkpoint(workdir)
   assert d.step == 4
   for a, b in zip(jax.tree_util.tree_leaves(d.variables["params"]),
                   jax.tree_util.tree_leaves(good_run[1].gen.params)):
@@ -213,8 +215,8 @@ def test_sigterm_then_sigkill_during_a_save_lose_nothing(good_run, compile_cache
   steps = _steps(workdir)
   assert steps and steps[0] >= stopped, steps
   for step in steps:
-    assert inference.Deblurrer.from_checkpoint(os.path.join(ckpt_dir, str(step))).step == step
-  latest = inference.Deblurrer.from_checkpoint(workdir)
+    assert full_resolution.Deblurrer.from_checkpoint(os.path.join(ckpt_dir, str(step))).step == step
+  latest = full_resolution.Deblurrer.from_checkpoint(workdir)
   assert latest.step == steps[-1]
   # The kill left the next checkpoint half-written.
   assert _leftovers(ckpt_dir) == [f"{steps[-1] + 1}{_TMP}"], (os.listdir(ckpt_dir), steps)
@@ -385,7 +387,7 @@ def test_unreadable_images_raise_bad_image_error_naming_the_file(tmp_path):
 
 @pytest.mark.slow
 def test_extreme_sizes_load_and_restore(small_state, tmp_path):
-  deblurrer = inference.Deblurrer(tiny.get_config("1-BS"), {
+  deblurrer = full_resolution.Deblurrer(tiny.get_config("1-BS"), {
       "params": small_state.gen.params, "batch_stats": small_state.gen.batch_stats})
   for h, w in ((1, 1), (1, 5000)):
     img = np.random.default_rng(h * w).integers(0, 256, (h, w, 3), np.uint8)
@@ -638,7 +640,7 @@ def test_inference_reads_only_the_generator(good_run, tmp_path):
       ckpt.restore(4, state, None)  # Training cannot resume from this checkpoint ...
   finally:
     ckpt.close()
-  d = inference.Deblurrer.from_checkpoint(copy)
+  d = full_resolution.Deblurrer.from_checkpoint(copy)
   assert d.step == 4  # ... but inference can, with the generator exactly as trained.
   for a, b in zip(jax.tree_util.tree_leaves(d.variables["params"]),
                   jax.tree_util.tree_leaves(state.gen.params)):
@@ -654,7 +656,7 @@ import asyncio, gc, sys, time
 import orbax.checkpoint as ocp
 import tensorstore as ts
 from orbax.checkpoint._src import asyncio_utils
-from biskip_jax import checkpointing
+from biskip_jax.train import checkpointing
 from biskip_jax.errors import UserError
 from configs import tiny
 

@@ -7,9 +7,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from biskip_jax import blur, eval_lib, input_pipeline
-from biskip_jax.datasets import frames, mixing, save_image, synthetic
+from biskip_jax.data import blur, input_pipeline
+from biskip_jax.data.datasets import frames, mixing, save_image, synthetic
 from biskip_jax.errors import UserError
+from biskip_jax.evaluation import eval_lib
 from configs import tiny
 
 

@@ -13,9 +13,12 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from biskip_jax import inference, metrics, models, train_lib
-from biskip_jax.datasets import load_image, save_image
+from biskip_jax.data.datasets import load_image, save_image
 from biskip_jax.errors import UserError
+from biskip_jax.evaluation import metrics, shift_tolerant
+from biskip_jax.inference import full_resolution
+from biskip_jax.nn import models
+from biskip_jax.train import train_lib
 from configs import tiny
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,7 +31,7 @@ def _photo(h, w):
 @pytest.mark.slow
 def test_from_checkpoint_restores_any_size(workdir):
   path, config, variables = workdir
-  d = inference.Deblurrer.from_checkpoint(path)
+  d = full_resolution.Deblurrer.from_checkpoint(path)
   assert d.step == 5
   for h, w in ((37, 53), (1, 5), (64, 64)):
     img = _photo(h, w)
@@ -39,7 +42,7 @@ def test_from_checkpoint_restores_any_size(workdir):
   ref = model.apply(variables, jnp.asarray(img, jnp.float32)[None] / 127.5 - 1, train=False)
   ref = np.clip(np.round((np.asarray(ref[0]) + 1) * 127.5), 0, 255).astype(np.uint8)
   # Without size buckets the image is restored at its own size (the generator's padding only).
-  exact = inference.Deblurrer.from_checkpoint(path, size_bucket=0)
+  exact = full_resolution.Deblurrer.from_checkpoint(path, size_bucket=0)
   np.testing.assert_array_equal(exact(img), ref)
   # Running statistics are used: the result does not depend on other images.
   assert not np.array_equal(exact(img), img)
@@ -51,22 +54,22 @@ def test_from_checkpoint_restores_any_size(workdir):
 
 def test_named_checkpoint_and_errors(workdir, tmp_path):
   path, _, _ = workdir
-  d = inference.Deblurrer.from_checkpoint(os.path.join(path, "checkpoints", "5"))
+  d = full_resolution.Deblurrer.from_checkpoint(os.path.join(path, "checkpoints", "5"))
   assert d.step == 5
   with pytest.raises(UserError, match="does not exist"):
-    inference.Deblurrer.from_checkpoint(str(tmp_path / "nope"))
+    full_resolution.Deblurrer.from_checkpoint(str(tmp_path / "nope"))
   with pytest.raises(UserError, match="no config.json"):
-    inference.Deblurrer.from_checkpoint(str(tmp_path))
+    full_resolution.Deblurrer.from_checkpoint(str(tmp_path))
   empty = tmp_path / "empty"
   train_lib.save_or_check_config(tiny.get_config("SA1-BS"), str(empty))
   with pytest.raises(UserError, match="no complete checkpoint"):
-    inference.Deblurrer.from_checkpoint(str(empty))
+    full_resolution.Deblurrer.from_checkpoint(str(empty))
 
 
 @pytest.mark.slow
 def test_tiled_matches_untiled_away_from_borders(workdir):
   path, _, _ = workdir
-  d = inference.Deblurrer.from_checkpoint(path)
+  d = full_resolution.Deblurrer.from_checkpoint(path)
   img = _photo(200, 260)
   whole = d(img, tile_size=0).astype(int)
   tiled = d(img, tile_size=128).astype(int)
@@ -74,7 +77,7 @@ def test_tiled_matches_untiled_away_from_borders(workdir):
   # Tile borders of a 128-pixel tiling with 32-pixel overlaps.
   interior = np.ones(img.shape[:2], bool)
   for size, axis in ((200, 0), (260, 1)):
-    for start in inference._tile_starts(size, 128, 32):  # pylint: disable=protected-access
+    for start in full_resolution._tile_starts(size, 128, 32):  # pylint: disable=protected-access
       for edge in (start, start + 128):
         sl = [slice(None), slice(None)]
         sl[axis] = slice(max(edge - 8, 0), edge + 8)
@@ -107,8 +110,8 @@ def test_size_buckets_compile_one_program_per_bucket(tiny_generator):
   sizes = ((40, 50), (50, 60), (33, 64), (64, 20), (70, 70))
   buckets = {(-(-h // 64) * 64, -(-w // 64) * 64) for h, w in sizes}
   assert len(buckets) == 2
-  bucketed = inference.Deblurrer(config, variables, size_bucket=64)
-  exact = inference.Deblurrer(config, variables, size_bucket=0)
+  bucketed = full_resolution.Deblurrer(config, variables, size_bucket=64)
+  exact = full_resolution.Deblurrer(config, variables, size_bucket=0)
   for h, w in sizes:
     img = _photo(h, w)
     out = bucketed(img)
@@ -126,7 +129,7 @@ def test_size_buckets_compile_one_program_per_bucket(tiny_generator):
   np.testing.assert_array_equal(bucketed(img), exact(img))
   with pytest.raises(UserError, match=r"--config.eval.size_bucket=48: must be 0 or a multiple "
                                       r"of 32"):
-    inference.Deblurrer(config, variables, size_bucket=48)
+    full_resolution.Deblurrer(config, variables, size_bucket=48)
 
 
 def _ensemble_by_hand(reference, image):
@@ -144,7 +147,7 @@ def _ensemble_by_hand(reference, image):
 def test_ensemble_averages_the_eight_flips_and_transposes(tiny_generator, h, w, batched):
   config, variables, reference = tiny_generator
   img = _photo(h, w)
-  d = inference.Deblurrer(config, variables, ensemble=True, size_bucket=0)
+  d = full_resolution.Deblurrer(config, variables, ensemble=True, size_bucket=0)
   if not batched:
     d.max_pixels = 8 * h * w - 1  # 8 images do not fit: one transform at a time.
   ref = _ensemble_by_hand(reference, img)
@@ -153,7 +156,7 @@ def test_ensemble_averages_the_eight_flips_and_transposes(tiny_generator, h, w, 
   assert np.abs(d(img).astype(int) - expected).max() <= 1  # Rounded once, after the mean.
   assert (d._ensemble_fn._cache_size() == 1) == batched  # pylint: disable=protected-access
   if h != w and batched:  # With size buckets: the ensemble of the padded image, cropped.
-    bucketed = inference.Deblurrer(config, variables, ensemble=True, size_bucket=64)
+    bucketed = full_resolution.Deblurrer(config, variables, ensemble=True, size_bucket=64)
     padded = np.pad(img, ((0, -h % 64), (0, -w % 64), (0, 0)), mode="reflect")
     np.testing.assert_allclose(bucketed.restore_float(img),
                                _ensemble_by_hand(reference, padded)[:h, :w], atol=1e-5)
@@ -165,18 +168,19 @@ def test_ensemble_of_the_identity_generator_returns_the_input():
   variables = jax.jit(models.generator_from_config(config.model).init)(
       jax.random.key(1, impl=config.rng_impl), jnp.zeros((1, 32, 32, 3)))
   img = _photo(37, 53)
-  d = inference.Deblurrer(config, variables, ensemble=True)
+  d = full_resolution.Deblurrer(config, variables, ensemble=True)
   np.testing.assert_array_equal(d(img), img)
   np.testing.assert_array_equal(d(img, tile_size=32), img)  # Ensembled tiles, blended.
 
 
 def test_ensemble_flag_reaches_deblur_and_evaluate(workdir, tmp_path):
-  from biskip_jax import deblur_lib, eval_lib  # pylint: disable=g-import-not-at-top
+  from biskip_jax.evaluation import eval_lib  # pylint: disable=g-import-not-at-top
+  from biskip_jax.inference import deblur_lib
   path, _, _ = workdir
   img = _photo(24, 40)
   save_image(str(tmp_path / "in" / "a.png"), img)
   assert deblur_lib.run(path, str(tmp_path / "out"), [str(tmp_path / "in")], ensemble=True) == []
-  ensembled = inference.Deblurrer.from_checkpoint(path, ensemble=True)(img)
+  ensembled = full_resolution.Deblurrer.from_checkpoint(path, ensemble=True)(img)
   np.testing.assert_array_equal(load_image(str(tmp_path / "out" / "a.png")), ensembled)
   # evaluate.py's path: the ensemble at the image's own size (no size buckets).
   sharp = np.ascontiguousarray(img[::-1])
@@ -184,12 +188,12 @@ def test_ensemble_flag_reaches_deblur_and_evaluate(workdir, tmp_path):
   save_image(str(tmp_path / "pairs" / "sharp" / "a.png"), sharp)
   result = eval_lib.run(path, f"folder:{tmp_path / 'pairs'}", None, saliency=False,
                         ensemble=True)
-  exact = inference.Deblurrer.from_checkpoint(path, ensemble=True, size_bucket=0)(img)
+  exact = full_resolution.Deblurrer.from_checkpoint(path, ensemble=True, size_bucket=0)(img)
   assert result["ensemble"] and result["psnr"] == pytest.approx(metrics.psnr(exact, sharp))
 
 
 def test_levin_protocol_scores_restored_and_blurred_up_to_a_shift(workdir, tmp_path):
-  from biskip_jax import eval_lib  # pylint: disable=g-import-not-at-top
+  from biskip_jax.evaluation import eval_lib  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
   big = np.ascontiguousarray(skimage.data.camera()[200:280, 200:280])
   sharp = np.repeat(big[8:72, 8:72, None], 3, -1)
@@ -201,7 +205,7 @@ def test_levin_protocol_scores_restored_and_blurred_up_to_a_shift(workdir, tmp_p
   result = eval_lib.evaluate(lambda x: x, examples, None, saliency=False, progress=False,
                              timing=False, aligned=True)
   row = result["per_image"][0]
-  want = metrics.levin_scores(blur, sharp)
+  want = shift_tolerant.levin_scores(blur, sharp)
   assert want["shift"] == (2.0, -3.0)  # blur[i + 2, j - 3] = sharp[i, j] (+ noise).
   assert row["aligned_psnr"] == row["blurred_aligned_psnr"] == pytest.approx(want["psnr"])
   assert row["aligned_ssim"] == row["blurred_aligned_ssim"] == pytest.approx(want["ssim"])
@@ -371,7 +375,7 @@ def test_deblur_py_into_a_subfolder_of_its_input_is_idempotent(workdir, tmp_path
 
 
 def test_deblur_inputs_skip_earlier_results_in_the_same_folder(tmp_path):
-  from biskip_jax import deblur_lib  # pylint: disable=g-import-not-at-top
+  from biskip_jax.inference import deblur_lib  # pylint: disable=g-import-not-at-top
   save_image(str(tmp_path / "a.jpg"), _photo(8, 8))
   files, _ = deblur_lib.expand_inputs([str(tmp_path)], out_dir=str(tmp_path))
   outs = deblur_lib.plan_outputs(files, str(tmp_path), "png")
@@ -438,7 +442,7 @@ def test_inference_with_a_bad_config_json_is_one_line(workdir, tmp_path):
   path, _, _ = workdir
   truncated = _edited_run(path, tmp_path / "a", lambda text: text[:50])
   with pytest.raises(UserError) as e:
-    inference.Deblurrer.from_checkpoint(str(truncated))
+    full_resolution.Deblurrer.from_checkpoint(str(truncated))
   msg = str(e.value)
   assert msg.startswith(f"{truncated}/config.json is not valid JSON (") and "\n" not in msg
   # A config.json whose generator differs from the checkpoint's (edited by hand).
@@ -448,7 +452,7 @@ def test_inference_with_a_bad_config_json_is_one_line(workdir, tmp_path):
     return json.dumps(cfg)
   other = _edited_run(path, tmp_path / "b", wider)
   with pytest.raises(UserError) as e:
-    inference.Deblurrer.from_checkpoint(str(other))
+    full_resolution.Deblurrer.from_checkpoint(str(other))
   msg = str(e.value)
   assert msg.startswith(f"no checkpoint in {other}/checkpoints can be restored (steps 5); the "
                         f"newest: the checkpoint {other}/checkpoints/5 "), msg
@@ -458,7 +462,8 @@ def test_inference_with_a_bad_config_json_is_one_line(workdir, tmp_path):
 
 def test_deblur_warns_that_only_the_first_frame_of_an_animation_is_restored(workdir, tmp_path,
                                                                               capsys):
-  from biskip_jax import cli, deblur_lib  # pylint: disable=g-import-not-at-top
+  from biskip_jax import cli  # pylint: disable=g-import-not-at-top
+  from biskip_jax.inference import deblur_lib
   path, _, _ = workdir
   frames = [Image.fromarray(_photo(16, 20)), Image.fromarray(_photo(16, 20)[::-1].copy())]
   gif = tmp_path / "anim.gif"

@@ -1,4 +1,4 @@
-"""Tests for biskip_jax.input_pipeline on tiny fake datasets (all sources, train and eval)."""
+"""Tests for biskip_jax.data.input_pipeline on tiny fake datasets (all sources, train and eval)."""
 
 import os
 import warnings
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from absl import flags
 
-from biskip_jax import datasets, input_pipeline
+from biskip_jax.data import datasets, input_pipeline
 from biskip_jax.errors import UserError
 from configs import biskip
 from tests import test_datasets as fakes

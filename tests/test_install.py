@@ -69,12 +69,13 @@ def _clean_venv(tmp_path) -> tuple[str, str]:
 CHECKS = """
 import os
 import biskip_jax, configs
-from biskip_jax import cli, inference, pretrained
+from biskip_jax import cli
+from biskip_jax.inference import loading, pretrained
 print("PACKAGE", os.path.dirname(biskip_jax.__file__), os.path.dirname(configs.__file__))
 config = cli.load_config("biskip:A2-S")
 print("CONFIG", cli.config_path("biskip:A2-S"), config.model.variant, config.loss.pixel)
 print("QUICKSTART", cli.config_path("configs/quickstart.py"))
-_, _, step = inference.load_generator("pretrained")  # Checks the size, SHA-256 and shapes.
+_, _, step = loading.load_generator("pretrained")  # Checks the size, SHA-256 and shapes.
 print("MODEL", pretrained.paths()[0], step)
 """
 
@@ -84,8 +85,9 @@ def test_install_cell_installs_a_fresh_wheel_in_a_clean_venv(tmp_path):
   wheel = _build_wheel(tmp_path)
   names = set(zipfile.ZipFile(wheel).namelist())
   assert {"configs/biskip.py", "configs/quickstart.py", "configs/pretrain.py", "configs/tiny.py",
-          "biskip_jax/pretrained/biskip_general.npz", "biskip_jax/pretrained/biskip_general.json",
-          "biskip_jax/demo_page/page.py"} <= names
+          "biskip_jax/inference/pretrained/biskip_general.npz",
+          "biskip_jax/inference/pretrained/biskip_general.json",
+          "biskip_jax/apps/demo_page/page.py"} <= names
   python, site = _clean_venv(tmp_path)
   nb = nbformat.read(os.path.join(ROOT, "notebooks", "quickstart.ipynb"), as_version=4)
   cell = next(c.source for c in nb.cells if c.cell_type == "code")
@@ -102,7 +104,7 @@ def test_install_cell_installs_a_fresh_wheel_in_a_clean_venv(tmp_path):
   # Table 1's A2-S: L2 pixel loss and the Skip-Net generator, from the installed config.
   assert out["CONFIG"] == f"{site}/configs/biskip.py:A2-S S l2"
   assert out["QUICKSTART"] == f"{site}/configs/quickstart.py"
-  assert out["MODEL"] == f"{site}/biskip_jax/pretrained/biskip_general.npz 9000"
+  assert out["MODEL"] == f"{site}/biskip_jax/inference/pretrained/biskip_general.npz 9000"
   # The console script, from another folder, with a shipped config's name; it names itself.
   r = subprocess.run([os.path.join(os.path.dirname(python), "biskip-train"), "--config=biskip:A2-S",
                       f"--workdir={tmp_path / 'run'}", "--config.optim.g_lr=-1"], cwd=elsewhere,

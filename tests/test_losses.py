@@ -1,4 +1,5 @@
-"""Tests of biskip_jax.losses against NumPy references, hand values and finite differences."""
+"""Tests of biskip_jax.objective.losses against NumPy references, hand values and finite
+differences."""
 
 import functools
 
@@ -7,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from biskip_jax import losses
+from biskip_jax.objective import losses
 
 # Hand-checked batch of four samples with non-uniform self-paced weights (sample 2 has v = 0).
 V = np.array([1.0, 0.5, 0.0, 0.25], np.float32)

@@ -1,4 +1,4 @@
-"""Tests of biskip_jax.metrics against hand computations and scikit-image references."""
+"""Tests of biskip_jax.evaluation.metrics against hand computations and scikit-image references."""
 
 import math
 
@@ -8,7 +8,7 @@ from scipy import ndimage
 from skimage import data
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from biskip_jax import metrics
+from biskip_jax.evaluation import image_signature, metrics, shift_tolerant
 
 
 def _sk_ssim(x, y, channel_axis=-1):
@@ -108,7 +108,7 @@ def _kohler_scene(astronaut: np.ndarray):
 
 def test_kohler_recovers_frame_and_shift(astronaut):
   result, frames = _kohler_scene(astronaut)
-  scores = metrics.kohler_scores(result, frames, max_shift=6)
+  scores = shift_tolerant.kohler_scores(result, frames, max_shift=6)
   assert scores["best_frame"] == 1
   assert scores["shift"] == (-1, 4)
   # Convention: np.roll(result, shift) matches the frame away from the wrapped border.
@@ -119,9 +119,9 @@ def test_kohler_recovers_frame_and_shift(astronaut):
   assert scores["mssim"] > 0.99
   assert scores["mssim"] == pytest.approx(metrics.ssim(rolled[:-1, 4:], frames[1][:-1, 4:]),
                                           abs=1e-3)
-  no_shift = metrics.kohler_scores(result, frames, max_shift=0, fit_intensity=False)
+  no_shift = shift_tolerant.kohler_scores(result, frames, max_shift=0, fit_intensity=False)
   assert no_shift["shift"] == (0, 0) and no_shift["psnr"] == pytest.approx(unaligned)
-  no_fit = metrics.kohler_scores(result, frames, max_shift=6, fit_intensity=False)
+  no_fit = shift_tolerant.kohler_scores(result, frames, max_shift=6, fit_intensity=False)
   assert (no_fit["best_frame"], no_fit["shift"]) == (1, (-1, 4))
   assert (no_fit["gain"], no_fit["offset"]) == (1.0, 0.0)
 
@@ -129,19 +129,20 @@ def test_kohler_recovers_frame_and_shift(astronaut):
 def test_kohler_gain_offset_fit(astronaut):
   ref = astronaut[300:364, 100:164].astype(np.float64)
   result = 0.9 * ref + 10.0
-  fitted = metrics.kohler_scores(result, ref, max_shift=3)
-  plain = metrics.kohler_scores(result, ref, max_shift=3, fit_intensity=False)
+  fitted = shift_tolerant.kohler_scores(result, ref, max_shift=3)
+  plain = shift_tolerant.kohler_scores(result, ref, max_shift=3, fit_intensity=False)
   assert fitted["psnr"] > 100 and fitted["shift"] == (0, 0)
   assert fitted["gain"] == pytest.approx(1 / 0.9) and fitted["offset"] == pytest.approx(-10 / 0.9)
   assert plain["psnr"] < 40
-  assert metrics.kohler_scores(result.round().astype(np.uint8), ref, max_shift=3)["psnr"] > 50
+  rounded = result.round().astype(np.uint8)
+  assert shift_tolerant.kohler_scores(rounded, ref, max_shift=3)["psnr"] > 50
 
 
 def test_kohler_rejects_bad_inputs():
   with pytest.raises(ValueError, match="sharp_frames"):
-    metrics.kohler_scores(np.zeros((32, 32, 3)), np.zeros((2, 32, 31, 3)))
+    shift_tolerant.kohler_scores(np.zeros((32, 32, 3)), np.zeros((2, 32, 31, 3)))
   with pytest.raises(ValueError, match="max_shift"):
-    metrics.kohler_scores(np.zeros((32, 32, 3)), np.zeros((32, 32, 3)), max_shift=11)
+    shift_tolerant.kohler_scores(np.zeros((32, 32, 3)), np.zeros((32, 32, 3)), max_shift=11)
 
 
 def _levin_reference(result, sharp, max_shift, step, border):
@@ -167,7 +168,7 @@ def test_levin_scores_match_a_direct_reference():
   sharp = ndimage.gaussian_filter(rng.uniform(0, 255, (48, 52)), 1.5)
   result = ndimage.shift(sharp, (-1.3, 0.6), order=3, mode="nearest")
   result += rng.normal(0, 2, sharp.shape)
-  got = metrics.levin_scores(result, sharp, max_shift=2, step=0.5, border=12)
+  got = shift_tolerant.levin_scores(result, sharp, max_shift=2, step=0.5, border=12)
   shift, want = _levin_reference(result, sharp, max_shift=2, step=0.5, border=12)
   assert got["shift"] == shift == (-1.5, 0.5)  # result[i - 1.3, j + 0.6] ~ sharp[i, j].
   assert got["psnr"] == pytest.approx(want, abs=1e-9)
@@ -184,23 +185,23 @@ def test_levin_scores_find_a_sub_pixel_shift_exactly():
   yy, xx = np.mgrid[0:60, 0:60].astype(np.float64)
   sharp = surface(yy, xx)
   result = surface(yy + 2.25, xx - 3.75)  # result[i - 2.25, j + 3.75] = sharp[i, j].
-  scores = metrics.levin_scores(np.repeat(result[..., None], 3, -1), sharp, border=15)
+  scores = shift_tolerant.levin_scores(np.repeat(result[..., None], 3, -1), sharp, border=15)
   assert scores["shift"] == (-2.25, 3.75)
   assert scores["psnr"] > 80 and scores["ssim"] == pytest.approx(1.0)  # Rounding error only.
-  unshifted = metrics.levin_scores(result, sharp, max_shift=0)
+  unshifted = shift_tolerant.levin_scores(result, sharp, max_shift=0)
   assert unshifted["psnr"] == pytest.approx(peak_signal_noise_ratio(
       sharp[15:-15, 15:-15], result[15:-15, 15:-15], data_range=255))
 
 
 def test_levin_scores_compare_luma_and_reject_bad_settings(astronaut):
   gray = astronaut @ np.array([0.2989, 0.5870, 0.1140])
-  assert metrics.levin_scores(astronaut[:64, :64], gray[:64, :64])["psnr"] == float("inf")
+  assert shift_tolerant.levin_scores(astronaut[:64, :64], gray[:64, :64])["psnr"] == float("inf")
   with pytest.raises(ValueError, match="max_shift"):
-    metrics.levin_scores(gray[:64, :64], gray[:64, :64], max_shift=16)
+    shift_tolerant.levin_scores(gray[:64, :64], gray[:64, :64], max_shift=16)
   with pytest.raises(ValueError, match="11x11"):
-    metrics.levin_scores(gray[:40, :40], gray[:40, :40])
+    shift_tolerant.levin_scores(gray[:40, :40], gray[:40, :40])
   with pytest.raises(ValueError, match="mismatch"):
-    metrics.levin_scores(gray[:64, :64], gray[:64, :63])
+    shift_tolerant.levin_scores(gray[:64, :64], gray[:64, :63])
 
 
 @pytest.fixture(scope="module")
@@ -212,7 +213,7 @@ def blob_image():
 
 
 def test_saliency_finds_the_blob(blob_image):
-  sal = metrics.image_signature_saliency(blob_image)
+  sal = image_signature.image_signature_saliency(blob_image)
   assert sal.shape == (128, 128) and sal.dtype == np.float32
   assert sal.min() >= 0.0 and sal.max() <= 1.0 and sal.max() > 0.9
   iy, ix = np.unravel_index(np.argmax(sal), sal.shape)
@@ -224,24 +225,26 @@ def test_saliency_finds_the_blob(blob_image):
 
 def test_saliency_shape_and_similarity(astronaut, blob_image):
   photo = astronaut[:300, :420]  # Non-square: working size 64 x 46.
-  sal = metrics.image_signature_saliency(photo)
+  sal = image_signature.image_signature_saliency(photo)
   assert sal.shape == (300, 420)
   assert 0.0 <= sal.min() and sal.max() <= 1.0
-  assert metrics.saliency_similarity(sal, sal) == pytest.approx(1.0)
-  other = metrics.image_signature_saliency(astronaut[200:500, 80:500])
-  assert metrics.saliency_similarity(sal, other) < 0.5
-  blurred = metrics.image_signature_saliency(_degrade(photo, np.random.default_rng(6), 1.0, 2.0))
-  assert metrics.saliency_similarity(sal, blurred) > metrics.saliency_similarity(sal, other)
-  flat = metrics.image_signature_saliency(np.full((40, 50, 3), 7, np.uint8))
+  assert image_signature.saliency_similarity(sal, sal) == pytest.approx(1.0)
+  other = image_signature.image_signature_saliency(astronaut[200:500, 80:500])
+  assert image_signature.saliency_similarity(sal, other) < 0.5
+  blurred = image_signature.image_signature_saliency(
+      _degrade(photo, np.random.default_rng(6), 1.0, 2.0))
+  similarity = image_signature.saliency_similarity
+  assert similarity(sal, blurred) > similarity(sal, other)
+  flat = image_signature.image_signature_saliency(np.full((40, 50, 3), 7, np.uint8))
   assert flat.shape == (40, 50) and not flat.any()
-  assert math.isnan(metrics.saliency_similarity(sal[:40, :50], flat))
+  assert math.isnan(image_signature.saliency_similarity(sal[:40, :50], flat))
   with pytest.raises(ValueError, match="shape mismatch"):
-    metrics.saliency_similarity(sal, sal[:-1])
+    image_signature.saliency_similarity(sal, sal[:-1])
 
 
 def test_saliency_heatmap(blob_image):
-  sal = metrics.image_signature_saliency(blob_image)
-  heat = metrics.saliency_heatmap(sal)
+  sal = image_signature.image_signature_saliency(blob_image)
+  heat = image_signature.saliency_heatmap(sal)
   assert heat.shape == (128, 128, 3) and heat.dtype == np.uint8
   iy, ix = np.unravel_index(np.argmax(sal), sal.shape)
   assert heat[iy, ix, 0] > heat[iy, ix, 2]  # 'jet': hot is red ...

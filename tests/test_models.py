@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from biskip_jax import models
+from biskip_jax.nn import layers, models
 
 # DESIGN §2: parameter counts with batch norm (scale and bias counted, running stats not).
 PARAM_COUNTS = {"BS": 6_082_179, "BS-cR": 5_056_035, "BS-w/o-R": 4_029_891, "S": 3_665_683}
@@ -269,7 +269,7 @@ def test_upconv_equals_flax_conv_transpose(shape, platform):
   """UpConv is nn.ConvTranspose(5x5, stride 2, SAME): same init, output, grads, in the CPU
   (sub-pixel) form and the other platforms' (transposed conv) form alike."""
   x = jnp.asarray(np.random.default_rng(0).normal(size=shape), jnp.float32)
-  up = models.UpConv(4, platform=platform)
+  up = layers.UpConv(4, platform=platform)
   ref = flax.linen.ConvTranspose(4, (5, 5), strides=(2, 2), padding="SAME",
                                  kernel_init=flax.linen.initializers.xavier_uniform())
   v = up.init(jax.random.key(1), x)
@@ -304,7 +304,7 @@ def test_strided_conv_equals_flax_conv(shape, kernel, stride, platform):
   """StridedConv is nn.Conv(k, stride s, SAME): same init, output, grads and GP double grads,
   in the CPU (space-to-depth) form and the other platforms' (strided conv) form alike."""
   x = jnp.asarray(np.random.default_rng(0).normal(size=shape), jnp.float32)
-  conv = models.StridedConv(4, kernel, stride, platform=platform)
+  conv = layers.StridedConv(4, kernel, stride, platform=platform)
   ref = flax.linen.Conv(4, (kernel, kernel), strides=(stride, stride), padding="SAME",
                         kernel_init=flax.linen.initializers.xavier_uniform())
   v = conv.init(jax.random.key(1), x)
@@ -320,7 +320,7 @@ def test_strided_conv_equals_flax_conv(shape, kernel, stride, platform):
                          g, g_ref)
 
 
-@pytest.mark.parametrize("layer", [models.UpConv(6), models.StridedConv(6, 4, 2)],
+@pytest.mark.parametrize("layer", [layers.UpConv(6), layers.StridedConv(6, 4, 2)],
                          ids=["UpConv", "StridedConv"])
 def test_cpu_rewrites_and_native_convs_agree_and_share_parameters(layer):
   """The two forms of each layer take one parameter tree (a checkpoint loads on any platform)
@@ -341,7 +341,7 @@ def test_cpu_rewrites_and_native_convs_agree_and_share_parameters(layer):
   close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6 * np.abs(b).max())
   jax.tree_util.tree_map(close, grads["cpu"], grads["cuda"])
 
-  native = "stride = [2, 2]" if isinstance(layer, models.StridedConv) else "lhs_dilate = [2, 2]"
+  native = "stride = [2, 2]" if isinstance(layer, layers.StridedConv) else "lhs_dilate = [2, 2]"
   apply = jax.jit(layer.apply)
   assert native not in apply.lower(v, x).as_text()
   assert native in jax.export.export(apply, platforms=["cuda"])(v, x).mlir_module()

@@ -21,8 +21,8 @@ import jax
 import numpy as np
 import pytest
 
-from biskip_jax import checkpointing, multihost, train_step, workdir_lock
 from biskip_jax.errors import UserError
+from biskip_jax.train import checkpointing, multihost, train_step, workdir_lock
 from configs import tiny
 from tests import stderr_process
 

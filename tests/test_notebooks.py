@@ -27,8 +27,8 @@ import types
 import numpy as np
 import pytest
 
-from biskip_jax import schemes
-from biskip_jax.datasets import gopro, load_image, synthetic
+from biskip_jax.data.datasets import gopro, load_image, synthetic
+from biskip_jax.objective import schemes
 from configs import biskip, quickstart
 from tests.test_datasets import make_gopro
 

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import skimage.data
 
-from biskip_jax import inference, models, pretrained
-from biskip_jax.datasets import load_image, save_image
+from biskip_jax.data.datasets import load_image, save_image
 from biskip_jax.errors import UserError
+from biskip_jax.inference import full_resolution, loading, pretrained, shipping
+from biskip_jax.nn import models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = os.path.isfile(pretrained.paths()[0])
@@ -44,8 +45,8 @@ def test_export_holds_the_generator_only_and_loads_equal(exported):
   # An independent checksum of the file.
   assert meta["sha256"] == hashlib.sha256(open(npz_path, "rb").read()).hexdigest()
   config, variables, _ = pretrained.read_verified("tiny", directory)
-  d_shipped = inference.Deblurrer(config, variables)
-  d_run = inference.Deblurrer.from_checkpoint(run)
+  d_shipped = full_resolution.Deblurrer(config, variables)
+  d_run = full_resolution.Deblurrer.from_checkpoint(run)
   img = _photo()
   np.testing.assert_array_equal(d_shipped(img), d_run(img))
   assert not np.array_equal(d_shipped(img), img)  # The tiny model is not the identity.
@@ -104,17 +105,17 @@ def test_damaged_shipped_model_is_one_clear_error(exported, tmp_path, damage):
   with pytest.raises(UserError) as e:
     pretrained.read_verified("tiny", directory)
   msg = str(e.value)
-  assert "\n" not in msg and "biskip_jax/pretrained" in msg
+  assert "\n" not in msg and "biskip_jax/inference/pretrained/" in msg
   assert (json_path if damage in ("delete_json", "bad_json") else npz_path) in msg
 
 
 
-@pytest.mark.skipif(not SHIPPED, reason="no shipped model in biskip_jax/pretrained/")
+@pytest.mark.skipif(not SHIPPED, reason="no shipped model in biskip_jax/inference/pretrained/")
 @pytest.mark.slow
 def test_shipped_model_verifies_and_leaves_a_sharp_photo_alone():
   npz_path, _ = pretrained.paths()
   assert os.path.getsize(npz_path) <= 25 * 10**6  # The shipped model's size limit.
-  d = inference.Deblurrer.pretrained()
+  d = full_resolution.Deblurrer.pretrained()
   # The paper's full-width generator.
   assert tuple(d.config.model.channels) == (32, 64, 128, 128, 128)
   assert d.config.model.variant == "BS" and models.count_params(d.variables["params"]) > 6e6
@@ -124,7 +125,7 @@ def test_shipped_model_verifies_and_leaves_a_sharp_photo_alone():
   assert 10 * np.log10(255.0 ** 2 / max(mse, 1e-10)) >= 35.0  # A sharp photo stays sharp.
 
 
-@pytest.mark.skipif(not SHIPPED, reason="no shipped model in biskip_jax/pretrained/")
+@pytest.mark.skipif(not SHIPPED, reason="no shipped model in biskip_jax/inference/pretrained/")
 @pytest.mark.slow
 def test_deblur_py_without_ckpt_uses_the_shipped_model(tmp_path):
   photo = tmp_path / "photo.png"
@@ -136,7 +137,7 @@ def test_deblur_py_without_ckpt_uses_the_shipped_model(tmp_path):
   assert r.returncode == 0, r.stderr[-2000:]
   out = load_image(tmp_path / "deblurred" / "photo.png")
   assert out.shape == _photo().shape
-  expected = inference.Deblurrer.pretrained()(_photo())
+  expected = full_resolution.Deblurrer.pretrained()(_photo())
   np.testing.assert_array_equal(out, expected)
 
 
@@ -154,13 +155,13 @@ def test_shipped_model_names_the_steps_of_every_run_behind_it():
 
 def test_lineage_of_a_warm_started_run(tmp_path):
   # A run without a warm start: itself.
-  assert pretrained.lineage(str(tmp_path), "runs/a", 40) == {
+  assert shipping.lineage(str(tmp_path), "runs/a", 40) == {
       "step": 40, "runs": [{"workdir": "runs/a", "steps": 40}]}
   # Warm-started from the shipped model: its runs first (read from its JSON at the start).
   child = tmp_path / "child"
   child.mkdir()
-  pretrained.record_init_from(str(child), "pretrained", None)
-  assert pretrained.lineage(str(child), "runs/child", 500) == {
+  shipping.record_init_from(str(child), "pretrained", None)
+  assert shipping.lineage(str(child), "runs/child", 500) == {
       "step": 9500, "runs": [{"workdir": "runs/pretrain", "steps": 6000},
                              {"workdir": "runs/pretrain2", "steps": 3000,
                               "init_from": "pretrained"},
@@ -168,8 +169,8 @@ def test_lineage_of_a_warm_started_run(tmp_path):
   # Warm-started from that run at its step 500: the chain goes on.
   grandchild = tmp_path / "grandchild"
   grandchild.mkdir()
-  pretrained.record_init_from(str(grandchild), str(child), 500)
-  lineage = pretrained.lineage(str(grandchild), "runs/grandchild", 7)
+  shipping.record_init_from(str(grandchild), str(child), 500)
+  lineage = shipping.lineage(str(grandchild), "runs/grandchild", 7)
   assert [r["steps"] for r in lineage["runs"]] == [6000, 3000, 500, 7]
   assert lineage["runs"][-2] == {"workdir": str(child), "steps": 500, "init_from": "pretrained"}
   assert lineage["runs"][-1]["init_from"] == str(child) and lineage["step"] == 9507
@@ -179,7 +180,7 @@ def test_runs_behind_a_model_file_are_those_its_json_names(tmp_path):
   """A model file exported elsewhere (``--ckpt=PATH/NAME.npz``), with a one-run provenance."""
   with open(tmp_path / "gpu.json", "w") as f:
     json.dump({"provenance": {"source": "gpu_run", "step": 120}}, f)
-  assert pretrained.runs_behind(str(tmp_path / "gpu.npz"), None) == [
+  assert shipping.runs_behind(str(tmp_path / "gpu.npz"), None) == [
       {"workdir": "gpu_run", "steps": 120}]
 
 
@@ -201,14 +202,14 @@ def test_load_generator_takes_a_workdir_a_checkpoint_and_a_shipped_model(exporte
   directory, run = exported
   _, config, variables = workdir
   for ckpt in (run, os.path.join(run, "checkpoints"), os.path.join(run, "checkpoints", "5")):
-    got_config, got, step = inference.load_generator(ckpt)
+    got_config, got, step = loading.load_generator(ckpt)
     assert step == 5 and _model_json(got_config) == _model_json(config), ckpt
     _assert_same_arrays(got, variables)
   # A model file exported like the shipped one, by path and by name (None: the default name).
   monkeypatch.setattr(pretrained, "DIRECTORY", directory)
   monkeypatch.setattr(pretrained, "DEFAULT_NAME", "tiny")
   for ckpt in (os.path.join(directory, "tiny.npz"), "pretrained:tiny", "pretrained", None):
-    got_config, got, step = inference.load_generator(ckpt)
+    got_config, got, step = loading.load_generator(ckpt)
     assert step == 5 and _model_json(got_config) == _model_json(config), ckpt
     _assert_same_arrays(got, variables)
 
@@ -217,10 +218,10 @@ def test_load_generator_names_a_missing_path_on_one_line(tmp_path):
   for missing in (tmp_path / "no_run", tmp_path / "no_model.npz",
                   tmp_path / "no_run" / "checkpoints" / "7"):
     with pytest.raises(UserError) as e:
-      inference.load_generator(str(missing))
+      loading.load_generator(str(missing))
     assert str(e.value) == f"--ckpt {missing} does not exist"
   with pytest.raises(UserError) as e:
-    inference.load_generator("pretrained:no_such_model")
+    loading.load_generator("pretrained:no_such_model")
   msg = str(e.value)
   assert "\n" not in msg and os.path.join(pretrained.DIRECTORY, "no_such_model.") in msg, msg
 
@@ -239,10 +240,10 @@ def test_one_shape_check_names_the_arrays_that_differ():
 def test_export_run_writes_what_load_generator_reads_back(workdir, tmp_path):
   """The work of biskip-pretrained: a run's generator as a model file, its steps recorded."""
   run, _, variables = workdir
-  npz_path, json_path, step, provenance = pretrained.export_run(
+  npz_path, json_path, step, provenance = shipping.export_run(
       run, name="from_run", directory=str(tmp_path))
   assert (npz_path, json_path) == pretrained.paths("from_run", str(tmp_path))
   assert step == 5 and provenance == {"step": 5, "runs": [{"workdir": run, "steps": 5}]}
-  _, got, got_step = inference.load_generator(npz_path)
+  _, got, got_step = loading.load_generator(npz_path)
   assert got_step == 5
   _assert_same_arrays(got, variables)

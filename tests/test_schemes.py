@@ -6,7 +6,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from biskip_jax import datasets, input_pipeline, models, schemes
+from biskip_jax.data import datasets, input_pipeline
+from biskip_jax.nn import models
+from biskip_jax.objective import schemes
 from configs import biskip, pretrain, quickstart
 
 EXPECTED = {  # name -> (self_paced, adversarial, pixel, perceptual, variant)

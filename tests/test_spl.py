@@ -1,4 +1,5 @@
-"""Tests of biskip_jax.spl: eq. 10–11 against hand values and the SPL objective, and state."""
+"""Tests of biskip_jax.objective.spl: eq. 10–11 against hand values and the SPL objective, and
+state."""
 
 import math
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import optimize
 
-from biskip_jax import spl
+from biskip_jax.objective import spl
 
 # One compiled version for the value tests (eager dispatch of every op is slow on CPU); the
 # eager path is checked against it below.

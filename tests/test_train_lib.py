@@ -11,8 +11,10 @@ import jax
 import numpy as np
 import pytest
 
-from biskip_jax import config_checks, pretrained, train_lib, train_step
+from biskip_jax.config import config_checks
 from biskip_jax.errors import UserError
+from biskip_jax.inference import shipping
+from biskip_jax.train import train_lib, train_step
 from configs import tiny
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -313,7 +315,7 @@ def test_warm_start_takes_the_generator_of_a_run_and_nothing_else(tmp_path):
   (tmp_path / "child").mkdir()
   warm = train_lib.warm_start(fresh, config, str(tmp_path / "child"))
   # The new run's export will count the source's 2 steps too.
-  assert pretrained.lineage(str(tmp_path / "child"), "child", 4) == {"step": 6, "runs": [
+  assert shipping.lineage(str(tmp_path / "child"), "child", 4) == {"step": 6, "runs": [
       {"workdir": str(tmp_path / "source"), "steps": 2},
       {"workdir": "child", "steps": 4, "init_from": str(tmp_path / "source")}]}
   for a, b in zip(jax.tree_util.tree_leaves(warm.gen.params),

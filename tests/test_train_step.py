@@ -11,8 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from biskip_jax import conv, image_io, models, train_step, vgg
-from biskip_jax import losses as losses_lib
+from biskip_jax.data import image_io
+from biskip_jax.nn import conv, models, vgg
+from biskip_jax.objective import losses as losses_lib
+from biskip_jax.train import train_step
 from configs import tiny
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -248,7 +250,7 @@ def test_four_devices_match_one_device():
   """Data parallel over 4 forced CPU devices gives the 1-device metrics and parameters."""
   code = textwrap.dedent("""
       import jax, numpy as np
-      from biskip_jax import train_step
+      from biskip_jax.train import train_step
       from configs import tiny
       from tests.test_train_step import _batch
       assert jax.device_count() == 4

@@ -18,9 +18,18 @@ import numpy as np
 import pytest
 from PIL import features
 
-from biskip_jax import cli, deblur_lib, eval_lib, inference, output_files
-from biskip_jax.datasets import BadImageError, folder, frames, load_image, save_image, synthetic
+from biskip_jax import cli, output_files
+from biskip_jax.data.datasets import (
+  BadImageError,
+  folder,
+  frames,
+  load_image,
+  save_image,
+  synthetic,
+)
 from biskip_jax.errors import UserError
+from biskip_jax.evaluation import eval_lib
+from biskip_jax.inference import deblur_lib, full_resolution, loading
 from tests.conftest import negative
 
 
@@ -255,7 +264,7 @@ def test_a_full_disk_stops_deblur_with_one_line(negative_model, tmp_path, monkey
 
 def test_a_negative_tile_size_is_refused_before_the_model_loads(tmp_path, monkeypatch):
   save_image(tmp_path / "a.png", _image(1))
-  monkeypatch.setattr(inference.Deblurrer, "load", lambda *a, **k: pytest.fail("loaded"))
+  monkeypatch.setattr(full_resolution.Deblurrer, "load", lambda *a, **k: pytest.fail("loaded"))
   with pytest.raises(UserError, match=r"^--tile_size=-5: expected 0 \(automatic\) or a positive"):
     deblur_lib.run(None, str(tmp_path / "out"), [str(tmp_path / "a.png")], tile_size=-5)
 
@@ -326,7 +335,7 @@ def test_dataset_listings_skip_special_files_with_one_line(tmp_path, caplog):
 def test_a_fifo_for_config_json_is_one_line(tmp_path):
   os.mkfifo(tmp_path / "config.json")
   with pytest.raises(UserError, match=r"config.json is a FIFO, not a regular file"):
-    _finishes(lambda: inference.load_run_config(str(tmp_path)), [tmp_path / "config.json"])
+    _finishes(lambda: loading.load_run_config(str(tmp_path)), [tmp_path / "config.json"])
 
 
 def test_the_record_stays_one_line_per_file_over_many_runs(tmp_path):

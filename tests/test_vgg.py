@@ -1,7 +1,7 @@
-"""Tests for biskip_jax.vgg: the port matches PyTorch, files are read safely, weights are found.
+"""Tests for biskip_jax.nn.vgg: the port matches PyTorch, files are read safely, weights are found.
 
 No test touches the network: ``urllib.request.urlopen`` is replaced for every test, and the
-download tests replace ``vgg.download_file``.
+download tests replace ``vgg_loading.download_file``.
 """
 
 import hashlib
@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from biskip_jax import vgg
 from biskip_jax.errors import UserError
+from biskip_jax.nn import vgg, vgg_loading
 
 _CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
         512, 512, 512, 512, "M")
@@ -42,7 +42,7 @@ def _torch_features() -> torch.nn.Sequential:
 def _no_network(monkeypatch):
   def refuse(*args, **kwargs):
     raise AssertionError("tests must not use the network")
-  monkeypatch.setattr(vgg.urllib.request, "urlopen", refuse)
+  monkeypatch.setattr(vgg_loading.urllib.request, "urlopen", refuse)
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,7 @@ def test_normalize_input():
     ("conv1_2", (1, 40, 48, 64)), ("conv2_1", (1, 20, 24, 128)), ("conv3_3", (1, 10, 12, 256)),
     ("conv4_4", (1, 5, 6, 512)), ("conv5_4", (1, 2, 3, 512))])
 def test_features_match_pytorch(torch_vgg, pth_path, layer, shape):
-  params = vgg.port_torchvision_vgg19(pth_path, layer)
+  params = vgg_loading.port_torchvision_vgg19(pth_path, layer)
   x = np.random.default_rng(1).uniform(-2, 2, (1, 40, 48, 3)).astype(np.float32)
   with jax.default_matmul_precision("float32"):
     out = np.asarray(vgg.VGG19Features(layer=layer).apply(params, jnp.asarray(x)))
@@ -113,31 +113,31 @@ def test_features_match_pytorch(torch_vgg, pth_path, layer, shape):
 
 
 def test_params_match_init_structure(pth_path):
-  params = vgg.port_torchvision_vgg19(pth_path, "conv3_3")
+  params = vgg_loading.port_torchvision_vgg19(pth_path, "conv3_3")
   shapes = jax.eval_shape(vgg.VGG19Features().init, jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
   assert jax.tree.map(lambda a: (a.shape, a.dtype), shapes) == jax.tree.map(
       lambda a: (a.shape, a.dtype), params)
   assert list(params["params"]) == [f"conv{b}_{i}" for b, n in ((1, 2), (2, 2), (3, 3))
                                     for i in range(1, n + 1)]
-  assert len(vgg.port_torchvision_vgg19(pth_path)["params"]) == 16
+  assert len(vgg_loading.port_torchvision_vgg19(pth_path)["params"]) == 16
 
 
 def test_unknown_layer():
   with pytest.raises(ValueError, match="conv3_3.*conv5_4"):
     vgg.VGG19Features(layer="conv6_1").init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
   with pytest.raises(ValueError, match="valid layers"):
-    vgg.port_torchvision_vgg19({}, "relu3_3")
+    vgg_loading.port_torchvision_vgg19({}, "relu3_3")
   with pytest.raises(ValueError, match="valid layers"):
-    vgg.load_vgg19_params(layer="pool5")
+    vgg_loading.load_vgg19_params(layer="pool5")
 
 
 def test_npz_and_dict_ports_agree(state_dict, tmp_path):
   as_numpy = {k: v.numpy() for k, v in state_dict.items()}
   npz = tmp_path / "vgg19.npz"
   np.savez(npz, **as_numpy)
-  from_dict = vgg.port_torchvision_vgg19(state_dict)
-  _assert_params_equal(from_dict, vgg.port_torchvision_vgg19(as_numpy))
-  _assert_params_equal(from_dict, vgg.port_torchvision_vgg19(str(npz)))
+  from_dict = vgg_loading.port_torchvision_vgg19(state_dict)
+  _assert_params_equal(from_dict, vgg_loading.port_torchvision_vgg19(as_numpy))
+  _assert_params_equal(from_dict, vgg_loading.port_torchvision_vgg19(str(npz)))
   np.testing.assert_array_equal(from_dict["params"]["conv2_1"]["kernel"],
                                 as_numpy["features.5.weight"].transpose(2, 3, 1, 0))
 
@@ -153,11 +153,11 @@ def test_port_without_torch_matches_torch_load(state_dict, tmp_path, zip_format)
   path = tmp_path / "vgg19.pth"
   torch.save(sd, path, _use_new_zipfile_serialization=zip_format)
   assert zipfile.is_zipfile(path) == zip_format
-  with_torch = vgg.port_torchvision_vgg19(str(path), use_torch=True)
-  without = vgg.port_torchvision_vgg19(str(path), use_torch=False)
+  with_torch = vgg_loading.port_torchvision_vgg19(str(path), use_torch=True)
+  without = vgg_loading.port_torchvision_vgg19(str(path), use_torch=False)
   _assert_params_equal(with_torch, without)
-  _assert_params_equal(with_torch, vgg.port_torchvision_vgg19(state_dict))
-  raw = vgg._read_pth(str(path), use_torch=False)  # pylint: disable=protected-access
+  _assert_params_equal(with_torch, vgg_loading.port_torchvision_vgg19(state_dict))
+  raw = vgg_loading._read_pth(str(path), use_torch=False)  # pylint: disable=protected-access
   np.testing.assert_array_equal(raw["extra.half"], np.ones((2, 2), np.float16))
 
 
@@ -203,8 +203,8 @@ def test_port_2017_legacy_file(state_dict, tmp_path, use_torch):
   arrays = {k: v.numpy() for k, v in state_dict.items() if k.startswith("features.")}
   path = tmp_path / "vgg19-2017.pth"
   _write_2017_pth(path, arrays)
-  _assert_params_equal(vgg.port_torchvision_vgg19(str(path), use_torch=use_torch),
-                       vgg.port_torchvision_vgg19(arrays))
+  _assert_params_equal(vgg_loading.port_torchvision_vgg19(str(path), use_torch=use_torch),
+                       vgg_loading.port_torchvision_vgg19(arrays))
 
 
 class _Payload:
@@ -239,7 +239,7 @@ def test_malicious_pth_refused(tmp_path, pth_path, use_torch):
   marker = tmp_path / "pwned"
   for path in _malicious_files(tmp_path, pth_path, marker):
     with pytest.raises(UserError, match=str(path)):
-      vgg.port_torchvision_vgg19(str(path), use_torch=use_torch)
+      vgg_loading.port_torchvision_vgg19(str(path), use_torch=use_torch)
     assert not marker.exists()
 
 
@@ -247,67 +247,67 @@ def test_restricted_unpickler_refuses_globals(tmp_path):
   path = tmp_path / "globals.pth"
   path.write_bytes(pickle.dumps(shutil.rmtree, protocol=2))
   with pytest.raises(UserError, match="refusing to load global shutil.rmtree"):
-    vgg.port_torchvision_vgg19(str(path), use_torch=False)
+    vgg_loading.port_torchvision_vgg19(str(path), use_torch=False)
 
 
 def test_missing_keys_and_wrong_shapes(state_dict, pth_path):
   partial = {k: v for k, v in state_dict.items() if not k.startswith("features.34.")}
-  vgg.port_torchvision_vgg19(partial, "conv5_3")  # conv5_4 isn't needed.
+  vgg_loading.port_torchvision_vgg19(partial, "conv5_3")  # conv5_4 isn't needed.
   with pytest.raises(UserError, match=r"<state dict> has no 'features.34.weight'"):
-    vgg.port_torchvision_vgg19(partial)
+    vgg_loading.port_torchvision_vgg19(partial)
   wrong = dict(state_dict, **{"features.2.weight": torch.zeros(64, 64, 1, 1)})
   with pytest.raises(UserError, match="conv1_2"):
-    vgg.port_torchvision_vgg19(wrong)
+    vgg_loading.port_torchvision_vgg19(wrong)
   with pytest.raises(UserError, match="not-there.npz"):
-    vgg.port_torchvision_vgg19("/not-there.npz")
+    vgg_loading.port_torchvision_vgg19("/not-there.npz")
 
 
 def test_given_weights_file(pth_path, tmp_path):
-  _assert_params_equal(vgg.load_vgg19_params(pth_path, "conv2_2", cache_dir=str(tmp_path)),
-                       vgg.port_torchvision_vgg19(pth_path, "conv2_2"))
+  _assert_params_equal(vgg_loading.load_vgg19_params(pth_path, "conv2_2", cache_dir=str(tmp_path)),
+                       vgg_loading.port_torchvision_vgg19(pth_path, "conv2_2"))
   missing = str(tmp_path / "nope.pth")
   with pytest.raises(UserError, match=f"loss.vgg_weights.*{missing}"):
-    vgg.load_vgg19_params(missing)
+    vgg_loading.load_vgg19_params(missing)
 
 
 def test_download_failure_is_a_user_error(monkeypatch, tmp_path):
   def fail(url, dest):
     raise urllib.error.URLError("no network")
-  monkeypatch.setattr(vgg, "download_file", fail)
+  monkeypatch.setattr(vgg_loading, "download_file", fail)
   with pytest.raises(UserError) as e:
-    vgg.load_vgg19_params(cache_dir=str(tmp_path))
+    vgg_loading.load_vgg19_params(cache_dir=str(tmp_path))
   message = str(e.value)
-  assert vgg.TORCHVISION_VGG19_URL in message
+  assert vgg_loading.TORCHVISION_VGG19_URL in message
   assert "--config.loss.vgg_weights=" in message
   assert "never falls back to random" in message
   assert os.listdir(tmp_path) == []
   with pytest.raises(UserError, match="downloading is off"):
-    vgg.load_vgg19_params(cache_dir=str(tmp_path), download=False)
+    vgg_loading.load_vgg19_params(cache_dir=str(tmp_path), download=False)
 
 
 def test_checksum_mismatch(monkeypatch, tmp_path, pth_path):
-  monkeypatch.setattr(vgg, "download_file", lambda url, dest: shutil.copy(pth_path, dest))
+  monkeypatch.setattr(vgg_loading, "download_file", lambda url, dest: shutil.copy(pth_path, dest))
   with pytest.raises(UserError, match="Checksum mismatch.*dcbb9e9d"):
-    vgg.load_vgg19_params(cache_dir=str(tmp_path))
+    vgg_loading.load_vgg19_params(cache_dir=str(tmp_path))
   assert os.listdir(tmp_path) == []
 
 
 def test_download_and_cache_round_trip(monkeypatch, tmp_path, pth_path):
   with open(pth_path, "rb") as f:
-    monkeypatch.setattr(vgg, "TORCHVISION_VGG19_SHA256_PREFIX",
+    monkeypatch.setattr(vgg_loading, "TORCHVISION_VGG19_SHA256_PREFIX",
                         hashlib.sha256(f.read()).hexdigest()[:8])
   calls = []
 
   def fake_download(url, dest):
     calls.append(url)
     shutil.copy(pth_path, dest)
-  monkeypatch.setattr(vgg, "download_file", fake_download)
+  monkeypatch.setattr(vgg_loading, "download_file", fake_download)
   monkeypatch.setenv("BISKIP_JAX_CACHE", str(tmp_path))
-  first = vgg.load_vgg19_params(layer="conv2_1")
-  assert calls == [vgg.TORCHVISION_VGG19_URL]
+  first = vgg_loading.load_vgg19_params(layer="conv2_1")
+  assert calls == [vgg_loading.TORCHVISION_VGG19_URL]
   assert os.listdir(tmp_path) == ["vgg19_conv2_1.npz"]  # The raw download is gone.
-  _assert_params_equal(first, vgg.port_torchvision_vgg19(pth_path, "conv2_1"))
-  second = vgg.load_vgg19_params(layer="conv2_1")
+  _assert_params_equal(first, vgg_loading.port_torchvision_vgg19(pth_path, "conv2_1"))
+  second = vgg_loading.load_vgg19_params(layer="conv2_1")
   assert len(calls) == 1
   _assert_params_equal(first, second)
 
@@ -315,7 +315,7 @@ def test_download_and_cache_round_trip(monkeypatch, tmp_path, pth_path):
 def test_download_file(monkeypatch, tmp_path):
   class Response(io.BytesIO):
     headers = {"Content-Length": "3000000"}
-  monkeypatch.setattr(vgg.urllib.request, "urlopen",
+  monkeypatch.setattr(vgg_loading.urllib.request, "urlopen",
                       lambda url, timeout: Response(b"x" * 3_000_000))
-  vgg.download_file("https://example.invalid/w.pth", str(tmp_path / "w.pth"))
+  vgg_loading.download_file("https://example.invalid/w.pth", str(tmp_path / "w.pth"))
   assert (tmp_path / "w.pth").read_bytes() == b"x" * 3_000_000

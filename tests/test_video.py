@@ -12,9 +12,9 @@ import pytest
 import skimage.data
 import skimage.transform
 
-from biskip_jax import deblur_lib, inference, video
-from biskip_jax.datasets import BadImageError, save_image
+from biskip_jax.data.datasets import BadImageError, save_image
 from biskip_jax.errors import UserError
+from biskip_jax.inference import deblur_lib, full_resolution, video
 
 av = pytest.importorskip("av", reason="the video extra (PyAV) is not installed")
 
@@ -123,7 +123,7 @@ def test_missing_extra_and_bad_rate_are_one_line(monkeypatch, tmp_path):
   monkeypatch.setitem(sys.modules, "av", None)  # import av raises ImportError.
   clip = tmp_path / "clip.mp4"
   clip.write_bytes(b"x")
-  monkeypatch.setattr(inference.Deblurrer, "load", lambda *a, **k: pytest.fail("loaded"))
+  monkeypatch.setattr(full_resolution.Deblurrer, "load", lambda *a, **k: pytest.fail("loaded"))
   with pytest.raises(UserError, match=r'pip install -e "\.\[video\]"'):
     deblur_lib.run(None, str(tmp_path / "out"), [str(clip)])
 

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from biskip_jax import periodic_actions, writers
+from biskip_jax.train.logs import periodic_actions, writers
 
 
 def test_json_lines_rows_keep_the_metrics_jsonl_format(tmp_path):

@@ -1,0 +1,2 @@
+"""Configuration: every field declared once (``config_defaults``), checked and upgraded
+(``config_checks``)."""

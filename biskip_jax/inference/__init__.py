@@ -1,0 +1,2 @@
+"""Using a trained generator: loading any ``--ckpt``, full-resolution restoration, the
+shipped model, export, photos and video."""

@@ -45,6 +45,7 @@ OLD_BEHAVIOUR = {
     "data.synthetic.jpeg_prob": 0.0,
     "data.synthetic.jpeg_quality": (60, 95),
     "data.synthetic.sharp_prob": 0.0,
+    "data.frames.odd_windows": False,
     "data.synthetic.scale_range": (1.0, 1.0),
     "data.synthetic.eval_max_size": 0,
     "data.synthetic.highlight_prob": 0.0,
@@ -92,9 +93,10 @@ def test_upgrade_keeps_stored_values_and_fills_the_rest(name):
       assert got[field] == want, field
   missing = set(today) - set(_flat(stored)) - {"critic.norm_affine"}
   # Fields only read by the frames source and by multi-host stops: today's defaults (no
-  # earlier code read them).
-  new_features = {f for f in missing if f.startswith("data.frames.")} | {
-      "train.stop_check_every"}
+  # earlier code read them), but for a frames field whose old behaviour differs.
+  frames_read = "frames" in stored["data"]
+  new_features = {f for f in missing if f.startswith("data.frames.")
+                  and not (frames_read and f in OLD_BEHAVIOUR)} | {"train.stop_check_every"}
   assert missing - new_features <= set(OLD_BEHAVIOUR)
   for field in missing - new_features:
     assert got[field] == OLD_BEHAVIOUR[field], field
@@ -175,6 +177,7 @@ def test_resuming_an_old_run_compares_its_upgraded_config(tmp_path, caplog):
   shutil.copy(os.path.join(FIXTURES, "before_timed_checkpoints.json"),
               tmp_path / "config.json")
   config = config_defaults.get_config("SA1P-BS")
+  config.data.frames.odd_windows = False  # The run drew frames windows of every length.
   with caplog.at_level("WARNING", logger="biskip_jax"):
     config_checks.save_or_check_config(config, str(tmp_path))
   assert "changes" not in caplog.text  # Fields added since take the values the run had.
@@ -198,3 +201,13 @@ def test_a_config_file_lacking_or_adding_a_field_is_refused():
   del config.train["stop_check_every"]
   with pytest.raises(UserError, match=r"--config lacks train.stop_check_every: build"):
     config_checks.check_fields(config)
+
+
+def test_a_stored_frames_section_keeps_the_window_lengths_it_drew():
+  """Runs of the frames source before odd_windows drew windows of every length; a config
+  without a frames section never read one, so it takes today's default."""
+  stored = config_defaults.get_config().to_dict()
+  del stored["data"]["frames"]["odd_windows"]
+  assert config_checks.upgrade(stored, "config.json").data.frames.odd_windows is False
+  del stored["data"]["frames"]
+  assert config_checks.upgrade(stored, "config.json").data.frames.odd_windows is True

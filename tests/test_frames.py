@@ -280,3 +280,19 @@ def test_blur_extents_measure_known_motion(tmp_path):
   line = np.zeros((15, 15))
   line[7, 2:13] = 1
   assert blur.kernel_extent(line / line.sum()) == 11
+
+
+def test_odd_windows_only_centre_the_target_in_time(tmp_path):
+  _write_sequence(tmp_path / "seq")
+  seqs = frames.list_sequences(str(tmp_path / "seq"))
+  odd = frames.FramesSource(seqs, split="train", num_examples=200, seed=3, window=(2, 7))
+  assert {odd.window(i).length for i in range(200)} == {3, 5, 7}
+  for i in range(20):  # The middle frame has as many frames before it as after it.
+    w = odd.window(i)
+    mid = w.start + w.length // 2
+    assert mid - w.start == w.start + w.length - 1 - mid
+  every = frames.FramesSource(seqs, split="train", num_examples=200, seed=3, window=(2, 7),
+                              odd_windows=False)
+  assert {every.window(i).length for i in range(200)} == {2, 3, 4, 5, 6, 7}
+  with pytest.raises(UserError, match="odd_windows"):
+    frames.FramesSource(seqs, split="train", num_examples=10, seed=0, window=(4, 4))

@@ -289,10 +289,13 @@ def check_fields(config: ml_collections.ConfigDict) -> None:
 
 # Fields added after configs were first stored, with the value that reproduces what the code
 # did before them where today's default would not. Every other field a stored config lacks
-# takes today's default, which is what the code did without it.
+# takes today's default, which is what the code did without it; so does a field of a section
+# the stored config lacks (no code of its time read that section).
 _BEFORE: dict[str, Any] = {
     # train.profile took no trace before train.profile_steps named its steps: (0, 0) is none.
     "train.profile_steps": (0, 0),
+    # Frames windows were of any length in data.frames.window before odd_windows.
+    "data.frames.odd_windows": False,
 }
 
 
@@ -359,8 +362,8 @@ def upgrade(stored: Any, where: str) -> ml_collections.ConfigDict:
   merged = _merge(config_defaults.get_config().to_dict(), stored, where)
   present = _flatten(stored)
   for field, value in _BEFORE.items():
-    if field not in present:
-      section, name = field.rsplit(".", 1)
+    section, name = field.rsplit(".", 1)
+    if field not in present and any(k.startswith(section + ".") for k in present):
       node = merged
       for part in section.split("."):
         node = node[part]

@@ -127,6 +127,9 @@ def get_config(scheme: str = "SA1P-BS") -> ml_collections.ConfigDict:
   d.frames = fr = ml_collections.ConfigDict()
   fr.path = ""  # A folder of consecutive frames, or of one subfolder per sequence.
   fr.window = (7, 13)  # Frames averaged per training pair, drawn from [lo, hi] (GoPro: 7-13).
+  # Odd window lengths only: the sharp target, the middle frame, is then the window's centre in
+  # time; an even window's middle frame is half a frame late, a shift the model would learn.
+  fr.odd_windows = True
   fr.curve = "gamma"  # Display -> linear light: "gamma" (x^gamma, as GoPro) | "srgb".
   fr.gamma = 2.2  # Exponent of the "gamma" curve.
   # Fraction [a, b) of every sequence held out: no training window touches these frames;

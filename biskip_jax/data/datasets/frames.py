@@ -103,6 +103,8 @@ class FramesSource:
     num_examples: training records in one epoch (ignored for ``"eval"``).
     seed: data seed.
     window: ``(lo, hi)`` frames averaged per training pair, inclusive.
+    odd_windows: training windows of odd lengths only, so that the sharp target, the middle
+      frame, is the window's centre in time (an even window's is half a frame late).
     eval_window: frames averaged per evaluation pair.
     eval_range: ``(a, b)``, the held-out fraction of every sequence.
     num_eval: most evaluation pairs (0: all that fit).
@@ -113,7 +115,8 @@ class FramesSource:
   """
 
   def __init__(self, sequences: Sequence[Sequence[str]], *, split: str, num_examples: int,
-               seed: int, window: Sequence[int] = (7, 13), eval_window: int = 11,
+               seed: int, window: Sequence[int] = (7, 13), odd_windows: bool = True,
+               eval_window: int = 11,
                eval_range: Sequence[float] = (0.0, 0.0), num_eval: int = 0,
                curve: str = "gamma", gamma: float = 2.2, eval_max_size: int = 0,
                cache_mb: int = 1024):
@@ -121,6 +124,11 @@ class FramesSource:
     self.split = split
     self._seed = seed % 2**32
     self._window = (int(window[0]), int(window[1]))
+    self._lengths = [n for n in range(self._window[0], self._window[1] + 1)
+                     if n % 2 or not odd_windows]
+    if not self._lengths:
+      raise UserError(f"--config.data.frames.window={self._window}: no odd length in it; "
+                      "widen it or set --config.data.frames.odd_windows=False")
     self._curve, self._gamma = curve, gamma
     self._eval_max_size = eval_max_size
     self._cache_bytes = cache_mb * 2**20
@@ -158,7 +166,7 @@ class FramesSource:
   def _train_starts(self, n: int, eval_range: Sequence[float]) -> dict[int, np.ndarray]:
     lo, hi = held_out(n, eval_range)
     out = {}
-    for length in range(self._window[0], self._window[1] + 1):
+    for length in self._lengths:
       starts = np.arange(0, n - length + 1)
       out[length] = starts[(starts + length <= lo) | (starts >= hi)]
     return out

@@ -2,9 +2,37 @@
 
 import contextlib
 import os
+import shutil
+import tempfile
 
 # Keep tests on the CPU and single-threaded XLA compiles predictable.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+# Compiling, not running, is most of a test's time (tiny models, a few steps). Two settings cut
+# it for the whole run, in the test processes and the programs they start (which inherit the
+# environment), unless BISKIP_TEST_COMPILE=default:
+# * cheaper LLVM passes: XLA's HLO optimisations all run; a comparison of two runs compares runs
+#   of the same settings, and references are compared within float tolerances;
+# * one persistent XLA cache for the run (made by the first process, pytest's controller, and
+#   removed by it at the end), so a program one test compiles, the tiny config's train step
+#   above all, is loaded by the next.
+_CACHE_OWNER = "BISKIP_TEST_XLA_CACHE_OWNER"
+_FAST = os.environ.get("BISKIP_TEST_COMPILE") != "default"
+
+
+def xla_flags(*flags: str) -> str:
+  """``XLA_FLAGS`` for a program a test starts with an environment of its own: ``flags`` and
+  the cheaper LLVM passes."""
+  fast = ("--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true")
+  return " ".join(flags + (fast if _FAST else ()))
+
+
+if _FAST:
+  os.environ["XLA_FLAGS"] = xla_flags(*filter(None, [os.environ.get("XLA_FLAGS")]))
+  if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="biskip_jax_xla_cache_")
+    os.environ[_CACHE_OWNER] = str(os.getpid())
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 import flax  # noqa: E402  (after JAX_PLATFORMS)
 import jax  # noqa: E402
@@ -70,3 +98,23 @@ def _negative_model(monkeypatch):
   monkeypatch.setattr(full_resolution.Deblurrer, "load",
                       lambda ckpt, dtype=None, **kwargs: negative)
   return negative
+
+
+# Test files from the longest to the shortest to run (summed test times of a full run): pytest
+# runs them in this order, and pytest-xdist (--dist loadfile) hands each worker the next file,
+# so that the long files start first and the workers end together. Others follow.
+_LONGEST_FILES = ("test_faults.py", "test_benchmarks.py", "test_train_step.py",
+                  "test_multihost.py", "test_train_lib.py", "test_experiments.py",
+                  "test_inference.py", "test_notebooks.py", "test_models.py")
+
+
+def pytest_collection_modifyitems(config, items):
+  del config
+  rank = {name: i for i, name in enumerate(_LONGEST_FILES)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # Stable: file order kept.
+
+
+def pytest_unconfigure(config):
+  del config
+  if os.environ.get(_CACHE_OWNER) == str(os.getpid()):
+    shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)

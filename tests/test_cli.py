@@ -110,6 +110,7 @@ def test_default_outputs_are_ignored_by_git():
     assert r.returncode == 0, path
 
 
+@pytest.mark.slow
 def test_a_user_error_is_one_line_and_exit_status_2(tmp_path):
   """cli.run's rule for every program, seen from outside (evaluate.py: it starts without JAX)."""
   r = _run("evaluate.py", f"--ckpt={tmp_path / 'run'}", "--data=synthetic", "--config=nosuch",
@@ -149,6 +150,7 @@ def test_shared_flags_are_defined_once_in_cli():
   assert sorted(n for n, _ in _flag_definitions(cli_file)) == ["ckpt", "dtype", "ensemble"]
 
 
+@pytest.mark.slow
 def test_the_shared_flags_are_the_programs_own(tmp_path):
   """--helpshort lists a program's flags, those defined for it by cli's helpers too."""
   r = _run("evaluate.py", "--helpshort", cwd=tmp_path)  # absl exits with 1 after the help.

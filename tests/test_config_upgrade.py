@@ -137,6 +137,7 @@ def _forward(generator, x):
   return generator.apply(generator.init(jax.random.key(0), x, train=False), x, train=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_an_upgraded_config_builds_and_runs(name):
   config = config_checks.upgrade(_stored(name), name)

@@ -26,6 +26,7 @@ def _penalty(conv_fn):
   return loss
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("x_shape,kernel_shape,padding", [
     ((2, 9, 7, 3), (3, 3, 3, 5), "SAME"),
     ((1, 8, 8, 4), (4, 4, 4, 2), "SAME"),

@@ -42,6 +42,7 @@ def test_restore_upload_times_and_encodes_the_result():
   assert "BytesIO" not in str(e.value) and " at 0x" not in str(e.value), e.value
 
 
+@pytest.mark.slow
 def test_demo_without_streamlit_names_the_extra(monkeypatch):
   monkeypatch.setitem(sys.modules, "streamlit", None)
   with pytest.raises(UserError, match=r'pip install -e "\.\[demo\]"'):

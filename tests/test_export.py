@@ -41,6 +41,7 @@ def stablehlo(workdir, tmp_path_factory):
   return out, export_lib.export(path, "stablehlo", out)
 
 
+@pytest.mark.slow
 def test_stablehlo_reloads_and_equals_the_jax_model(workdir, stablehlo):
   _, config, variables = workdir
   out, meta = stablehlo
@@ -72,6 +73,7 @@ def _onnx_outputs(data, x):
   return session.run(["y"], {"x": x})[0]
 
 
+@pytest.mark.slow
 def test_onnx_in_onnxruntime_equals_the_jax_model(workdir, tmp_path):
   path, config, variables = workdir
   out = str(tmp_path / "g.onnx")
@@ -90,6 +92,7 @@ def test_onnx_in_onnxruntime_equals_the_jax_model(workdir, tmp_path):
                                rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_onnx_with_instance_norm_equals_the_jax_model():
   """The shipped model's norm. onnxruntime computes the statistics in another order."""
   config = tiny.get_config("SA1-BS")
@@ -145,6 +148,7 @@ class _FullDisk:
     raise OSError(errno.ENOSPC, "No space left on device")
 
 
+@pytest.mark.slow
 def test_a_full_disk_keeps_the_earlier_export_and_is_one_line(workdir, tmp_path, monkeypatch):
   path, _, _ = workdir
   out = str(tmp_path / "g.stablehlo")

@@ -245,6 +245,7 @@ def _leaves(state):
       state.replace(rng=jax.random.key_data(state.rng))))]
 
 
+@pytest.mark.slow
 def test_failed_save_keeps_the_previous_checkpoint(small_state, tmp_path, monkeypatch, caplog):
   ckpt = checkpointing.Checkpointer(str(tmp_path), tiny.get_config("1-BS"))
   assert ckpt.save(1, small_state, None)
@@ -279,6 +280,7 @@ def test_failed_save_keeps_the_previous_checkpoint(small_state, tmp_path, monkey
   ckpt.close()
 
 
+@pytest.mark.slow
 def test_failed_best_metric_write_keeps_the_previous_one(small_state, tmp_path, monkeypatch,
                                                          caplog):
   ckpt = checkpointing.Checkpointer(str(tmp_path), tiny.get_config("1-BS"))
@@ -402,6 +404,7 @@ def test_extreme_sizes_load_and_restore(small_state, tmp_path):
 # Two runs on one workdir -----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_second_train_py_on_a_busy_workdir_stops_at_once(good_run, compile_cache, tmp_path):
   del good_run  # Only so that the train step is in the compilation cache.
   workdir = str(tmp_path / "run")
@@ -438,6 +441,7 @@ def _chattr(flag, path):
   return r.returncode == 0
 
 
+@pytest.mark.slow
 def test_train_py_whose_checkpoints_cannot_be_written_does_not_end_as_a_success(
     good_run, compile_cache, tmp_path):
   del good_run  # Only so that the train step is in the compilation cache.
@@ -477,6 +481,7 @@ def _fill(directory):
       assert e.errno == errno.ENOSPC, e
 
 
+@pytest.mark.slow
 def test_train_py_on_a_disk_that_fills_up_goes_on_then_reports_the_lost_work(
     good_run, compile_cache, tmp_path):
   del good_run  # Only so that the train step is in the compilation cache.
@@ -545,6 +550,7 @@ _DAMAGE = {
 }
 
 
+@pytest.mark.slow
 @_ORBAX_NOISE
 @pytest.mark.parametrize("damage", sorted(_DAMAGE))
 def test_resume_skips_a_damaged_latest_checkpoint(good_run, tmp_path, caplog, damage):
@@ -569,6 +575,7 @@ def test_resume_skips_a_damaged_latest_checkpoint(good_run, tmp_path, caplog, da
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 @_ORBAX_NOISE
 def test_resume_with_no_restorable_checkpoint_is_one_line(good_run, tmp_path):
   workdir = str(tmp_path / "run")
@@ -590,6 +597,7 @@ def _run_py(args):
                         text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_deblur_and_evaluate_py_skip_a_damaged_latest_checkpoint(good_run, tmp_path):
   workdir = str(tmp_path / "run")
   shutil.copytree(good_run[0], workdir)
@@ -614,6 +622,7 @@ def test_deblur_and_evaluate_py_skip_a_damaged_latest_checkpoint(good_run, tmp_p
   assert sorted(os.listdir(ckpt_dir)) == before  # Inference renames nothing.
 
 
+@pytest.mark.slow
 @_ORBAX_NOISE
 def test_inference_reads_only_the_generator(good_run, tmp_path):
   """Critic and optimizer arrays that stop a resume do not stop inference from using step 4.
@@ -697,6 +706,7 @@ time.sleep(0.2)
 """
 
 
+@pytest.mark.slow
 def test_reads_left_in_flight_by_a_failed_restore_print_nothing(tmp_path):
   r = subprocess.run([sys.executable, "-c", _IN_FLIGHT_READS, str(tmp_path)], cwd=ROOT,
                      env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu"),
@@ -780,6 +790,7 @@ def _alive(pid):
     return False
 
 
+@pytest.mark.slow
 def test_data_workers_end_with_a_killed_train_py(good_run, compile_cache, tmp_path):
   del good_run  # Only so that the train step is in the compilation cache.
   if not os.path.isdir("/proc/self"):
@@ -803,6 +814,7 @@ def test_data_workers_end_with_a_killed_train_py(good_run, compile_cache, tmp_pa
         os.kill(pid, signal.SIGKILL)
 
 
+@pytest.mark.slow
 @_ORBAX_NOISE
 def test_resume_with_a_config_json_that_does_not_fit_its_checkpoints_is_one_line(good_run,
                                                                                  tmp_path):

@@ -105,6 +105,7 @@ def tiny_generator():
   return config, variables, lambda image: np.asarray(apply(np.float32(image)[None])[0])
 
 
+@pytest.mark.slow
 def test_size_buckets_compile_one_program_per_bucket(tiny_generator):
   config, variables, reference = tiny_generator
   sizes = ((40, 50), (50, 60), (33, 64), (64, 20), (70, 70))
@@ -143,6 +144,7 @@ def _ensemble_by_hand(reference, image):
   return np.mean(outs, axis=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("h,w,batched", [(40, 56, True), (48, 48, True), (40, 56, False)])
 def test_ensemble_averages_the_eight_flips_and_transposes(tiny_generator, h, w, batched):
   config, variables, reference = tiny_generator
@@ -162,6 +164,7 @@ def test_ensemble_averages_the_eight_flips_and_transposes(tiny_generator, h, w, 
                                _ensemble_by_hand(reference, padded)[:h, :w], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_ensemble_of_the_identity_generator_returns_the_input():
   config = tiny.get_config("1-BS")
   config.model.zero_residual = True  # Untrained: G(b) = b, invariant under every transform.
@@ -173,6 +176,7 @@ def test_ensemble_of_the_identity_generator_returns_the_input():
   np.testing.assert_array_equal(d(img, tile_size=32), img)  # Ensembled tiles, blended.
 
 
+@pytest.mark.slow
 def test_ensemble_flag_reaches_deblur_and_evaluate(workdir, tmp_path):
   from biskip_jax.evaluation import eval_lib  # pylint: disable=g-import-not-at-top
   from biskip_jax.inference import deblur_lib
@@ -192,6 +196,7 @@ def test_ensemble_flag_reaches_deblur_and_evaluate(workdir, tmp_path):
   assert result["ensemble"] and result["psnr"] == pytest.approx(metrics.psnr(exact, sharp))
 
 
+@pytest.mark.slow
 def test_levin_protocol_scores_restored_and_blurred_up_to_a_shift(workdir, tmp_path):
   from biskip_jax.evaluation import eval_lib  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
@@ -342,6 +347,7 @@ def _two_photos(tmp_path):
   return photos
 
 
+@pytest.mark.slow
 def test_deblur_py_never_overwrites_its_inputs(workdir, tmp_path):
   path, _, _ = workdir
   photos = _two_photos(tmp_path)
@@ -354,6 +360,7 @@ def test_deblur_py_never_overwrites_its_inputs(workdir, tmp_path):
   assert _snapshot(photos) == before  # Nothing overwritten, nothing added.
 
 
+@pytest.mark.slow
 def test_deblur_py_into_a_subfolder_of_its_input_is_idempotent(workdir, tmp_path):
   path, _, _ = workdir
   photos = _two_photos(tmp_path)
@@ -401,6 +408,7 @@ def _chattr(flag, path):
   return subprocess.run(["chattr", flag, str(path)], capture_output=True).returncode == 0
 
 
+@pytest.mark.slow
 def test_deblur_and_evaluate_py_with_an_unwritable_out_are_one_line(workdir, tmp_path):
   path, _, _ = workdir
   photo = tmp_path / "in" / "a.png"
@@ -460,6 +468,7 @@ def test_inference_with_a_bad_config_json_is_one_line(workdir, tmp_path):
       "\n" not in msg), msg
 
 
+@pytest.mark.slow
 def test_deblur_warns_that_only_the_first_frame_of_an_animation_is_restored(workdir, tmp_path,
                                                                               capsys):
   from biskip_jax import cli  # pylint: disable=g-import-not-at-top

@@ -58,6 +58,7 @@ def test_norm_choices_change_only_norm_params():
   assert models.count_params(none["params"]) == batch - n_norm > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("h,w", [(37, 53), (32, 32), (1, 5), (64, 33)])
 def test_any_size_output_shape(h, w):
   model = models.BiSkip(**TINY)
@@ -75,6 +76,7 @@ def test_full_model_shape_at_gopro_resolution():
   assert out.shape == (1, 720, 1280, 3)
 
 
+@pytest.mark.slow
 def test_tiny_model_runs_at_720p():
   model = models.BiSkip(**TINY)
   x = jnp.zeros((1, 720, 1280, 3))
@@ -320,6 +322,7 @@ def test_strided_conv_equals_flax_conv(shape, kernel, stride, platform):
                          g, g_ref)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layer", [layers.UpConv(6), layers.StridedConv(6, 4, 2)],
                          ids=["UpConv", "StridedConv"])
 def test_cpu_rewrites_and_native_convs_agree_and_share_parameters(layer):

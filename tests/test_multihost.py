@@ -25,6 +25,7 @@ from biskip_jax.errors import UserError
 from biskip_jax.train import checkpointing, multihost, train_step, workdir_lock
 from configs import tiny
 from tests import stderr_process
+from tests.conftest import xla_flags
 
 ROOT = stderr_process.ROOT
 SCHEME = "S1-BS"  # Self-paced: the per-sample l_i and v_i, and λ from the first epoch.
@@ -56,6 +57,7 @@ class _Proc(stderr_process.StderrProcess):
                  multihost.ENV_PROCESS_ID):
       if name not in env:
         full_env.pop(name, None)
+    full_env.setdefault("XLA_FLAGS", xla_flags())
     super().__init__(args, full_env)
 
 
@@ -69,7 +71,7 @@ def _two_processes(workdir, cache_dir, *, flags=(), config_flags=None, port=None
 
 def _one_process_two_devices(workdir, cache_dir):
   return _Proc(workdir, cache_dir,
-               env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+               env={"XLA_FLAGS": xla_flags("--xla_force_host_platform_device_count=2")})
 
 
 @contextlib.contextmanager

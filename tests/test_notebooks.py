@@ -57,10 +57,6 @@ def _kernel_env(run_dir) -> dict[str, str]:
       PYTHONPATH=os.pathsep.join([ROOT] + [p for p in [env.get("PYTHONPATH")] if p]),
       IPYTHONDIR=str(run_dir / ".ipython"),  # No IPython history or profile in $HOME.
       MPLCONFIGDIR=str(run_dir / ".matplotlib"),
-      # Compiling dominates a 4-step run: cheaper LLVM passes save about a quarter of it.
-      XLA_FLAGS=" ".join(filter(None, [env.get("XLA_FLAGS"),
-                                       "--xla_backend_optimization_level=0",
-                                       "--xla_llvm_disable_expensive_passes=true"])),
   )
   return env
 

@@ -34,6 +34,7 @@ def exported(workdir, tmp_path_factory):
   return directory, path
 
 
+@pytest.mark.slow
 def test_export_holds_the_generator_only_and_loads_equal(exported):
   directory, run = exported
   npz_path, json_path = pretrained.paths("tiny", directory)
@@ -196,6 +197,7 @@ def _assert_same_arrays(got, want):
     np.testing.assert_array_equal(np.asarray(got[k]), np.asarray(v), err_msg=str(k))
 
 
+@pytest.mark.slow
 def test_load_generator_takes_a_workdir_a_checkpoint_and_a_shipped_model(exported, workdir,
                                                                          monkeypatch):
   """The one loader of every program: the arrays conftest's run saved, from each place."""
@@ -237,6 +239,7 @@ def test_one_shape_check_names_the_arrays_that_differ():
       "(3, 3); params/b is missing; params/c is not in the model): get it again")
 
 
+@pytest.mark.slow
 def test_export_run_writes_what_load_generator_reads_back(workdir, tmp_path):
   """The work of biskip-pretrained: a run's generator as a model file, its steps recorded."""
   run, _, variables = workdir

@@ -87,6 +87,7 @@ def _train_py(*args):
                         text=True, timeout=300, env=dict(os.environ, PYTHONPATH=ROOT))
 
 
+@pytest.mark.slow
 def test_train_py_refuses_a_hand_edited_config_json_that_disagrees(tmp_path):
   from configs import quickstart  # pylint: disable=g-import-not-at-top
   workdir = tmp_path / "run"
@@ -111,6 +112,7 @@ def test_train_py_refuses_a_hand_edited_config_json_that_disagrees(tmp_path):
   assert json.loads(path.read_text())["optim"]["g_lr"] == 0.0005
 
 
+@pytest.mark.slow
 def test_train_py_with_an_invalid_config_json_is_one_line(tmp_path):
   from configs import quickstart  # pylint: disable=g-import-not-at-top
   workdir = tmp_path / "run"
@@ -208,6 +210,7 @@ def test_every_range_checked_field_exists_in_the_paper_config():
   config_checks.check_ranges(config)  # The defaults pass.
 
 
+@pytest.mark.slow
 def test_train_py_refuses_a_negative_learning_rate_before_compiling(tmp_path):
   workdir = tmp_path / "run"
   for flag, message in (
@@ -225,6 +228,7 @@ def test_train_py_refuses_a_negative_learning_rate_before_compiling(tmp_path):
     assert time.monotonic() - t0 < 60  # Nothing compiled.
 
 
+@pytest.mark.slow
 def test_train_py_with_a_misspelled_config_field_is_one_line(tmp_path):
   r = _train_py("--config=configs/quickstart.py", f"--workdir={tmp_path / 'run'}",
                 "--config.optim.glr=0.001")
@@ -234,6 +238,7 @@ def test_train_py_with_a_misspelled_config_field_is_one_line(tmp_path):
   assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_train_py_with_an_unwritable_workdir_is_one_line(tmp_path):
   blocker = tmp_path / "a_file"
   blocker.write_text("not a folder")
@@ -274,6 +279,7 @@ def test_train_py_reports_user_errors_without_traceback(tmp_path):
   assert "Q9-BS" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_validation_compiles_once_per_run_and_uses_the_current_weights():
   """One Deblurrer per run: new weights do not recompile it."""
   config = tiny.get_config("1-BS")
@@ -304,6 +310,7 @@ def test_the_validation_line_says_how_many_images_it_used(tmp_path, caplog):
                                           lines[0]), lines
 
 
+@pytest.mark.slow
 def test_warm_start_takes_the_generator_of_a_run_and_nothing_else(tmp_path):
   source = _config()
   source.train.num_steps = 2
@@ -327,6 +334,7 @@ def test_warm_start_takes_the_generator_of_a_run_and_nothing_else(tmp_path):
   assert int(warm.step) == 0
 
 
+@pytest.mark.slow
 def test_warm_start_from_another_model_or_a_missing_run_names_the_flag(tmp_path):
   source = _config()
   source.train.num_steps = 2

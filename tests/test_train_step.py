@@ -16,6 +16,7 @@ from biskip_jax.nn import conv, models, vgg
 from biskip_jax.objective import losses as losses_lib
 from biskip_jax.train import train_step
 from configs import tiny
+from tests.conftest import xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -124,6 +125,7 @@ def test_content_loss_falls_on_a_fixed_batch():
   assert float(m["d_loss"]) == 0.0 and int(state.critic.opt_state[1].count) == 0
 
 
+@pytest.mark.slow
 def test_frequency_term_adds_to_the_content_loss():
   config = tiny.get_config("1-BS")
   config.loss.gamma_fft = 3.0
@@ -273,7 +275,7 @@ def test_four_devices_match_one_device():
           np.testing.assert_allclose(m4[k], m1[k], rtol=2e-4, atol=1e-5, err_msg=k)
       print("OK")
   """)
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+  env = dict(os.environ, XLA_FLAGS=xla_flags("--xla_force_host_platform_device_count=4"),
              JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
   r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
                      text=True, timeout=600)
@@ -353,6 +355,7 @@ def _lowered_text(config, platform=None, crop=32):
   return exported.mlir_module()
 
 
+@pytest.mark.slow
 def test_critic_updates_are_one_loop_whatever_n_critic():
   """The step's program holds the critic update once: n_critic = 5 lowers to the same
   convolutions as n_critic = 1 (unrolled, the critic's would be five times as many)."""
@@ -385,6 +388,7 @@ def test_paper_train_step_lowers_for_cuda(dtype):
   assert "stride = [2, 2]" not in cpu and "lhs_dilate = [2, 2]" not in cpu
 
 
+@pytest.mark.slow
 def test_summary_images_are_blur_restored_sharp():
   """The jitted summary is [blur | G(blur) | sharp] in uint8, G at inference."""
   config = tiny.get_config("1-BS")

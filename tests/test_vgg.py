@@ -95,6 +95,7 @@ def test_normalize_input():
     vgg.normalize_input(x, "caffe")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layer,shape", [
     ("conv1_2", (1, 40, 48, 64)), ("conv2_1", (1, 20, 24, 128)), ("conv3_3", (1, 10, 12, 256)),
     ("conv4_4", (1, 5, 6, 512)), ("conv5_4", (1, 2, 3, 512))])

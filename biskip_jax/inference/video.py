@@ -154,7 +154,10 @@ def restore_video(path: str, out: str, restore: Restore) -> int:
     base = video.time_base or 1 / rate
     step = round(1 / (rate * base)) or 1
     count = 0
-    with _output(av, out) as sink, _progress(video.frames, os.path.basename(path)) as bar:
+    # The progress bar exists before the output file does: a signal that stops the run once
+    # the file is there never lands inside tqdm's constructor (whose half-built object
+    # prints a traceback when collected).
+    with _progress(video.frames, os.path.basename(path)) as bar, _output(av, out) as sink:
       # Every stream is added before the first packet is muxed (which writes the header).
       stream = _video_stream(sink, video.codec_context.width, video.codec_context.height,
                              rate, base)

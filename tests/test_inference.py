@@ -452,7 +452,7 @@ def test_inference_with_a_bad_config_json_is_one_line(workdir, tmp_path):
   with pytest.raises(UserError) as e:
     full_resolution.Deblurrer.from_checkpoint(str(truncated))
   msg = str(e.value)
-  assert msg.startswith(f"{truncated}/config.json is not valid JSON (") and "\n" not in msg
+  assert msg.startswith(f"{truncated}/config.json is not a valid config (") and "\n" not in msg
   # A config.json whose generator differs from the checkpoint's (edited by hand).
   def wider(text):
     cfg = json.loads(text)

@@ -335,6 +335,31 @@ def _merge(defaults: dict[str, Any], stored: dict[str, Any], where: str,
   return merged
 
 
+def read_config_file(path: str, advice: str) -> tuple[bytes, dict[str, Any]]:
+  """The bytes of a stored ``config.json`` and the JSON object they hold (not yet upgraded).
+
+  Args:
+    path: the file.
+    advice: what the user should do, ending each error (the file's reader knows).
+
+  Raises:
+    UserError: naming ``path``: not a regular file, unreadable, not JSON or not an object.
+  """
+  kind = file_kind(path)
+  if kind is not None:  # Reading a FIFO would wait for ever.
+    raise UserError(f"{path} is {kind}, not a regular file: {advice}")
+  with os_errors_as_user_errors(f"cannot read {path}"):
+    with open(path, "rb") as f:
+      raw = f.read()
+  try:
+    data = json.loads(raw)  # Bytes: a decoding error is a ValueError here too.
+    if not isinstance(data, dict):
+      raise ValueError("not a JSON object")
+  except ValueError as e:
+    raise UserError(f"{path} is not a valid config ({e}): {advice}") from e
+  return raw, data
+
+
 def upgrade(stored: Any, where: str) -> ml_collections.ConfigDict:
   """A stored config (of any earlier version) as today's config, checked.
 
@@ -402,19 +427,8 @@ def save_or_check_config(config: ml_collections.ConfigDict, workdir: str) -> Non
   hash_path = os.path.join(workdir, ".config.json.sha256")
   new = json.loads(config.to_json_best_effort())
   if os.path.exists(path):
-    kind = file_kind(path)
-    if kind is not None:  # Reading a FIFO would wait for ever.
-      raise UserError(f"{path} is {kind}, not a regular file: remove it, or use a new --workdir")
-    with os_errors_as_user_errors(f"cannot read {path}"):
-      with open(path, "rb") as f:
-        raw = f.read()
-    try:
-      old = json.loads(raw)
-      if not isinstance(old, dict):
-        raise ValueError("not a JSON object")
-    except ValueError as e:
-      raise UserError(f"{path} is not a valid config ({e}): undo the edit, or remove the file "
-                      "to use the command line's config") from e
+    raw, old = read_config_file(
+        path, "undo the edit, or remove the file to use the command line's config")
     old = json.loads(upgrade(old, path).to_json_best_effort())  # Fields added since: as then.
     try:
       with open(hash_path) as f:

@@ -6,16 +6,14 @@ or ``checkpoints/N``, and returns the run's config (upgraded onto today's fields
 generator's variables and its step.
 """
 
-import json
 import os
 from typing import Any
 
 import ml_collections
 
 from biskip_jax.config import config_checks
-from biskip_jax.errors import UserError, os_errors_as_user_errors
+from biskip_jax.errors import UserError
 from biskip_jax.inference import pretrained
-from biskip_jax.output_files import file_kind
 
 PRETRAINED = "pretrained"  # --ckpt value naming the shipped model ("pretrained:NAME" too).
 
@@ -31,18 +29,7 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   if not os.path.exists(path):
     raise UserError(f"no config.json in {workdir}: --ckpt must be a training workdir "
                     "(or one of its checkpoints/N folders)")
-  kind = file_kind(path)
-  if kind is not None:  # Reading a FIFO would wait for ever.
-    raise UserError(f"{path} is {kind}, not a regular file: restore the run's config.json")
-  with os_errors_as_user_errors(f"cannot read {path}"):
-    with open(path, "rb") as f:
-      raw = f.read()
-  try:
-    data = json.loads(raw)  # Bytes: a decoding error is a ValueError here too.
-  except ValueError as e:
-    raise UserError(f"{path} is not valid JSON ({e}): undo the edit") from e
-  if not isinstance(data, dict):
-    raise UserError(f"{path} is not a config (a JSON object): undo the edit")
+  _, data = config_checks.read_config_file(path, "restore the run's config.json")
   return config_checks.upgrade(data, path)
 
 

@@ -39,7 +39,8 @@ def test_from_checkpoint_restores_any_size(workdir):
     assert out.shape == (h, w, 3) and out.dtype == np.uint8
   img = _photo(37, 53)
   model = d.model
-  ref = model.apply(variables, jnp.asarray(img, jnp.float32)[None] / 127.5 - 1, train=False)
+  ref = jax.jit(lambda v, x: model.apply(v, x, train=False))(
+      variables, jnp.asarray(img, jnp.float32)[None] / 127.5 - 1)
   ref = np.clip(np.round((np.asarray(ref[0]) + 1) * 127.5), 0, 255).astype(np.uint8)
   # Without size buckets the image is restored at its own size (the generator's padding only).
   exact = full_resolution.Deblurrer.from_checkpoint(path, size_bucket=0)

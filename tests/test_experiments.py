@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import skimage.data
 from PIL import Image
+from scipy import ndimage
 
 from biskip_jax.config import config_checks
 from biskip_jax.data.datasets import load_image, save_image
@@ -21,7 +22,7 @@ from biskip_jax.objective import spl
 from biskip_jax.train import train_lib
 from configs import ablation as ablation_config
 from configs import biskip, tiny
-from experiments import ablation, ablation_report, deep_prior, plot_spl, side_by_side
+from experiments import ablation, ablation_report, deep_prior, plot_spl, side_by_side, what_changed
 from tests.conftest import persistent_compile_cache
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -613,3 +614,52 @@ def test_result_files_are_replaced_whole_or_not_at_all(tmp_path):
     ablation_report._write_csv(str(table), ["a"], [{"a": 2}, {"a": Unprintable()}])  # pylint: disable=protected-access
   assert {p: p.read_bytes() for p in (result, table)} == before
   assert sorted(os.listdir(tmp_path)) == ["result.json", "table.csv"]
+
+
+def _brightness_test_images():
+  """A sharp ``uint8`` image with room for +2 grey levels, and a Gaussian blur of it."""
+  sharp = (np.asarray(skimage.data.astronaut()[100:164, 120:184], np.float64) * 0.8 + 20)
+  blurred = ndimage.gaussian_filter(sharp, (1.5, 1.5, 0))
+  return sharp.astype(np.uint8), np.round(blurred).astype(np.uint8)
+
+
+def test_what_changed_figures_follow_their_definitions():
+  sharp, blurred = _brightness_test_images()
+  # A brightness bias of 2 grey levels: the offset, no added detail, the same high-frequency
+  # error (a constant is all low frequency) and a worse low-frequency one.
+  r = what_changed.compare(blurred, blurred + 2, sharp)
+  assert r["offset out"] == pytest.approx(2.0)
+  assert r["offset sharp"] == pytest.approx(
+      np.mean(sharp.astype(np.float64) - blurred.astype(np.float64)))
+  assert r["detail out"] == pytest.approx(1.0)
+  assert r["detail sharp"] > 1.5  # A blur of sigma 1.5 removes most of the Laplacian.
+  assert r["high out"] == pytest.approx(r["high in"], abs=1e-6)
+  assert r["low out"] < r["low in"]
+  # A perfect restoration: the target's offset and detail, no error left.
+  r = what_changed.compare(blurred, sharp, sharp)
+  assert r["offset out"] == pytest.approx(r["offset sharp"])
+  assert r["detail out"] == pytest.approx(r["detail sharp"])
+  assert min(r["low out"], r["high out"]) >= 100
+  with pytest.raises(UserError, match="sizes differ"):
+    what_changed.compare(blurred, sharp[:10], sharp)
+
+
+@pytest.mark.slow
+def test_what_changed_prints_a_row_per_pair_and_names_a_missing_output(tmp_path):
+  sharp, blurred = _brightness_test_images()
+  for sub, img in (("pairs/blur", blurred), ("pairs/sharp", sharp), ("restored", blurred + 2)):
+    os.makedirs(tmp_path / sub)
+    save_image(tmp_path / sub / "a.png", img)
+  args = (f"--pairs={tmp_path / 'pairs'}", f"--restored={tmp_path / 'restored'}")
+  r = _script("what_changed", *args)
+  assert r.returncode == 0, r.stderr[-2000:]
+  header, row, mean = r.stdout.splitlines()
+  assert header.split()[0] == "image" and row.split()[0] == "a.png"
+  assert mean.split()[0] == "mean" and float(mean.split()[1]) == pytest.approx(2.0, abs=1e-3)
+  os.remove(tmp_path / "restored" / "a.png")
+  r = _script("what_changed", *args)
+  assert r.returncode == 2
+  assert r.stderr.strip().splitlines() == [
+      f"what_changed.py: error: --restored: no {tmp_path / 'restored' / 'a.png'} for pair "
+      f"a.png; run evaluate.py --data=folder:{tmp_path / 'pairs'} --out=OUT and pass "
+      "OUT/restored"]

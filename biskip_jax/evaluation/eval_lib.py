@@ -54,7 +54,9 @@ _COLUMNS = ("name", "psnr", "ssim", "blurred_psnr", "blurred_ssim", "aligned_psn
 _MEANS = tuple(c for c in _COLUMNS if c not in ("name", "seconds"))
 
 
-def _safe_name(name: str) -> str:
+def output_stem(name: str) -> str:
+  """The stem of the files written for example ``name``: its path without the extension,
+  separators as ``__`` (``restored/STEM.png``)."""
   stem = os.path.splitext(name)[0]
   return stem.replace(os.sep, "__").replace("/", "__")
 
@@ -130,7 +132,7 @@ def evaluate(deblurrer: Any, examples: Iterable[dict[str, Any]], out_dir: str | 
   for i, ex in enumerate(tqdm(examples, desc="evaluate", unit="img", disable=not progress)):
     blur, sharp = ex["blur"], ex["sharp"]
     restored, seconds = _timed(deblurrer, blur, seen)
-    name = _safe_name(ex["name"])
+    name = output_stem(ex["name"])
     if outputs:
       path = _save(outputs, f"restored/{name}.png", restored)
       restored = load_image(path)  # Metrics on the image exactly as written.

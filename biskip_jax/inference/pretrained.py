@@ -63,7 +63,8 @@ def export(config: ml_collections.ConfigDict, variables: dict[str, Any], *,
       absent or empty).
     name: file stem.
     directory: destination folder (created if missing).
-    provenance: JSON-serialisable facts about the run (workdir, step, data, ...).
+    provenance: JSON-serialisable facts about the run (workdir, step, data, ...); absolute
+      paths keep only their last component, as in ``config``.
     dtype: of the stored arrays: "float32" (shipped models), or "float16" for half the size
       (a model brought back from a machine that can return only small files);
       :func:`read_verified` returns float32 either way.
@@ -82,7 +83,7 @@ def export(config: ml_collections.ConfigDict, variables: dict[str, Any], *,
       "sha256": sha256(npz_path),
       "bytes": os.path.getsize(npz_path),
       "config": _without_folders(config.to_dict()),
-      "provenance": provenance or {},
+      "provenance": _without_folders(provenance or {}),
   }
   write_json(json_path, meta)
   return npz_path, json_path

@@ -66,8 +66,11 @@ def test_export_keeps_no_folder_of_the_training_machine(workdir, tmp_path):
   config = config.copy_and_resolve_references()
   config.data.synthetic.images = str(tmp_path / "data" / "photos") + os.sep
   config.data.frames.path = str(tmp_path / "frames")
-  _, json_path = pretrained.export(config, variables, name="t", directory=str(tmp_path / "m"))
+  runs = [{"workdir": str(tmp_path / "runs" / "r1"), "steps": 3}]
+  _, json_path = pretrained.export(config, variables, name="t", directory=str(tmp_path / "m"),
+                                   provenance={"runs": runs, "step": 3})
   meta = json.load(open(json_path))
+  assert meta["provenance"] == {"runs": [{"workdir": "r1", "steps": 3}], "step": 3}
   assert meta["config"]["data"]["synthetic"]["images"] == "photos"
   assert meta["config"]["data"]["frames"]["path"] == "frames"
   assert not any(os.path.isabs(s) for s in _strings(meta))
@@ -143,15 +146,17 @@ def test_deblur_py_without_ckpt_uses_the_shipped_model(tmp_path):
 
 
 def test_shipped_model_names_the_steps_of_every_run_behind_it():
-  """The model card's lineage: 6000 steps of runs/pretrain, then 3000 warm-started ones."""
+  """The model card's lineage: 6000 steps of runs/pretrain, then 3000 and 1500 warm-started
+  ones."""
   _, json_path = pretrained.paths()
   with open(json_path) as f:
     provenance = json.load(f)["provenance"]
   assert [(r["workdir"], r["steps"]) for r in provenance["runs"]] == [
-      ("runs/pretrain", 6000), ("runs/pretrain2", 3000)]
-  assert provenance["runs"][1]["init_from"] == "pretrained" and provenance["step"] == 9000
+      ("runs/pretrain", 6000), ("runs/pretrain2", 3000), ("runs/pretrain7", 1500)]
+  assert [r.get("init_from") for r in provenance["runs"]] == [None, "pretrained", "pretrained"]
+  assert provenance["step"] == 10500
   with open(os.path.join(ROOT, "docs", "MODEL_CARD.md")) as f:
-    assert "(9000 steps)" in f.read()
+    assert "(10,500 steps in three runs)" in f.read()
 
 
 def test_lineage_of_a_warm_started_run(tmp_path):
@@ -159,22 +164,24 @@ def test_lineage_of_a_warm_started_run(tmp_path):
   assert shipping.lineage(str(tmp_path), "runs/a", 40) == {
       "step": 40, "runs": [{"workdir": "runs/a", "steps": 40}]}
   # Warm-started from the shipped model: its runs first (read from its JSON at the start).
+  with open(pretrained.paths()[1]) as f:
+    shipped = json.load(f)["provenance"]  # Its runs: test_shipped_model_names_the_steps...
   child = tmp_path / "child"
   child.mkdir()
   shipping.record_init_from(str(child), "pretrained", None)
   assert shipping.lineage(str(child), "runs/child", 500) == {
-      "step": 9500, "runs": [{"workdir": "runs/pretrain", "steps": 6000},
-                             {"workdir": "runs/pretrain2", "steps": 3000,
-                              "init_from": "pretrained"},
-                             {"workdir": "runs/child", "steps": 500, "init_from": "pretrained"}]}
+      "step": shipped["step"] + 500,
+      "runs": shipped["runs"] + [{"workdir": "runs/child", "steps": 500,
+                                  "init_from": "pretrained"}]}
   # Warm-started from that run at its step 500: the chain goes on.
   grandchild = tmp_path / "grandchild"
   grandchild.mkdir()
   shipping.record_init_from(str(grandchild), str(child), 500)
   lineage = shipping.lineage(str(grandchild), "runs/grandchild", 7)
-  assert [r["steps"] for r in lineage["runs"]] == [6000, 3000, 500, 7]
+  assert [r["steps"] for r in lineage["runs"]] == [r["steps"] for r in shipped["runs"]] + [500, 7]
   assert lineage["runs"][-2] == {"workdir": str(child), "steps": 500, "init_from": "pretrained"}
-  assert lineage["runs"][-1]["init_from"] == str(child) and lineage["step"] == 9507
+  assert lineage["runs"][-1]["init_from"] == str(child)
+  assert lineage["step"] == shipped["step"] + 507
 
 
 def test_runs_behind_a_model_file_are_those_its_json_names(tmp_path):

@@ -31,6 +31,7 @@ from biskip_jax import cli
 from biskip_jax.data.datasets import folder
 from biskip_jax.data.image_io import load_image
 from biskip_jax.errors import UserError
+from biskip_jax.evaluation import metrics
 from biskip_jax.evaluation.eval_lib import output_stem
 
 FLAGS = flags.FLAGS
@@ -54,14 +55,11 @@ def _detail(img: np.ndarray) -> float:
   return float(ndimage.laplace(img.mean(axis=2)).std())
 
 
-def _psnr(err: np.ndarray) -> float:
-  return float(10 * np.log10(1.0 / max(np.mean(err ** 2), 1e-12)))
-
-
 def _split_psnr(img: np.ndarray, sharp: np.ndarray) -> tuple[float, float]:
   err = img - sharp
   low = ndimage.gaussian_filter(err, (LOW_PASS_SIGMA, LOW_PASS_SIGMA, 0))
-  return _psnr(low), _psnr(err - low)
+  zero = np.zeros_like(err)
+  return metrics.psnr(low, zero, data_range=1.0), metrics.psnr(err - low, zero, data_range=1.0)
 
 
 def compare(blurred: np.ndarray, restored: np.ndarray, sharp: np.ndarray) -> dict[str, float]:
@@ -86,8 +84,11 @@ def table(pairs_dir: str, restored_dir: str) -> list[tuple[str, dict[str, float]
     if not os.path.isfile(path):
       raise UserError(f"--restored: no {path} for pair {pair.name}; run evaluate.py "
                       f"--data=folder:{pairs_dir} --out=OUT and pass OUT/restored")
-    rows.append((pair.name, compare(load_image(pair.blur), load_image(path),
-                                    load_image(pair.sharp))))
+    try:
+      rows.append((pair.name, compare(load_image(pair.blur), load_image(path),
+                                      load_image(pair.sharp))))
+    except UserError as e:
+      raise UserError(f"pair {pair.name} and {path}: {e}") from e
   rows.append(("mean", {c: float(np.mean([r[c] for _, r in rows])) for c in COLUMNS}))
   return rows
 

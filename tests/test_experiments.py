@@ -663,3 +663,7 @@ def test_what_changed_prints_a_row_per_pair_and_names_a_missing_output(tmp_path)
       f"what_changed.py: error: --restored: no {tmp_path / 'restored' / 'a.png'} for pair "
       f"a.png; run evaluate.py --data=folder:{tmp_path / 'pairs'} --out=OUT and pass "
       "OUT/restored"]
+  # A restored image of another size: the error names the pair and the file.
+  save_image(tmp_path / "restored" / "a.png", blurred[:32])
+  with pytest.raises(UserError, match=r"^pair a\.png and .*restored/a\.png: sizes differ"):
+    what_changed.table(str(tmp_path / "pairs"), str(tmp_path / "restored"))

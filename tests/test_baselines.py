@@ -40,3 +40,25 @@ def test_evaluate_scores_the_unsharp_baseline(tmp_path):
     np.testing.assert_allclose(row["blurred_psnr"], peak_signal_noise_ratio(sharp, blur),
                                rtol=1e-6)
   assert result["checkpoint"] == "unsharp"
+
+
+def test_sharp_as_input_scores_the_sharp_image_given_back(tmp_path):
+  for k in range(3):
+    sharp = _photo(k)
+    save_image(tmp_path / "blur" / f"p{k}.png",
+               np.asarray(Image.fromarray(sharp).filter(ImageFilter.GaussianBlur(1.5))))
+    save_image(tmp_path / "sharp" / f"p{k}.png", sharp)
+  result = eval_lib.run("unsharp", f"folder:{tmp_path}", None, saliency=False,
+                        sharp_input=True)
+  want = {f"p{k}": peak_signal_noise_ratio(_photo(k), baselines.unsharp_mask(_photo(k)))
+          for k in range(3)}
+  got = {r["name"].removesuffix(".png"): r["psnr"] for r in result["per_image"]}
+  assert got.keys() == want.keys()
+  for name in want:
+    np.testing.assert_allclose(got[name], want[name], rtol=1e-6)
+  assert not any("blurred_psnr" in r for r in result["per_image"])  # Input == target.
+  worst = min(want, key=want.get)
+  np.testing.assert_allclose(result["psnr_min"], want[worst], rtol=1e-6)
+  assert result["psnr_min_image"].removesuffix(".png") == worst
+  assert result["sharp_as_input"] is True
+  assert f"{want[worst]:.2f} dB" in eval_lib.format_table(result).splitlines()[-1]

@@ -28,6 +28,9 @@ _MAX_IMAGES = flags.DEFINE_integer("max_images", 0, "Evaluate only the first N i
 _DTYPE = cli.define_dtype_flag()
 _SALIENCY = flags.DEFINE_bool("saliency", True, "Compute the saliency indicator (§6.2).")
 _ENSEMBLE = cli.define_ensemble_flag()
+_SHARP_INPUT = flags.DEFINE_bool(
+    "sharp_as_input", False, "Give the model each pair's sharp image as its input (the "
+    "identity check: a sharp photo should come back unchanged); prints the lowest PSNR.")
 cli.define_config_flag(
     "Optional config (a file or a shipped config's name) whose data section (with "
     "--config.data.* overrides) replaces the run's, e.g. quickstart for its held-out pairs.")
@@ -43,7 +46,7 @@ def main(argv):
   result = eval_lib.run(_CKPT.value, _DATA.value, _OUT.value, data_path=_DATA_PATH.value,
                         max_images=_MAX_IMAGES.value, dtype=_DTYPE.value,
                         saliency=_SALIENCY.value, data_config=data_config,
-                        ensemble=_ENSEMBLE.value)
+                        ensemble=_ENSEMBLE.value, sharp_input=_SHARP_INPUT.value)
   out = _OUT.value
   print(eval_lib.format_table(result, csv_path=os.path.join(out, "per_image.csv") if out else None))
 

@@ -33,7 +33,7 @@ import itertools
 import json
 import os
 import time
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import ml_collections
 import numpy as np
@@ -52,6 +52,9 @@ _COLUMNS = ("name", "psnr", "ssim", "blurred_psnr", "blurred_ssim", "aligned_psn
             "aligned_ssim", "blurred_aligned_psnr", "blurred_aligned_ssim", "seconds",
             "saliency_similarity", "kohler_psnr", "kohler_mssim")
 _MEANS = tuple(c for c in _COLUMNS if c not in ("name", "seconds"))
+# A sharp photo given as input should come back unchanged to within this PSNR (the shipped
+# model's model card reports against it).
+SHARP_INPUT_TARGET_DB = 35.0
 
 
 def output_stem(name: str) -> str:
@@ -182,6 +185,10 @@ def summarize(rows: list[dict[str, Any]], out_dir: str | None,
     result["seconds_per_image_note"] = ("device time of the restoration at full resolution, "
                                         "excluding compilation and disk I/O")
   result["num_images"] = len(rows)
+  finite = [r for r in rows if np.isfinite(r["psnr"])]
+  if finite:  # The worst image: a mean can hide one that a model harms.
+    worst = min(finite, key=lambda r: r["psnr"])
+    result["psnr_min"], result["psnr_min_image"] = float(worst["psnr"]), worst["name"]
   result["per_image"] = rows
   result.update(info or {})
   if out_dir:
@@ -220,6 +227,9 @@ def format_table(result: dict[str, Any], max_rows: int = 20, csv_path: str | Non
                  f"... ({more} more not shown; with --out=DIR all are in DIR/per_image.csv)")
   mean_row = {**result, "seconds": result.get("seconds_per_image")}
   lines.append(f"{'mean':<{width}} " + fmt(mean_row))
+  if result.get("sharp_as_input") and "psnr_min" in result:
+    lines.append(f"lowest PSNR with the sharp image as input: {result['psnr_min']:.2f} dB "
+                 f"({result['psnr_min_image']}; the target is >= {SHARP_INPUT_TARGET_DB:g} dB)")
   return "\n".join(lines)
 
 
@@ -269,15 +279,29 @@ def examples_of(config: Any, max_images: int = 0, what: str = "") -> Iterable[di
   return itertools.islice(examples, max_images) if max_images > 0 else examples
 
 
+def sharp_as_input(examples: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+  """The pairs with each sharp image as the input too: the identity check.
+
+  A deblurring model should give a sharp photo back unchanged (PSNR against itself at least
+  :data:`SHARP_INPUT_TARGET_DB`); a model that learned a bias of its training blur (a
+  brightness shift, a sharpening halo) shows it here, with no blur to hide it.
+  """
+  for ex in examples:
+    yield {**ex, "blur": ex["sharp"]}
+
+
 def run(ckpt: str, data: str, out_dir: str | None, data_path: str | None = None,
         max_images: int = 0, dtype: str = "float32", saliency: bool = True,
-        data_config: Any = None, ensemble: bool = False) -> dict[str, Any]:
+        data_config: Any = None, ensemble: bool = False,
+        sharp_input: bool = False) -> dict[str, Any]:
   """The work behind ``evaluate.py``: load the checkpoint, evaluate, write the outputs.
 
   ``ckpt`` is a training run's path, ``"pretrained[:NAME]"`` (the shipped model), a model
   file ``NAME.npz`` or ``"unsharp"`` (Pillow's unsharp mask, a classical baseline);
   ``data_config`` optionally replaces the run's ``config.data`` (see :func:`dataset_config`);
-  ``ensemble`` restores with the geometric self-ensemble (8 flips/transposes).
+  ``ensemble`` restores with the geometric self-ensemble (8 flips/transposes);
+  ``sharp_input`` gives the model each pair's sharp image instead of the blurred one
+  (:func:`sharp_as_input`; no blurred-input columns, ``psnr_min`` names the worst image).
   """
   if out_dir:
     _summary_files(OutputFolder(out_dir, PROGRAM))  # Before the model loads.
@@ -289,8 +313,11 @@ def run(ckpt: str, data: str, out_dir: str | None, data_path: str | None = None,
     deblurrer = deblurrer_for(model_config, variables, dtype=dtype, ensemble=ensemble)
   config = dataset_config(model_config, data, data_path, data_config)
   examples = examples_of(config, max_images, f"--data={data}")
+  if sharp_input:
+    examples = sharp_as_input(examples)
   result = evaluate(deblurrer, examples, out_dir, num_figures=config.eval.num_figures,
                     saliency=saliency, aligned=data.startswith("levin:"),
+                    baseline=not sharp_input,
                     info=dict(checkpoint=ckpt, step=step, data=data, dtype=dtype,
-                              ensemble=ensemble))
+                              ensemble=ensemble, sharp_as_input=sharp_input))
   return result

@@ -59,6 +59,7 @@ OLD_BEHAVIOUR = {
     "train.init_from": "",
     "train.profile_steps": (0, 0),
     "train.checkpoint_every_secs": 0,
+    "train.eval_sharp_input": False,
     "eval.size_bucket": 128,
 }
 

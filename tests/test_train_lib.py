@@ -10,6 +10,7 @@ import time
 import jax
 import numpy as np
 import pytest
+from skimage.metrics import peak_signal_noise_ratio
 
 from biskip_jax.config import config_checks
 from biskip_jax.errors import UserError
@@ -281,19 +282,30 @@ def test_train_py_reports_user_errors_without_traceback(tmp_path):
 
 @pytest.mark.slow
 def test_validation_compiles_once_per_run_and_uses_the_current_weights():
-  """One Deblurrer per run: new weights do not recompile it."""
+  """One Deblurrer per run: new weights do not recompile it (nor does the sharp-input check,
+  whose figures are the PSNRs of the sharp images given back)."""
   config = tiny.get_config("1-BS")
   config.data.synthetic.num_eval = 2
   config.train.eval_num_images = 2
+  config.train.eval_sharp_input = True
   state = train_step.create_train_state(config, 10, 32)
   validate = train_lib.Validator(config)
   first = validate(state)
   fn = validate._deblurrer._fn  # pylint: disable=protected-access
   sizes = len({ex["blur"].shape for ex in validate._examples})  # pylint: disable=protected-access
   params = jax.tree_util.tree_map(lambda p: p * 1.5, state.gen.params)
-  second = validate(state.replace(gen=state.gen.replace(params=params)))
-  assert set(first) == {"psnr", "ssim", "num_images"} and first["psnr"] != second["psnr"]
+  scaled = state.replace(gen=state.gen.replace(params=params))
+  second = validate(scaled)
+  assert set(first) == set(validate.names) == {"psnr", "ssim", "num_images", "sharp_input_psnr",
+                                               "sharp_input_psnr_min"}
+  assert first["psnr"] != second["psnr"]
   assert first["num_images"] == 2
+  # Independent of eval_lib's means: scikit-image's PSNR of each sharp image given back.
+  psnrs = [peak_signal_noise_ratio(ex["sharp"], validate._deblurrer(ex["sharp"]))  # pylint: disable=protected-access
+           for ex in validate._examples]  # pylint: disable=protected-access
+  finite = [p for p in psnrs if np.isfinite(p)]
+  np.testing.assert_allclose(second["sharp_input_psnr"], np.mean(finite), rtol=1e-6)
+  np.testing.assert_allclose(second["sharp_input_psnr_min"], min(finite), rtol=1e-6)
   # The same compiled function served both validations: one program per image size.
   assert validate._deblurrer._fn is fn and fn._cache_size() == sizes  # pylint: disable=protected-access
 

@@ -89,6 +89,10 @@ def get_config(scheme: str = "SA1P-BS") -> ml_collections.ConfigDict:
   t.keep_checkpoints = 3  # Latest checkpoints kept (plus the best by validation PSNR).
   t.eval_every = 0  # Steps between validation runs; 0 disables validation.
   t.eval_num_images = 16  # Validation images (from data.eval_split) per run.
+  # Also validate with each of those pairs' sharp image as the input (eval/sharp_input_psnr
+  # and its lowest image, eval/sharp_input_psnr_min): a model should give a sharp photo back
+  # unchanged, and one that learned a bias of its training blur shows it there first.
+  t.eval_sharp_input = False
   t.max_bad_steps = 10  # Consecutive non-finite steps tolerated before stopping.
   # Multi-host runs: steps between the processes' checks for a stop (SIGTERM/Ctrl-C to any
   # of them); each check is a host sync. A signal stops every process at the next check.

@@ -157,11 +157,21 @@ class Validator:
         eval_lib.examples_of(config, what=f"--config.data.eval_split={config.data.eval_split}"),
         config.train.eval_num_images))
 
+  @property
+  def names(self) -> tuple[str, ...]:
+    """The keys of every result, the same in every process (processes other than 0 send
+    zeros under them to :func:`multihost.from_process_0`, which needs one structure)."""
+    sharp = ("sharp_input_psnr", "sharp_input_psnr_min")
+    return ("psnr", "ssim", "num_images") + (sharp if self._config.train.eval_sharp_input
+                                             else ())
+
   def __call__(self, state: train_step.TrainState) -> dict[str, float | int]:
     """PSNR/SSIM of the generator (running statistics) on the held-out pairs, and how many.
 
     The count goes in the logs beside the means (``step N eval: psnr=... ssim=...
     num_images=2``): a validation on a few pairs differs from ``evaluate.py`` on all of them.
+    With ``train.eval_sharp_input``, also the mean and lowest PSNR with each pair's sharp
+    image as the input (:func:`eval_lib.sharp_as_input`).
     """
     variables = multihost.local_copy({"params": state.gen.params,
                                       "batch_stats": state.gen.batch_stats})
@@ -169,9 +179,17 @@ class Validator:
       self._deblurrer = eval_lib.deblurrer_for(self._config, variables)
     else:
       self._deblurrer.variables = jax.device_put(variables)
-    result = eval_lib.evaluate(self._deblurrer, self._examples, None, saliency=False,
-                               progress=False, timing=False, baseline=False)
-    return {"psnr": result["psnr"], "ssim": result["ssim"], "num_images": result["num_images"]}
+    kw = dict(saliency=False, progress=False, timing=False, baseline=False)
+    result = eval_lib.evaluate(self._deblurrer, self._examples, None, **kw)
+    out = {"psnr": result["psnr"], "ssim": result["ssim"], "num_images": result["num_images"]}
+    if self._config.train.eval_sharp_input:
+      sharp = eval_lib.evaluate(self._deblurrer, eval_lib.sharp_as_input(self._examples), None,
+                                **kw)
+      # Images given back exactly have an infinite PSNR, left out of both (as evaluate.py
+      # does); inf when every image is.
+      out.update(sharp_input_psnr=sharp.get("psnr", math.inf),
+                 sharp_input_psnr_min=sharp.get("psnr_min", math.inf))
+    return out
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -410,8 +428,8 @@ class _Loop:
     Process 0 validates and every process takes its result, so that all of them save the
     same best checkpoint (a collective write) or none.
     """
-    result = self.validate(self.state) if jax.process_index() == 0 else {"psnr": 0.0,
-                                                                         "ssim": 0.0}
+    result = (self.validate(self.state) if jax.process_index() == 0
+              else dict.fromkeys(self.validate.names, 0.0))
     result = {k: float(v) for k, v in multihost.from_process_0(
         {k: np.float64(v) for k, v in result.items()}).items()}
     self.writer.write_scalars(self.step, {f"eval/{k}": v for k, v in result.items()})

@@ -4,10 +4,11 @@
       --config.data.frames.path=FRAMES --config.data.synthetic.images=PHOTOS \
       [--config.train.init_from=pretrained]
 
-The paper's full-width Bi-Skip generator (BS), instance norm, trained with L1 plus a frequency
-term (scheme ``1-BS``, ``loss.gamma_fft``; pass ``configs/pretrain.py:S1-BS`` for the
-self-paced variant, which the shipped model's last two runs used) on 256x256 crops of two
-sources in equal shares:
+The paper's full-width Bi-Skip generator (BS), instance norm, trained with self-paced L1 plus
+a frequency term (scheme ``S1-BS``, paper eq. 8-11, and ``loss.gamma_fft``; the shipped
+model's last two runs used it, and without it a run lost on an unseen GoPro scene and on
+sharp inputs: the model card's eighth run; ``configs/pretrain.py:1-BS`` for plain L1) on
+256x256 crops of two sources in equal shares:
 
 * real blur: windows of 1-13 consecutive frames (odd lengths; 1: a sharp input) of 240 fps
   video averaged in linear light against their middle frame, as the GoPro dataset was made
@@ -26,9 +27,9 @@ import ml_collections
 from configs import biskip
 
 
-def get_config(scheme: str = "1-BS") -> ml_collections.ConfigDict:
+def get_config(scheme: str = "S1-BS") -> ml_collections.ConfigDict:
   """Returns the pretraining configuration (see module docstring)."""
-  config = biskip.get_config(scheme or "1-BS")
+  config = biskip.get_config(scheme or "S1-BS")
   # The paper's full width (biskip.py's channels (32, 64, 128, 128, 128), skips (16, 32, 64,
   # 64), 3 ResBlocks) is kept as is.
   config.model.zero_residual = True  # Untrained G is the identity: never worse than the input.

@@ -103,8 +103,10 @@ def test_quickstart_is_offline_and_small():
 
 def test_pretrain_config_loads_and_builds(tmp_path):
   c = pretrain.get_config()
-  assert c.scheme == "1-BS" and not c.loss.perceptual and not c.loss.adversarial
-  assert pretrain.get_config("S1-BS").loss.self_paced
+  # The shipped model's recipe: self-paced L1 (paper eq. 8-11), no VGG19 term, no critic.
+  assert c.scheme == "S1-BS" and c.loss.self_paced
+  assert not c.loss.perceptual and not c.loss.adversarial
+  assert not pretrain.get_config("1-BS").loss.self_paced
   assert tuple(c.model.channels) == (32, 64, 128, 128, 128) and c.model.zero_residual
   # Every synthetic training crop of the run gets its own kernel (no record is seen twice).
   steps = c.train.num_epochs * c.train.steps_per_epoch

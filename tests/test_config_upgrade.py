@@ -42,6 +42,7 @@ OLD_BEHAVIOUR = {
     "data.synthetic.length_range": (0.15, 1.0),
     "data.synthetic.exposure_range": (1.0, 1.0),
     "data.synthetic.noise_std_max": 0.0,
+    "data.synthetic.gamma_max": 0.0,  # A fixed gamma.
     "data.synthetic.jpeg_prob": 0.0,
     "data.synthetic.jpeg_quality": (60, 95),
     "data.synthetic.sharp_prob": 0.0,

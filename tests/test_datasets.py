@@ -378,6 +378,24 @@ def test_synthetic_sharp_share():
   assert not np.array_equal(ev["blur"], ev["sharp"])
 
 
+def test_synthetic_gamma_range_lies_between_its_ends():
+  """A gamma drawn from [1, 2.2]: per pixel, the blur is the power mean of order gamma of the
+  pixels under the kernel, which grows with the order (the power-mean inequality)."""
+  lo, hi = _source(noise_std=0.0, gamma=1.0), _source(noise_std=0.0, gamma=2.2)
+  drawn = _source(noise_std=0.0, gamma=1.0, gamma_max=2.2)
+  outs = []
+  for i in range(6):
+    (b_lo, s), (b_hi, _), (b, s2) = (src.random_crop(i, 96, np.random.default_rng(i))
+                                     for src in (lo, hi, drawn))
+    np.testing.assert_array_equal(s, s2)  # Same crop: the gamma is the one extra draw.
+    b_lo, b_hi, b = (x.astype(int) for x in (b_lo, b_hi, b))
+    assert np.all(b_lo - 1 <= b) and np.all(b <= b_hi + 1)
+    if (b_hi - b_lo).mean() > 0.5:  # Where the crop has edges, the two ends differ.
+      outs.append((b - b_lo).mean() / (b_hi - b_lo).mean())
+  assert len(outs) >= 2
+  assert 0.0 < min(outs) and max(outs) < 1.0 and np.ptp(outs) > 0.05  # Drawn per record.
+
+
 def test_synthetic_noise_range_exposure_scale_and_eval_bound():
   kw = dict(noise_std=0.0, noise_std_max=0.05, exposure_range=(0.3, 0.6),
             length_range=(0.5, 1.0), scale_range=(0.5, 0.7), jpeg_prob=0.5, sharp_prob=0.3)

@@ -22,7 +22,15 @@ from biskip_jax.objective import spl
 from biskip_jax.train import train_lib
 from configs import ablation as ablation_config
 from configs import biskip, tiny
-from experiments import ablation, ablation_report, deep_prior, plot_spl, side_by_side, what_changed
+from experiments import (
+  ablation,
+  ablation_report,
+  brightness_gap,
+  deep_prior,
+  plot_spl,
+  side_by_side,
+  what_changed,
+)
 from tests.conftest import persistent_compile_cache
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -667,3 +675,30 @@ def test_what_changed_prints_a_row_per_pair_and_names_a_missing_output(tmp_path)
   save_image(tmp_path / "restored" / "a.png", blurred[:32])
   with pytest.raises(UserError, match=r"^pair a\.png and .*restored/a\.png: sizes differ"):
     what_changed.table(str(tmp_path / "pairs"), str(tmp_path / "restored"))
+
+
+def test_brightness_gap_of_pairs_and_of_linear_light_blur(tmp_path):
+  sharp = skimage.data.camera()[:96, :128, None].repeat(3, -1) // 2 + 40  # No clipping at +3.
+  for sub, img in (("blur", sharp + 3), ("sharp", sharp)):
+    os.makedirs(tmp_path / sub)
+    save_image(tmp_path / sub / "a.png", img)
+  np.testing.assert_allclose(brightness_gap.pair_gaps(str(tmp_path)), [3.0])
+  # Blurring the stored values keeps the mean (up to borders and rounding); blurring in
+  # linear light takes a power mean of order gamma > 1 under the kernel, which is larger.
+  from biskip_jax.data.datasets import synthetic  # pylint: disable=g-import-not-at-top
+  gaps = {g: brightness_gap.source_gaps(
+      synthetic.SyntheticSource(["skimage:camera"], num_examples=8, seed=0, split="train",
+                                kernel_size=15, noise_std=0.0, gamma=g), 8, 96, 0)
+          for g in (1.0, 2.2)}
+  assert abs(gaps[1.0].mean()) < 0.3
+  assert np.all(gaps[2.2] >= gaps[1.0] - 0.01) and gaps[2.2].mean() > gaps[1.0].mean() + 0.5
+
+
+def test_brightness_gap_lists_each_source_of_a_mix(tmp_path):
+  config = tiny.get_config()
+  config.data.source = "mix"
+  config.data.mix.synthetic = 1.0
+  assert [n for n, _ in brightness_gap.training_sources(config)] == ["synthetic"]
+  config.data.source = "synthetic"
+  (name, source), = brightness_gap.training_sources(config)
+  assert name == "synthetic" and source.split == "train"

@@ -98,6 +98,7 @@ _FIELDS: dict[str, str] = {
     "data.synthetic.max_shake": ">= 0",
     "data.synthetic.noise_std": ">= 0",
     "data.synthetic.gamma": "> 0",
+    "data.synthetic.gamma_max": ">= 0",
     "data.synthetic.num_eval": ">= 0",
     "data.synthetic.num_train": ">= 1",
     "data.synthetic.length_range": "> 0",

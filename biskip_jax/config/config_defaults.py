@@ -170,6 +170,9 @@ def get_config(scheme: str = "SA1P-BS") -> ml_collections.ConfigDict:
   # large photos); 0: full-size evaluation images.
   sy.eval_max_size = 0
   sy.gamma = 2.2  # Blur applied in linear light: x^gamma, blur, ^(1/gamma).
+  # > gamma: the exponent is drawn per record from U(gamma, gamma_max), for cameras whose tone
+  # curve is not one known power (1 blurs the stored values: no brightening at edges).
+  sy.gamma_max = 0.0
   # Clipped highlights: with this probability per record, near-white pixels (display >= 235,
   # ramping to 255) are brightened in linear light by a gain drawn from highlight_gain before
   # the blur and clipped at white after it, so lights smear into saturated streaks.

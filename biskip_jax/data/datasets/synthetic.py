@@ -114,17 +114,19 @@ class SyntheticSource:
 
   Per record, beyond the kernel: an optional downscale of the sharp photo (``scale_range``,
   varies blur size against content size), a noise std drawn from ``[noise_std,
-  noise_std_max]``, JPEG compression of the input with probability ``jpeg_prob`` (quality
-  from ``jpeg_quality``) and, for training only, a share ``sharp_prob`` of records whose
-  input is the sharp crop itself (noise and JPEG still apply) so that the model learns to
-  leave sharp images alone. Features left at their defaults draw no random numbers: pairs
-  stay those of earlier versions. The arguments come from ``config.data.synthetic``, checked
-  by :func:`biskip_jax.config.config_checks.check_data` (``input_pipeline.get_source``).
+  noise_std_max]``, a blur gamma drawn from ``[gamma, gamma_max]``, JPEG compression of the
+  input with probability ``jpeg_prob`` (quality from ``jpeg_quality``) and, for training
+  only, a share ``sharp_prob`` of records whose input is the sharp crop itself (noise and
+  JPEG still apply) so that the model learns to leave sharp images alone. Features left at
+  their defaults draw no random numbers: pairs stay those of earlier versions. The arguments
+  come from ``config.data.synthetic``, checked by
+  :func:`biskip_jax.config.config_checks.check_data` (``input_pipeline.get_source``).
   """
 
   def __init__(self, specs: Sequence[str], *, num_examples: int, seed: int, split: str,
                kernel_size: int = 31, max_anxiety: float = 0.005, noise_std: float = 0.01,
-               gamma: float = 2.2, length_range: Sequence[float] = (0.15, 1.0),
+               gamma: float = 2.2, gamma_max: float = 0.0,
+               length_range: Sequence[float] = (0.15, 1.0),
                exposure_range: Sequence[float] = (1.0, 1.0), noise_std_max: float = 0.0,
                jpeg_prob: float = 0.0, jpeg_quality: Sequence[int] = (60, 95),
                sharp_prob: float = 0.0, scale_range: Sequence[float] = (1.0, 1.0),
@@ -144,6 +146,7 @@ class SyntheticSource:
                     length_range=tuple(length_range), exposure_range=tuple(exposure_range))
     self._noise_std, self._gamma = noise_std, gamma
     self._noise_std_max = noise_std_max
+    self._gamma_max = gamma_max
     self._jpeg_prob, self._jpeg_quality = jpeg_prob, tuple(jpeg_quality)
     self._sharp_prob = sharp_prob if split == "train" else 0.0
     self._scale_range = tuple(scale_range)
@@ -197,11 +200,14 @@ class SyntheticSource:
       gain = rng.uniform(*self._highlight_gain)
     shot = rng.uniform(*self._shot_noise) if max(self._shot_noise) > 0 else 0.0
     read = rng.uniform(*self._read_noise) if max(self._read_noise) > 0 else 0.0
+    gamma = self._gamma
+    if self._gamma_max > self._gamma:
+      gamma = rng.uniform(self._gamma, self._gamma_max)
     if keep_sharp and not (shot or read):
       out = blur_lib.add_noise(sharp, rng, std)
     else:
       kernel = np.ones((1, 1)) if keep_sharp else self.kernel(index)
-      out = blur_lib.blur_image(sharp, kernel, rng, gamma=self._gamma, noise_std=std,
+      out = blur_lib.blur_image(sharp, kernel, rng, gamma=gamma, noise_std=std,
                                 highlight_gain=1.0 if keep_sharp else gain, shot_noise=shot,
                                 read_noise=read)
     if self._jpeg_prob > 0 and rng.uniform() < self._jpeg_prob:

@@ -28,11 +28,6 @@ from ml_collections import config_flags
 from biskip_jax.data import image_io, input_pipeline
 from biskip_jax.data.datasets import folder
 
-_NUM = flags.DEFINE_integer("crops", 40, "Training crops drawn per source.")
-_PAIRS = flags.DEFINE_multi_string("pairs", [], "Folders of blur/ and sharp/ pairs.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the crop draws.")
-config_flags.DEFINE_config_file("config", "configs/pretrain.py", "Training config.")
-
 PERCENTILES = (10, 50, 90)
 
 
@@ -77,17 +72,27 @@ def _line(name: str, values: Sequence[float]) -> str:
   return f"{name:<28} {len(values):5d} {values.mean():+6.2f} {cells}"
 
 
+def _define_flags() -> None:
+  # Defined when run, not on import: other experiments imported beside it (tests) define
+  # --seed and --config too.
+  flags.DEFINE_integer("crops", 40, "Training crops drawn per source.")
+  flags.DEFINE_multi_string("pairs", [], "Folders of blur/ and sharp/ pairs.")
+  flags.DEFINE_integer("seed", 0, "Seed of the crop draws.")
+  config_flags.DEFINE_config_file("config", "configs/pretrain.py", "Training config.")
+
+
 def main(argv):
   del argv
-  config = flags.FLAGS.config
+  f = flags.FLAGS
+  config = f.config
   print(f"{'input - target (grey levels)':<28} count   mean " +
         " ".join(f"{'p' + str(p):>6}" for p in PERCENTILES))
   for name, source in training_sources(config):
-    print(_line(f"training: {name}",
-                source_gaps(source, _NUM.value, config.data.crop_size, _SEED.value)))
-  for path in _PAIRS.value:
+    print(_line(f"training: {name}", source_gaps(source, f.crops, config.data.crop_size, f.seed)))
+  for path in f.pairs:
     print(_line(f"pairs: {path}", pair_gaps(path)))
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

@@ -683,6 +683,11 @@ def test_brightness_gap_of_pairs_and_of_linear_light_blur(tmp_path):
     os.makedirs(tmp_path / sub)
     save_image(tmp_path / sub / "a.png", img)
   np.testing.assert_allclose(brightness_gap.pair_gaps(str(tmp_path)), [3.0])
+  r = _script("brightness_gap", "--config=configs/tiny.py", "--crops=2", f"--pairs={tmp_path}")
+  assert r.returncode == 0, r.stderr[-2000:]
+  rows = [line.split() for line in r.stdout.splitlines()[1:]]
+  assert rows[0][:2] == ["training:", "synthetic"] and rows[0][2] == "2"
+  assert rows[1][:3] == ["pairs:", str(tmp_path), "1"] and float(rows[1][3]) == 3.0
   # Blurring the stored values keeps the mean (up to borders and rounding); blurring in
   # linear light takes a power mean of order gamma > 1 under the kernel, which is larger.
   from biskip_jax.data.datasets import synthetic  # pylint: disable=g-import-not-at-top

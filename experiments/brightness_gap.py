@@ -56,14 +56,11 @@ def pair_gaps(path: str) -> np.ndarray:
 def training_sources(config: ml_collections.ConfigDict) -> list[tuple[str, Any]]:
   """``(name, source)`` for the config's training source, or each source of its mix."""
   d = config.data
-  names = ([n for n in input_pipeline.MIXABLE if d.mix[n] > 0] if d.source == "mix"
-           else [d.source])
-  out = []
-  for name in names:
-    sub = ml_collections.ConfigDict(config.to_dict())
-    sub.data.source = name
-    out.append((name, input_pipeline.get_source(sub, d.train_split, training=True)))
-  return out
+  source = input_pipeline.get_source(config, d.train_split, training=True)
+  if d.source != "mix":
+    return [(d.source, source)]
+  # get_source builds a mix's sources in this order (mixing.MixtureSource.sources).
+  return list(zip([n for n in input_pipeline.MIXABLE if d.mix[n] > 0], source.sources))
 
 
 def _line(name: str, values: Sequence[float]) -> str:

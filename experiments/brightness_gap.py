@@ -59,8 +59,7 @@ def training_sources(config: ml_collections.ConfigDict) -> list[tuple[str, Any]]
   source = input_pipeline.get_source(config, d.train_split, training=True)
   if d.source != "mix":
     return [(d.source, source)]
-  # get_source builds a mix's sources in this order (mixing.MixtureSource.sources).
-  return list(zip([n for n in input_pipeline.MIXABLE if d.mix[n] > 0], source.sources))
+  return list(zip(input_pipeline.mix_names(config), source.sources))
 
 
 def _line(name: str, values: Sequence[float]) -> str:

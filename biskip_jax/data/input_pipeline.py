@@ -71,6 +71,12 @@ def data_seed(config: ml_collections.ConfigDict) -> int:
   return int(config.train.seed) % 2**32
 
 
+def mix_names(config: ml_collections.ConfigDict) -> list[str]:
+  """The sources of ``data.source = "mix"`` (weight > 0), in the order :func:`get_source`
+  builds them: a mix's ``sources[j]`` is ``mix_names(config)[j]``."""
+  return [n for n in MIXABLE if config.data.mix[n] > 0]
+
+
 def get_source(config: ml_collections.ConfigDict, split: str, *, training: bool = False,
                check_sizes: bool = True) -> Any:
   """The examples of ``split`` for ``config.data.source``.
@@ -89,7 +95,7 @@ def get_source(config: ml_collections.ConfigDict, split: str, *, training: bool 
   d = config.data
   config_checks.check_data(config)
   if d.source == "mix":
-    names = [n for n in MIXABLE if d.mix[n] > 0]
+    names = mix_names(config)
     if not names:
       raise UserError("--config.data.source=mix needs a weight > 0 in --config.data.mix for "
                       f"at least one of {', '.join(MIXABLE)}.")

@@ -7,7 +7,7 @@
 The paper's full-width Bi-Skip generator (BS), instance norm, trained with self-paced L1 plus
 a frequency term (scheme ``S1-BS``, paper eq. 8-11, and ``loss.gamma_fft``; the shipped
 model's last four runs used it, and without it a run lost on an unseen GoPro scene and on
-sharp inputs: the model card's eighth run; ``configs/pretrain.py:1-BS`` for plain L1) on
+sharp inputs: docs/model_runs.md, the eighth run; ``configs/pretrain.py:1-BS`` for plain L1) on
 256x256 crops of two sources in equal shares:
 
 * real blur: windows of 1-13 consecutive frames (odd lengths; 1: a sharp input) of 240 fps
@@ -71,7 +71,7 @@ def get_config(scheme: str = "S1-BS") -> ml_collections.ConfigDict:
   fr = config.data.frames
   fr.path = "data/frames"  # Relative to the working directory; --config.data.frames.path=DIR.
   # GoPro's pairs use 7-13 frames; windows of 3 and 5 add the mild blur that a model trained
-  # on 7-13 alone was seen to harm (GoPro pairs of another scene, in the model card), and
+  # on 7-13 alone was seen to harm (GoPro pairs of another scene, docs/model_runs.md), and
   # windows of 1 (input = target, sensor noise and all) the sharp inputs it should leave alone.
   fr.window = (1, 13)
   fr.eval_range = (0.85, 1.0)
@@ -98,13 +98,13 @@ def get_config(scheme: str = "S1-BS") -> ml_collections.ConfigDict:
   # held-out photos' pairs are drawn with these settings). The shipped file's last two runs
   # drew the gamma per record, --config.data.synthetic.gamma=1.0 (then 1.4)
   # --config.data.synthetic.gamma_max=2.2, so that mild blur brightens its inputs less and the
-  # model darkens real photos less (the model card's tenth and eleventh runs).
+  # model darkens real photos less (docs/model_runs.md, the tenth and eleventh runs).
   sy.gamma = 2.2
   sy.jpeg_prob = 0.3  # Many real inputs are JPEGs.
   sy.jpeg_quality = (60, 95)
   # Sharp inputs: learn to leave them (and mild blur) alone. With the 1-frame windows, about
   # a fifth of all crops; at 5 % the model darkened sharp validation images by up to 2.6 grey
-  # levels (the model card's seventh run).
+  # levels (docs/model_runs.md, the seventh run).
   sy.sharp_prob = 0.25
   sy.scale_range = (0.35, 1.0)  # Photos are up to 2040 px: downscaling varies content size.
   sy.eval_max_size = 512  # Centre 512x512 windows keep evaluation fast.

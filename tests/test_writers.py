@@ -87,7 +87,7 @@ def test_progress_line_reports_steps_per_second_and_eta(caplog):
     now[0] += 5.0
     report(20, epoch=2, values=values)
   assert caplog.messages == [
-      "step 10/100 epoch 1 | nan steps/s ETA ? | g_loss=0.1235 pixel=0.01 | v=0.500 lam=2 "
+      "step 10/100 epoch 1 | ? steps/s ETA ? | g_loss=0.1235 pixel=0.01 | v=0.500 lam=2 "
       "q=1.500 skipped=1",
       "step 20/100 epoch 2 | 2.00 steps/s ETA 00:00:40 | g_loss=0.1235 pixel=0.01 | v=0.500 "
       "lam=2 q=1.500 skipped=1"]

@@ -25,7 +25,8 @@ PROGRESS_TERMS = ("g_loss", "content", "pixel", "fft", "feature", "g_adv", "d_lo
 class ReportProgress:
   """Logs ``step S/T epoch E | R steps/s ETA hh:mm:ss | terms | v=.. lam=.. q=..``.
 
-  The rate is measured between two calls (the first line shows ``nan`` and ETA ``?``).
+  The rate is measured between two calls: the first line, whose interval holds the step's
+  compilation, shows ``? steps/s ETA ?``.
 
   Args:
     total_steps: steps of the whole run (for the ETA).
@@ -51,10 +52,11 @@ class ReportProgress:
 
   def __call__(self, step: int, *, epoch: int, values: Mapping[str, float]) -> None:
     rate, eta = self.rate_and_eta(step)
+    rate_s = f"{rate:.2f}" if rate == rate else "?"
     eta_s = time.strftime("%H:%M:%S", time.gmtime(eta)) if eta == eta else "?"
     terms = " ".join(f"{k}={values[k]:.4g}" for k in self._terms if k in values)
-    log.info("step %d/%d epoch %d | %.2f steps/s ETA %s | %s | v=%.3f lam=%.4g q=%.3f%s",
-             step, self.total_steps, epoch, rate, eta_s, terms, values.get("v_mean", 1),
+    log.info("step %d/%d epoch %d | %s steps/s ETA %s | %s | v=%.3f lam=%.4g q=%.3f%s",
+             step, self.total_steps, epoch, rate_s, eta_s, terms, values.get("v_mean", 1),
              values.get("lam", float("inf")), values.get("q", float("nan")),
              f" skipped={values['skipped_steps']:.0f}" if values.get("skipped_steps") else "")
 

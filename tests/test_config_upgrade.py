@@ -62,6 +62,7 @@ OLD_BEHAVIOUR = {
     "train.checkpoint_every_secs": 0,
     "train.eval_sharp_input": False,
     "eval.size_bucket": 128,
+    "data.random_transpose": False,
 }
 
 

@@ -74,6 +74,26 @@ def test_crops_of_blur_and_sharp_are_aligned(tmp_path):
                                                                                   "train"), 3))
 
 
+def test_random_transpose_gives_both_orientations_aligned(tmp_path):
+  # Whole-image crops, no flips: each crop is its image or that image transposed, and the
+  # sharp crop (255 - blurred) gets the same transform.
+  _make_folder(tmp_path, n=4, size=(CROP, CROP))
+  images = [datasets.load_image(tmp_path / "blur" / f"im{i}.png") for i in range(4)]
+  config = _config("folder", tmp_path, random_flip=False, random_transpose=True)
+  seen = []
+  for batch in _take(input_pipeline.create(config, "train"), 8):
+    np.testing.assert_array_equal(batch["sharp"], 255 - batch["blur"])
+    for b in batch["blur"]:
+      plain = [i for i, a in enumerate(images) if (b == a).all()]
+      turned = [i for i, a in enumerate(images) if (b == a.transpose(1, 0, 2)).all()]
+      assert len(plain) + len(turned) == 1
+      seen.append(bool(turned))
+  assert 0.25 < np.mean(seen) < 0.75  # 32 fair coin flips.
+  config.data.random_transpose = False
+  for batch in _take(input_pipeline.create(config, "train"), 4):
+    assert all(any((b == a).all() for a in images) for b in batch["blur"])
+
+
 def test_same_seed_same_batches_other_seed_different(gopro_root):
   config = _config("gopro", gopro_root)
   a = _take(input_pipeline.create(config, "train"), 4)

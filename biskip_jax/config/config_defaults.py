@@ -113,6 +113,10 @@ def get_config(scheme: str = "SA1P-BS") -> ml_collections.ConfigDict:
   d.eval_split = "test"
   d.crop_size = 256  # Random paired crop (paper: 256x256).
   d.random_flip = True  # Random horizontal/vertical flips of training crops.
+  # Random transposes too (with the flips: all 8 rotations and reflections, BasicSR's
+  # augmentation): a horizontal motion becomes a vertical one. Off by default so that seeds
+  # give the crops they gave before.
+  d.random_transpose = False
   d.small_images = "error"  # Images smaller than the crop: "error" | "pad" (reflect).
   d.num_workers = 2  # grain worker processes (0: in-process).
   d.prefetch = 4  # Batches prefetched per worker.

@@ -7,7 +7,8 @@ concatenated evaluation pairs otherwise):
 * the training split (``config.data.train_split``) gives an endless, resumable iterator of
   ``{"blur": uint8[b, c, c, 3], "sharp": uint8[b, c, c, 3]}``, ``b`` = the per-process batch
   (:func:`per_process_batch_size`), ``c = config.data.crop_size``: the same random window of
-  blurred and sharp image, random horizontal/vertical flips (``data.random_flip``), a new
+  blurred and sharp image, random horizontal/vertical flips (``data.random_flip``) and
+  transposes (``data.random_transpose``), a new
   shuffle every epoch. Built with grain's ``MapDataset`` API:
   ``range(n).shuffle(seed).repeat() -> random_map(crop) -> batch -> mp_prefetch``. Every
   random number comes from grain's per-element generator (:func:`data_seed` and the element
@@ -162,6 +163,7 @@ class _TrainTransform:
     self._source = source
     self._crop = d.crop_size
     self._flip = d.random_flip
+    self._transpose = d.random_transpose
     self._small = d.small_images
     self._max_bad = d.max_bad_fraction
     cache = d.cache_decoded
@@ -246,6 +248,9 @@ class _TrainTransform:
             blur, sharp = blur[:, ::-1], sharp[:, ::-1]
           if self._flip and flips[1]:
             blur, sharp = blur[::-1], sharp[::-1]
+          # Drawn only when enabled, so that without it a seed gives the crops it always gave.
+          if self._transpose and rng.uniform() < 0.5:
+            blur, sharp = blur.transpose(1, 0, 2), sharp.transpose(1, 0, 2)
           return {"blur": np.ascontiguousarray(blur), "sharp": np.ascontiguousarray(sharp)}
       index = int(rng.integers(len(self._source)))
     raise UserError(f"No readable training pair found in {_MAX_ATTEMPTS} attempts; "

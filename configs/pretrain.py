@@ -67,6 +67,10 @@ def get_config(scheme: str = "S1-BS") -> ml_collections.ConfigDict:
   config.data.mix.synthetic = 0.5
   config.data.path = ""
   config.data.crop_size = 256  # Real 1280x720 blur spans tens of pixels (paper: 256).
+  # All 8 rotations and reflections of a crop: the one real sequence's camera moves mostly one
+  # way, and a transpose turns its horizontal motion vertical (the shipped file's last run,
+  # docs/model_runs.md, the thirteenth run).
+  config.data.random_transpose = True
   config.data.num_workers = 2  # Averaging 3-13 cached frames or blurring a 300^2 window: ms.
   fr = config.data.frames
   fr.path = "data/frames"  # Relative to the working directory; --config.data.frames.path=DIR.

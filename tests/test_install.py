@@ -104,7 +104,7 @@ def test_install_cell_installs_a_fresh_wheel_in_a_clean_venv(tmp_path):
   # Table 1's A2-S: L2 pixel loss and the Skip-Net generator, from the installed config.
   assert out["CONFIG"] == f"{site}/configs/biskip.py:A2-S S l2"
   assert out["QUICKSTART"] == f"{site}/configs/quickstart.py"
-  assert out["MODEL"] == f"{site}/biskip_jax/inference/pretrained/biskip_general.npz 16000"
+  assert out["MODEL"] == f"{site}/biskip_jax/inference/pretrained/biskip_general.npz 18000"
   # The console script, from another folder, with a shipped config's name; it names itself.
   r = subprocess.run([os.path.join(os.path.dirname(python), "biskip-train"), "--config=biskip:A2-S",
                       f"--workdir={tmp_path / 'run'}", "--config.optim.g_lr=-1"], cwd=elsewhere,

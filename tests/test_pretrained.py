@@ -147,18 +147,20 @@ def test_deblur_py_without_ckpt_uses_the_shipped_model(tmp_path):
 
 def test_shipped_model_names_the_steps_of_every_run_behind_it():
   """The model card's lineage: 6000 steps of runs/pretrain, then 3000, 1500, 1250 and 2250
-  steps warm-started from the shipped file, then 2000 from the last of them."""
+  steps warm-started from the shipped file, then 2000 from the last of them, then 2000 more
+  warm-started from the shipped file."""
   _, json_path = pretrained.paths()
   with open(json_path) as f:
     provenance = json.load(f)["provenance"]
   assert [(r["workdir"], r["steps"]) for r in provenance["runs"]] == [
       ("runs/pretrain", 6000), ("runs/pretrain2", 3000), ("runs/pretrain7", 1500),
-      ("runs/pretrain8", 1250), ("pretrain11", 2250), ("pretrain12", 2000)]
+      ("runs/pretrain8", 1250), ("pretrain11", 2250), ("pretrain12", 2000),
+      ("pretrain14", 2000)]
   assert [r.get("init_from") for r in provenance["runs"]] == (
-      [None] + ["pretrained"] * 4 + ["pretrain11"])
-  assert provenance["step"] == 16000
+      [None] + ["pretrained"] * 4 + ["pretrain11", "pretrained"])
+  assert provenance["step"] == 18000
   with open(os.path.join(ROOT, "docs", "MODEL_CARD.md")) as f:
-    assert "(16,000 steps in six runs)" in f.read()
+    assert "(18,000 steps in seven runs)" in f.read()
 
 
 def test_lineage_of_a_warm_started_run(tmp_path):

@@ -63,6 +63,7 @@ OLD_BEHAVIOUR = {
     "train.eval_sharp_input": False,
     "eval.size_bucket": 128,
     "data.random_transpose": False,
+    "loss.gamma_adv": 1.0,  # The paper's eq. 13.
 }
 
 

@@ -205,6 +205,15 @@ def test_generator_loss_hand_value():
   assert float(without) == pytest.approx(1.5, abs=1e-6)
 
 
+def test_generator_loss_weighs_the_adversarial_term():
+  # 1.5 − 0.1 · 0.125 (the hand values above); ∂/∂D̃_i = −w v_i / n.
+  loss = losses.generator_loss(D_FAKE, CONTENT, V, True, adv_weight=0.1)
+  assert float(loss) == pytest.approx(1.4875, abs=1e-6)
+  grads = jax.grad(lambda d: losses.generator_loss(d, CONTENT, V, True, 0.1))(
+      jnp.asarray(D_FAKE))
+  np.testing.assert_allclose(np.asarray(grads), -0.1 * V / 4, rtol=1e-6)
+
+
 def test_wasserstein_estimate():
   est = losses.wasserstein_estimate(jnp.asarray(D_REAL), jnp.asarray(D_FAKE))
   assert float(est) == pytest.approx(2.5 - 2.125, abs=1e-6)

@@ -95,6 +95,18 @@ def test_self_paced_weights_after_first_epoch(adversarial):
 
 
 @pytest.mark.slow
+def test_adversarial_weight_scales_the_critic_term():
+  config = tiny.get_config("A1-BS")
+  config.loss.gamma_adv = 0.25
+  mesh, state, step = _setup(config)
+  _, m = step(state, train_step.shard_batch(_batch(), mesh), {})
+  # No self-paced weights (v_i = 1): eq. 13 with the critic term weighted.
+  assert float(m["g_adv"]) != 0.0
+  expected = float(m["content"]) + 0.25 * float(m["g_adv"])
+  assert float(m["g_loss"]) == pytest.approx(expected, rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.slow
 def test_non_finite_step_is_not_applied():
   config = tiny.get_config("1-BS")
   config.loss.gamma1 = float("nan")

@@ -127,6 +127,7 @@ _FIELDS: dict[str, str] = {
     "data.frames.num_train": ">= 1",
     "data.frames.cache_mb": ">= 0",
     "loss.gamma_fft": ">= 0",
+    "loss.gamma_adv": ">= 0",
     "eval.tile_size": ">= 0",
     "eval.max_pixels": ">= 1",
     "eval.tile_overlap": ">= 0",

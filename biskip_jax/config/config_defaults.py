@@ -53,6 +53,11 @@ def get_config(scheme: str = "SA1P-BS") -> ml_collections.ConfigDict:
   l.gamma1 = 100.0  # γ1, weight of the pixel term (paper §5).
   l.gamma2 = 0.1  # γ2, weight of the feature term (paper §5).
   l.gp_weight = 10.0  # β, weight of the gradient penalty (eq. 7).
+  # Weight of the adversarial term −mean v_i D(x̃_i) in the generator loss (eq. 13: 1). A
+  # fresh critic's image gradient has norm about 1 per sample, spread over every pixel, which
+  # at 256x256 outweighs γ1 = 100 times a pixel mean; below 1 when a critic joins a
+  # warm-started generator late in training.
+  l.gamma_adv = 1.0
   # Weight of a frequency term added to l_i: mean |FFT(x̃) − FFT(x)| over real and imaginary
   # parts (MIMO-UNet's frequency reconstruction loss, Cho et al. 2021: 0.1 of its L1 weight).
   # Not in the paper (0): it penalises lost high frequencies that L1 alone lets blur.

@@ -171,10 +171,11 @@ def critic_loss(d_real: jax.Array, d_fake: jax.Array, gp: jax.Array, weights: ja
 
 
 def generator_loss(d_fake: jax.Array, content: jax.Array, weights: jax.Array,
-                   adversarial: bool) -> jax.Array:
+                   adversarial: bool, adv_weight: float | jax.Array = 1.0) -> jax.Array:
   """Generator objective of eq. 13 with eq. 3's ``1/n``.
 
-  ``−mean_i v_i D(x̃_i)`` (only if ``adversarial``) ``+ mean_i v_i l_i``.
+  ``−w mean_i v_i D(x̃_i)`` (only if ``adversarial``) ``+ mean_i v_i l_i``; the paper's
+  ``w`` is 1 (``loss.gamma_adv``).
 
   Args:
     d_fake: [N] critic scores D(x̃_i) of the restored images (ignored unless
@@ -182,6 +183,7 @@ def generator_loss(d_fake: jax.Array, content: jax.Array, weights: jax.Array,
     content: [N] bi-level losses l_i from :func:`bilevel_loss`.
     weights: [N] self-paced weights v_i; treated as constants (``stop_gradient``).
     adversarial: whether the scheme has the A (WGAN-GP) term; a static Python bool.
+    adv_weight: w, the adversarial term's weight.
 
   Returns:
     Scalar loss.
@@ -189,7 +191,7 @@ def generator_loss(d_fake: jax.Array, content: jax.Array, weights: jax.Array,
   v = jax.lax.stop_gradient(weights)
   loss = jnp.mean(v * content)
   if adversarial:
-    loss = loss - jnp.mean(v * d_fake)
+    loss = loss - adv_weight * jnp.mean(v * d_fake)
   return loss
 
 

@@ -365,7 +365,7 @@ def generator_update(fns: StepFns, gen: GeneratorState, forward: GeneratorForwar
 
   def g_loss_fn(restored, content):
     d_fake = fns.score(critic_params, restored, blurred) if lc.adversarial else jnp.zeros((n,))
-    loss = losses.generator_loss(d_fake, content, weights, lc.adversarial)
+    loss = losses.generator_loss(d_fake, content, weights, lc.adversarial, lc.gamma_adv)
     adv = -jnp.mean(weights * d_fake) if lc.adversarial else jnp.zeros(())
     return loss, adv
 

@@ -64,6 +64,7 @@ OLD_BEHAVIOUR = {
     "eval.size_bucket": 128,
     "data.random_transpose": False,
     "loss.gamma_adv": 1.0,  # The paper's eq. 13.
+    "data.synthetic.eval_seed": 0,  # The stored train.seed (0 in every fixture).
 }
 
 
@@ -106,6 +107,14 @@ def test_upgrade_keeps_stored_values_and_fills_the_rest(name):
     assert got[field] == OLD_BEHAVIOUR[field], field
   for field in new_features:
     assert got[field] == today[field], field
+
+
+def test_synthetic_eval_pairs_keep_the_stored_train_seed():
+  stored = _stored("before_timed_checkpoints")
+  stored["train"]["seed"] = 3
+  assert config_checks.upgrade(stored, "x").data.synthetic.eval_seed == 3
+  stored["data"]["synthetic"]["eval_seed"] = 5
+  assert config_checks.upgrade(stored, "x").data.synthetic.eval_seed == 5
 
 
 def _critic_kernels(critic, features):

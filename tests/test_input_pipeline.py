@@ -230,6 +230,22 @@ def test_synthetic_train_and_eval():
   assert ds[0]["blur"].shape == (400, 600, 3)
 
 
+def test_synthetic_eval_pairs_follow_eval_seed_not_train_seed():
+  config = _config("synthetic")
+  train = _take(input_pipeline.create(config, "train"), 1)
+  def pairs_of(config):
+    ds = input_pipeline.create(config, "test")
+    return [ds[i] for i in range(len(ds))]
+  pairs = pairs_of(config)
+  config.train.seed = 1
+  assert (_take(input_pipeline.create(config, "train"), 1)[0]["blur"] != train[0]["blur"]).any()
+  _assert_same(pairs, pairs_of(config))  # The same held-out pairs.
+  config.data.synthetic.eval_seed = 1
+  other = pairs_of(config)
+  assert all((a["blur"] != b["blur"]).any() for a, b in zip(pairs, other, strict=True))
+  np.testing.assert_array_equal(pairs[0]["sharp"], other[0]["sharp"])  # Same photos.
+
+
 def test_kohler_is_eval_only(tmp_path):
   fakes.make_kohler(tmp_path)
   config = _config("kohler", tmp_path)

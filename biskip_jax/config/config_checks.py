@@ -372,7 +372,8 @@ def upgrade(stored: Any, where: str) -> ml_collections.ConfigDict:
 
   Returns:
     A config with every field of :func:`biskip_jax.config.config_defaults.get_config`: the stored
-    values, the old behaviour for fields added since (:data:`_BEFORE`, :func:`_upgrade_critic`)
+    values, the old behaviour for fields added since (:data:`_BEFORE`, :func:`_upgrade_critic`,
+    ``data.synthetic.eval_seed`` = the stored ``train.seed``)
     and today's defaults for the rest.
 
   Raises:
@@ -395,6 +396,11 @@ def upgrade(stored: Any, where: str) -> ml_collections.ConfigDict:
       for part in section.split("."):
         node = node[part]
       node[name] = value
+  # Synthetic evaluation pairs were drawn from train.seed before data.synthetic.eval_seed.
+  data = stored.get("data")
+  synthetic = data.get("synthetic") if isinstance(data, dict) else None
+  if isinstance(synthetic, dict) and "eval_seed" not in synthetic:
+    merged["data"]["synthetic"]["eval_seed"] = merged["train"]["seed"]
   config = ml_collections.ConfigDict(merged)
   check_choices(config, where=where)
   check_ranges(config, where=where)

@@ -195,6 +195,10 @@ def get_config(scheme: str = "SA1P-BS") -> ml_collections.ConfigDict:
   # first), for folders too large to name the held-out images one by one.
   sy.holdout_every = 0
   sy.num_eval = 8  # Synthetic evaluation pairs.
+  # Seed of the evaluation pairs' kernels, noise and JPEG, apart from train.seed: runs of any
+  # training seed are scored on the same pairs, and evaluate.py --config=NAME (which replaces
+  # a run's data section) draws NAME's pairs for any run.
+  sy.eval_seed = 0
   sy.num_train = 512  # Records in one synthetic training epoch (image i % n, kernel seed i).
 
   # Evaluation and inference.

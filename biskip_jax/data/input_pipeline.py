@@ -67,8 +67,8 @@ def per_process_batch_size(config: ml_collections.ConfigDict) -> int:
 
 
 def data_seed(config: ml_collections.ConfigDict) -> int:
-  """Seed of the data order, crops, flips and synthetic kernels, in [0, 2**32):
-  ``config.train.seed``."""
+  """Seed of the data order, crops, flips and training kernels, in [0, 2**32):
+  ``config.train.seed`` (synthetic evaluation pairs: ``data.synthetic.eval_seed``)."""
   return int(config.train.seed) % 2**32
 
 
@@ -119,10 +119,12 @@ def get_source(config: ml_collections.ConfigDict, split: str, *, training: bool 
     sy = d.synthetic.to_dict()
     images, holdout, every = sy.pop("images"), sy.pop("holdout"), sy.pop("holdout_every")
     num_train, num_eval = sy.pop("num_train"), sy.pop("num_eval")
+    eval_seed = sy.pop("eval_seed")
     which = "train" if split == d.train_split else "eval"
     return synthetic.SyntheticSource(
         synthetic.image_specs(images, holdout, which, every),
-        num_examples=num_train if which == "train" else num_eval, seed=data_seed(config),
+        num_examples=num_train if which == "train" else num_eval,
+        seed=data_seed(config) if which == "train" else eval_seed % 2**32,
         split=which, max_anxiety=sy.pop("max_shake"), **sy)
   if d.source == "gopro":
     # Imported here: tensorflow_datasets takes seconds to import, and only GoPro needs it.

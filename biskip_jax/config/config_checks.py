@@ -290,7 +290,8 @@ def check_fields(config: ml_collections.ConfigDict) -> None:
 
 
 # Fields added after configs were first stored, with the value that reproduces what the code
-# did before them where today's default would not. Every other field a stored config lacks
+# did before them where today's default would not (a function of the merged config where that
+# value came from another field). Every other field a stored config lacks
 # takes today's default, which is what the code did without it; so does a field of a section
 # the stored config lacks (no code of its time read that section).
 _BEFORE: dict[str, Any] = {
@@ -298,6 +299,8 @@ _BEFORE: dict[str, Any] = {
     "train.profile_steps": (0, 0),
     # Frames windows were of any length in data.frames.window before odd_windows.
     "data.frames.odd_windows": False,
+    # Synthetic evaluation pairs were drawn from train.seed before data.synthetic.eval_seed.
+    "data.synthetic.eval_seed": lambda config: config["train"]["seed"],
 }
 
 
@@ -372,8 +375,7 @@ def upgrade(stored: Any, where: str) -> ml_collections.ConfigDict:
 
   Returns:
     A config with every field of :func:`biskip_jax.config.config_defaults.get_config`: the stored
-    values, the old behaviour for fields added since (:data:`_BEFORE`, :func:`_upgrade_critic`,
-    ``data.synthetic.eval_seed`` = the stored ``train.seed``)
+    values, the old behaviour for fields added since (:data:`_BEFORE`, :func:`_upgrade_critic`)
     and today's defaults for the rest.
 
   Raises:
@@ -395,12 +397,7 @@ def upgrade(stored: Any, where: str) -> ml_collections.ConfigDict:
       node = merged
       for part in section.split("."):
         node = node[part]
-      node[name] = value
-  # Synthetic evaluation pairs were drawn from train.seed before data.synthetic.eval_seed.
-  data = stored.get("data")
-  synthetic = data.get("synthetic") if isinstance(data, dict) else None
-  if isinstance(synthetic, dict) and "eval_seed" not in synthetic:
-    merged["data"]["synthetic"]["eval_seed"] = merged["train"]["seed"]
+      node[name] = value(merged) if callable(value) else value
   config = ml_collections.ConfigDict(merged)
   check_choices(config, where=where)
   check_ranges(config, where=where)

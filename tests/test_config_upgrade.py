@@ -53,6 +53,8 @@ OLD_BEHAVIOUR = {
     "data.synthetic.highlight_gain": (1.0, 1.0),
     "data.synthetic.shot_noise": (0.0, 0.0),
     "data.synthetic.read_noise": (0.0, 0.0),
+    "data.synthetic.roll_prob": 0.0,
+    "data.synthetic.max_roll": 0.0,
     "data.mix.gopro": 0.0, "data.mix.folder": 0.0, "data.mix.synthetic": 0.0,
     "data.mix.frames": 0.0,
     "loss.gamma_fft": 0.0,

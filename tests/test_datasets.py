@@ -443,3 +443,19 @@ def test_image_io_lists_images_and_converts_to_the_model_range(tmp_path):
   assert isinstance(xj, jax.Array)
   np.testing.assert_array_equal(np.asarray(image_io.from_model_range(xj)), u8)
   assert datasets.load_image is image_io.load_image  # The old import path still works.
+
+
+def test_synthetic_roll_share_rolls_training_blur_only():
+  """roll_prob draws nothing without max_roll; at 1 the same crops get other blur; the
+  evaluation pairs stay uniform blur."""
+  plain, no_span = _source(noise_std=0.0), _source(noise_std=0.0, roll_prob=1.0)
+  rolled = _source(noise_std=0.0, roll_prob=1.0, max_roll=30.0)
+  for i in range(3):
+    b, s = plain.random_crop(i, 96, np.random.default_rng(i))
+    b0, s0 = no_span.random_crop(i, 96, np.random.default_rng(i))
+    b1, s1 = rolled.random_crop(i, 96, np.random.default_rng(i))
+    np.testing.assert_array_equal(b0, b)
+    np.testing.assert_array_equal(s1, s)  # Same crop: only the blur changed.
+    assert not np.array_equal(b1, b)
+  ev = _source("eval", noise_std=0.0, roll_prob=1.0, max_roll=30.0).load(0)
+  np.testing.assert_array_equal(ev["blur"], _source("eval", noise_std=0.0).load(0)["blur"])

@@ -53,6 +53,7 @@ _RULES: dict[str, Callable[[float], bool]] = {
     "in [0, 1)": lambda x: 0 <= x < 1,
     "in (0, 1]": lambda x: 0 < x <= 1,
     "in [1, 95]": lambda x: 1 <= x <= 95,  # JPEG quality: Pillow advises against > 95.
+    "in [0, 90]": lambda x: 0 <= x <= 90,  # Degrees.
     "-1 (automatic) or >= 1": lambda x: x == -1 or x >= 1,
 }
 
@@ -113,6 +114,8 @@ _FIELDS: dict[str, str] = {
     "data.synthetic.highlight_gain": ">= 1",
     "data.synthetic.shot_noise": ">= 0",
     "data.synthetic.read_noise": ">= 0",
+    "data.synthetic.roll_prob": "in [0, 1]",
+    "data.synthetic.max_roll": "in [0, 90]",
     "data.synthetic.holdout_every": ">= 0",
     "data.mix.gopro": ">= 0",
     "data.mix.folder": ">= 0",

@@ -191,6 +191,12 @@ def get_config(scheme: str = "SA1P-BS") -> ml_collections.ConfigDict:
   # record from its [lo, hi] ((0, 0): none). Added before JPEG and before noise_std's.
   sy.shot_noise = (0.0, 0.0)
   sy.read_noise = (0.0, 0.0)
+  # Share of blurred training records whose shake also rolls the camera about an axis drawn
+  # over the photo (blur that varies over the image, as a hand's roll makes), the roll's span
+  # drawn from U(0, max_roll) degrees (capped so it moves no pixel of a crop by more than half
+  # kernel_size). Evaluation pairs are always uniform blur. 0: none.
+  sy.roll_prob = 0.0
+  sy.max_roll = 0.0
   # > 0: also hold out every holdout_every-th image of the folder's sorted list (from the
   # first), for folders too large to name the held-out images one by one.
   sy.holdout_every = 0

@@ -117,7 +117,11 @@ class SyntheticSource:
   noise_std_max]``, a blur gamma drawn from ``[gamma, gamma_max]``, JPEG compression of the
   input with probability ``jpeg_prob`` (quality from ``jpeg_quality``) and, for training
   only, a share ``sharp_prob`` of records whose input is the sharp crop itself (noise and
-  JPEG still apply) so that the model learns to leave sharp images alone. Features left at
+  JPEG still apply) so that the model learns to leave sharp images alone, and a share
+  ``roll_prob`` of blurred records whose shake also rolls the camera by up to ``max_roll``
+  degrees about a point drawn over the whole (downscaled) photo, its optical axis
+  (:func:`biskip_jax.data.blur.rolling_kernels`: blur that varies over the image; the roll's
+  streaks are kept within the kernel's half-size over the window). Features left at
   their defaults draw no random numbers: pairs stay those of earlier versions. The arguments
   come from ``config.data.synthetic``, checked by
   :func:`biskip_jax.config.config_checks.check_data` (``input_pipeline.get_source``).
@@ -133,7 +137,8 @@ class SyntheticSource:
                eval_max_size: int = 0, highlight_prob: float = 0.0,
                highlight_gain: Sequence[float] = (1.0, 1.0),
                shot_noise: Sequence[float] = (0.0, 0.0),
-               read_noise: Sequence[float] = (0.0, 0.0)):
+               read_noise: Sequence[float] = (0.0, 0.0), roll_prob: float = 0.0,
+               max_roll: float = 0.0):
     # An empty evaluation split is allowed: a mix then evaluates on its other sources only.
     if num_examples < (1 if split == "train" else 0):
       raise UserError(f"Synthetic {split} split needs >= 1 examples, got {num_examples} "
@@ -149,6 +154,9 @@ class SyntheticSource:
     self._gamma_max = gamma_max
     self._jpeg_prob, self._jpeg_quality = jpeg_prob, tuple(jpeg_quality)
     self._sharp_prob = sharp_prob if split == "train" else 0.0
+    # Training only: evaluation pairs stay uniform blur, comparable between runs.
+    self._roll_prob = roll_prob if split == "train" and max_roll > 0 else 0.0
+    self._max_roll = np.deg2rad(max_roll)
     self._scale_range = tuple(scale_range)
     self._eval_max_size = eval_max_size
     self._highlight_prob, self._highlight_gain = highlight_prob, tuple(highlight_gain)
@@ -185,11 +193,36 @@ class SyntheticSource:
     kw = dict(self._kw)
     return blur_lib.random_kernel(rng, kw.pop("kernel_size"), **kw)
 
-  def _degrade(self, sharp: np.ndarray, index: int, rng: np.random.Generator) -> np.ndarray:
+  def _trajectory(self, index: int) -> np.ndarray:
+    """The shake behind :meth:`kernel` (same draws), ``complex128[T]`` in pixels."""
+    rng = np.random.default_rng([*self._seed, index])
+    kw = dict(self._kw)
+    return blur_lib.random_shake(rng, kw.pop("kernel_size"), **kw)
+
+  def _draw_roll(self, rng: np.random.Generator, num: int, size: tuple[int, int],
+                 origin: tuple[int, int],
+                 photo: tuple[int, int]) -> tuple[np.ndarray, tuple[float, float]]:
+    """``num`` roll angles (one per trajectory sample) and the axis ``(y, x)`` in the pixels
+    of a window of ``size`` at ``origin`` of a photo of size ``photo``.
+
+    The span is drawn from U(0, max_roll), then capped so that the roll moves no pixel of the
+    window by more than half the kernel side: the blur stays within the extents the kernels
+    were sized for, and the window's margin holds it.
+    """
+    axis = (rng.uniform(0, photo[0]) - origin[0], rng.uniform(0, photo[1]) - origin[1])
+    corners = np.array([[0, 0], [0, size[1]], [size[0], 0], [size[0], size[1]]], np.float64)
+    radius = max(np.hypot(*(corners - axis).T).max(), 1.0)
+    span = min(rng.uniform(0, self._max_roll), (self._kw["kernel_size"] - 1) / 2 / radius)
+    return blur_lib.roll_angles(rng, num, span), axis
+
+  def _degrade(self, sharp: np.ndarray, index: int, rng: np.random.Generator,
+               origin: tuple[int, int] = (0, 0),
+               photo: tuple[int, int] | None = None) -> np.ndarray:
     """The network input made from ``sharp``: blur (or not), highlights, noise, JPEG; ``uint8``.
 
-    Features left at their defaults draw no random numbers (earlier configs' pairs stay the
-    same).
+    ``sharp`` is the window at ``origin`` (y, x) of a photo of size ``photo`` (default: the
+    window is the photo), where a rolled shake draws its axis. Features left at their defaults
+    draw no random numbers (earlier configs' pairs stay the same).
     """
     keep_sharp = self._sharp_prob > 0 and rng.uniform() < self._sharp_prob
     std = self._noise_std
@@ -203,13 +236,22 @@ class SyntheticSource:
     gamma = self._gamma
     if self._gamma_max > self._gamma:
       gamma = rng.uniform(self._gamma, self._gamma_max)
+    roll = None
+    if not keep_sharp and self._roll_prob > 0 and rng.uniform() < self._roll_prob:
+      trajectory = self._trajectory(index)
+      roll = (trajectory, *self._draw_roll(rng, len(trajectory), sharp.shape[:2], origin,
+                                           photo or sharp.shape[:2]))
     if keep_sharp and not (shot or read):
       out = blur_lib.add_noise(sharp, rng, std)
     else:
       kernel = np.ones((1, 1)) if keep_sharp else self.kernel(index)
+      roll_kw = {}
+      if roll is not None:
+        angles, kernel = blur_lib.rolling_kernels(roll[0], roll[1], self._kw["kernel_size"])
+        roll_kw = dict(roll=angles, roll_centre=roll[2])
       out = blur_lib.blur_image(sharp, kernel, rng, gamma=gamma, noise_std=std,
                                 highlight_gain=1.0 if keep_sharp else gain, shot_noise=shot,
-                                read_noise=read)
+                                read_noise=read, **roll_kw)
     if self._jpeg_prob > 0 and rng.uniform() < self._jpeg_prob:
       lo, hi = self._jpeg_quality
       out = blur_lib.jpeg_compress(out, int(rng.integers(lo, hi + 1)))
@@ -299,6 +341,6 @@ class SyntheticSource:
     y0, x0 = max(top - (k - 1) // 2, 0), max(left - (k - 1) // 2, 0)
     y1, x1 = min(top + height + k // 2, h), min(left + width + k // 2, w)
     region = self._region(index, scale, y0, y1, x0, x1)
-    degraded = self._degrade(region, index, rng)
+    degraded = self._degrade(region, index, rng, (y0, x0), (h, w))
     window = (slice(top - y0, top - y0 + height), slice(left - x0, left - x0 + width))
     return degraded[window], region[window]

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 import skimage.data
@@ -17,6 +18,7 @@ from biskip_jax.config import config_checks
 from biskip_jax.data.datasets import load_image, save_image
 from biskip_jax.errors import UserError
 from biskip_jax.evaluation import eval_lib
+from biskip_jax.inference import loading, pretrained
 from biskip_jax.nn import vgg_loading
 from biskip_jax.objective import spl
 from biskip_jax.train import train_lib
@@ -25,6 +27,7 @@ from configs import biskip, tiny
 from experiments import (
   ablation,
   ablation_report,
+  average_weights,
   brightness_gap,
   deep_prior,
   plot_spl,
@@ -707,3 +710,34 @@ def test_brightness_gap_lists_each_source_of_a_mix(tmp_path):
   config.data.source = "synthetic"
   (name, source), = brightness_gap.training_sources(config)
   assert name == "synthetic" and source.split == "train"
+
+
+def test_average_weights_is_the_mean_of_the_model_files(workdir, tmp_path):
+  """Reference: numpy's mean of the two files' stored arrays, key by key."""
+  _, config, variables = workdir
+  shifted = jax.tree_util.tree_map(lambda x: np.asarray(x) * 3 + 1, variables)
+  a = pretrained.export(config, variables, name="a", directory=str(tmp_path))[0]
+  b = pretrained.export(config, shifted, name="b", directory=str(tmp_path))[0]
+  out = str(tmp_path / "soup" / "ab.npz")
+  r = _script("average_weights", f"--out={out}", a, b)
+  assert r.returncode == 0, r.stderr
+  with np.load(a) as fa, np.load(b) as fb, np.load(out) as fo:
+    assert sorted(fo.files) == sorted(fa.files)
+    for k in fa.files:
+      np.testing.assert_allclose(fo[k], (fa[k] + fb[k]) / 2, rtol=1e-6, atol=1e-7)
+  loaded_config, _, step = loading.load_generator(out)
+  assert loaded_config.model == config.model and step is None
+  meta = json.load(open(out[:-len(".npz")] + ".json"))
+  assert [s["ckpt"] for s in meta["provenance"]["average_of"]] == ["a.npz", "b.npz"]
+
+
+def test_average_weights_refuses_other_networks_in_one_line(workdir, tmp_path):
+  _, config, variables = workdir
+  a = pretrained.export(config, variables, name="a", directory=str(tmp_path))[0]
+  other = config.copy_and_resolve_references()  # The same arrays, another network's config.
+  other.model.zero_residual = not config.model.zero_residual
+  b = pretrained.export(other, variables, name="b", directory=str(tmp_path))[0]
+  with pytest.raises(UserError, match="b.npz: its model section differs from .*a.npz"):
+    average_weights.average([a, b], str(tmp_path / "ab.npz"))
+  with pytest.raises(UserError, match="at least two"):
+    average_weights.average([a], str(tmp_path / "ab.npz"))

@@ -199,21 +199,27 @@ class SyntheticSource:
     kw = dict(self._kw)
     return blur_lib.random_shake(rng, kw.pop("kernel_size"), **kw)
 
-  def _draw_roll(self, rng: np.random.Generator, num: int, size: tuple[int, int],
-                 origin: tuple[int, int],
-                 photo: tuple[int, int]) -> tuple[np.ndarray, tuple[float, float]]:
-    """``num`` roll angles (one per trajectory sample) and the axis ``(y, x)`` in the pixels
-    of a window of ``size`` at ``origin`` of a photo of size ``photo``.
+  def _shake(self, index: int, rng: np.random.Generator, size: tuple[int, int],
+             origin: tuple[int, int], photo: tuple[int, int]) -> tuple[np.ndarray, dict]:
+    """The blur of record ``index`` for a window of ``size`` at ``origin`` (y, x) of a photo
+    of size ``photo``: ``(kernel, blur_image's roll arguments)``.
 
-    The span is drawn from U(0, max_roll), then capped so that the roll moves no pixel of the
-    window by more than half the kernel side: the blur stays within the extents the kernels
-    were sized for, and the window's margin holds it.
+    With probability ``roll_prob`` the shake also rolls (:func:`blur_lib.rolling_kernels`):
+    the axis is drawn over the photo and the span from U(0, max_roll), capped so that the
+    roll moves no pixel of the window by more than half the kernel side (the blur stays
+    within the extents the kernels were sized for, and the window's margin holds it).
     """
+    if not (self._roll_prob > 0 and rng.uniform() < self._roll_prob):
+      return self.kernel(index), {}
+    k = self._kw["kernel_size"]
+    trajectory = self._trajectory(index)
     axis = (rng.uniform(0, photo[0]) - origin[0], rng.uniform(0, photo[1]) - origin[1])
     corners = np.array([[0, 0], [0, size[1]], [size[0], 0], [size[0], size[1]]], np.float64)
     radius = max(np.hypot(*(corners - axis).T).max(), 1.0)
-    span = min(rng.uniform(0, self._max_roll), (self._kw["kernel_size"] - 1) / 2 / radius)
-    return blur_lib.roll_angles(rng, num, span), axis
+    span = min(rng.uniform(0, self._max_roll), (k - 1) / 2 / radius)
+    angles, kernels = blur_lib.rolling_kernels(
+        trajectory, blur_lib.roll_angles(rng, len(trajectory), span), k)
+    return kernels, {"roll": angles, "roll_centre": axis}
 
   def _degrade(self, sharp: np.ndarray, index: int, rng: np.random.Generator,
                origin: tuple[int, int] = (0, 0),
@@ -236,19 +242,11 @@ class SyntheticSource:
     gamma = self._gamma
     if self._gamma_max > self._gamma:
       gamma = rng.uniform(self._gamma, self._gamma_max)
-    roll = None
-    if not keep_sharp and self._roll_prob > 0 and rng.uniform() < self._roll_prob:
-      trajectory = self._trajectory(index)
-      roll = (trajectory, *self._draw_roll(rng, len(trajectory), sharp.shape[:2], origin,
-                                           photo or sharp.shape[:2]))
     if keep_sharp and not (shot or read):
       out = blur_lib.add_noise(sharp, rng, std)
     else:
-      kernel = np.ones((1, 1)) if keep_sharp else self.kernel(index)
-      roll_kw = {}
-      if roll is not None:
-        angles, kernel = blur_lib.rolling_kernels(roll[0], roll[1], self._kw["kernel_size"])
-        roll_kw = dict(roll=angles, roll_centre=roll[2])
+      kernel, roll_kw = (np.ones((1, 1)), {}) if keep_sharp else self._shake(
+          index, rng, sharp.shape[:2], origin, photo or sharp.shape[:2])
       out = blur_lib.blur_image(sharp, kernel, rng, gamma=gamma, noise_std=std,
                                 highlight_gain=1.0 if keep_sharp else gain, shot_noise=shot,
                                 read_noise=read, **roll_kw)

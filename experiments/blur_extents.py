@@ -8,6 +8,11 @@ Prints percentiles of two distributions, in pixels at the training scale:
   kernel is above 2 % of its peak) of kernels drawn with the config's ``data.synthetic``
   settings (a kernel blurs the photo after its per-record downscale, so its extent is in the
   pixels of the training crop);
+* **rolled** (when ``max_roll`` > 0): shakes that also roll the camera
+  (``data.synthetic.roll_prob``) blur each pixel differently; the extent of the path of each
+  corner and of the centre of a 256x256 crop placed at random in a 1280x720 photo (the frames'
+  size), the axis and span drawn as the training records draw them
+  (:func:`biskip_jax.data.blur.random_roll`), each path rasterised and measured as a kernel;
 * **real**: for windows of the config's ``data.frames.window`` frames at random starts, the
   motion between the first and the last frame of the window, measured by phase correlation
   (scikit-image) on a grid of 128x128 patches of the gray frames: the extent of a blur whose
@@ -47,6 +52,29 @@ def synthetic_extents(sy, n: int, seed: int) -> np.ndarray:
                            length_range=tuple(sy.length_range),
                            exposure_range=tuple(sy.exposure_range))
     out.append(blur.kernel_extent(k))
+  return np.asarray(out, np.float64)
+
+
+def rolled_extents(sy, n: int, seed: int, photo: tuple[int, int] = (720, 1280),
+                   crop: int = 256) -> np.ndarray:
+  """Extents at the 4 corners and the centre of a crop of ``n`` shakes with roll
+  (``sy.max_roll`` degrees; every draw rolls)."""
+  rng = np.random.default_rng(seed)
+  k = sy.kernel_size
+  out = []
+  for _ in range(n):
+    traj = blur.random_shake(rng, k, max_anxiety=sy.max_shake,
+                             length_range=tuple(sy.length_range),
+                             exposure_range=tuple(sy.exposure_range))
+    origin = (int(rng.integers(photo[0] - crop + 1)), int(rng.integers(photo[1] - crop + 1)))
+    angles, (ay, ax) = blur.random_roll(rng, len(traj), max_roll=np.deg2rad(sy.max_roll),
+                                        kernel_size=k, size=(crop, crop), origin=origin,
+                                        photo=photo)
+    shift = blur.fit_to_kernel(traj, k)  # The translation as the kernel holds it.
+    for qy, qx in ((0, 0), (0, crop), (crop, 0), (crop, crop), (crop / 2, crop / 2)):
+      q = complex(qx - ax, qy - ay)  # x + iy from the axis.
+      path = shift + q * (np.exp(1j * angles) - 1)  # A roll moves q along its circle.
+      out.append(blur.kernel_extent(blur.trajectory_to_kernel(path, 2 * k + 1)))
   return np.asarray(out, np.float64)
 
 
@@ -92,6 +120,8 @@ def main(argv):
   sy, fr = config.data.synthetic, config.data.frames
   print("extent (px)  count " + " ".join(f"{'p' + str(p):>6}" for p in PERCENTILES))
   print(_line("synthetic", synthetic_extents(sy, _NUM_KERNELS.value, _SEED.value)))
+  if sy.max_roll > 0:
+    print(_line("rolled", rolled_extents(sy, _NUM_KERNELS.value, _SEED.value)))
   if _FRAMES.value:
     for seq in frames.list_sequences(_FRAMES.value):
       print(_line("real", real_extents(seq, tuple(fr.window), fr.eval_range, _NUM_WINDOWS.value,

@@ -282,6 +282,21 @@ def test_blur_extents_measure_known_motion(tmp_path):
   assert blur.kernel_extent(line / line.sum()) == 11
 
 
+def test_rolled_extents_vary_over_the_crop_within_the_cap():
+  """No roll: the 5 points of a crop share one extent, at most the kernel's side. A roll
+  moves no point of the crop by more than half the kernel side (random_roll's cap), so no
+  extent exceeds the kernel's side plus that, and across the crop the extents differ."""
+  from experiments import blur_extents
+  sy = ml_collections.ConfigDict(dict(kernel_size=15, max_shake=0.005, length_range=(0.2, 1.0),
+                                      exposure_range=(1.0, 1.0), max_roll=0.0))
+  flat = blur_extents.rolled_extents(sy, 20, 0).reshape(20, 5)
+  assert (flat == flat[:, :1]).all() and flat.max() <= 15
+  sy.max_roll = 30.0
+  rolled = blur_extents.rolled_extents(sy, 20, 0).reshape(20, 5)
+  assert rolled.max() <= 15 + 7 + 1  # + 1: bilinear splatting reaches a pixel further.
+  assert (rolled.max(1) > rolled.min(1)).sum() >= 10
+
+
 def test_odd_windows_only_centre_the_target_in_time(tmp_path):
   _write_sequence(tmp_path / "seq")
   seqs = frames.list_sequences(str(tmp_path / "seq"))

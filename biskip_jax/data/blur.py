@@ -87,12 +87,13 @@ def trajectory_to_kernel(trajectory: np.ndarray, size: int) -> np.ndarray:
   Returns:
     ``float64[size, size]``, non-negative, summing to 1 (rows are y, columns x).
   """
-  kernel = _splat(_fit(trajectory, size), size)
+  kernel = _splat(fit_to_kernel(trajectory, size), size)
   return kernel / kernel.sum()
 
 
-def _fit(trajectory: np.ndarray, size: int) -> np.ndarray:
-  """Kernel-grid positions of a trajectory: centroid on the centre pixel, shrunk to fit."""
+def fit_to_kernel(trajectory: np.ndarray, size: int) -> np.ndarray:
+  """Kernel-grid positions of a trajectory, ``complex[T]``: centroid on the centre pixel
+  ``(size - 1) / 2``, shrunk to fit."""
   if size < 1:
     raise ValueError(f"Kernel size must be >= 1, got {size}.")
   c = (size - 1) / 2.0
@@ -179,6 +180,35 @@ def roll_angles(rng: np.random.Generator, num: int, span: float) -> np.ndarray:
   return angle * (span / peak) if peak > 0 and span > 0 else np.zeros(num)
 
 
+def random_roll(rng: np.random.Generator, num: int, *, max_roll: float, kernel_size: int,
+                size: tuple[int, int], origin: tuple[int, int],
+                photo: tuple[int, int]) -> tuple[np.ndarray, tuple[float, float]]:
+  """Draws a camera roll for a window of a photo: its axis and its angles.
+
+  The axis (the optical axis) is drawn uniformly over the photo; the span from
+  U(0, ``max_roll``), capped so that the roll moves no pixel of the window by more than half
+  ``kernel_size`` (the blur stays within the extents the kernels were sized for, and a
+  window with a kernel margin holds it).
+
+  Args:
+    rng: source of randomness.
+    num: angles to draw (the trajectory's samples).
+    max_roll: largest peak-to-peak roll, radians.
+    kernel_size: side of the shake's kernel.
+    size: ``(height, width)`` of the window.
+    origin: ``(y, x)`` of the window in the photo.
+    photo: ``(height, width)`` of the photo.
+
+  Returns:
+    ``(float64[num] angles (:func:`roll_angles`), (y, x) of the axis in the window's pixels)``.
+  """
+  axis = (rng.uniform(0, photo[0]) - origin[0], rng.uniform(0, photo[1]) - origin[1])
+  corners = np.array([[0, 0], [0, size[1]], [size[0], 0], [size[0], size[1]]], np.float64)
+  radius = max(np.hypot(*(corners - axis).T).max(), 1.0)
+  span = min(rng.uniform(0, max_roll), (kernel_size - 1) / 2 / radius)
+  return roll_angles(rng, num, span), axis
+
+
 def rolling_kernels(trajectory: np.ndarray, angles: np.ndarray, size: int,
                     chunks: int = 8) -> tuple[np.ndarray, np.ndarray]:
   """Splits a shake with roll into ``chunks`` spans of nearly constant roll.
@@ -196,7 +226,7 @@ def rolling_kernels(trajectory: np.ndarray, angles: np.ndarray, size: int,
   Returns:
     ``(float64[J] angles, float64[J, size, size] kernels)``, the kernels summing to 1.
   """
-  p = _fit(trajectory, size)
+  p = fit_to_kernel(trajectory, size)
   spans = np.array_split(np.arange(len(p)), min(chunks, len(p)))
   kernels = np.stack([_splat(p[s], size) for s in spans]) / len(p)
   return np.array([angles[s].mean() for s in spans]), kernels

@@ -204,22 +204,17 @@ class SyntheticSource:
     """The blur of record ``index`` for a window of ``size`` at ``origin`` (y, x) of a photo
     of size ``photo``: ``(kernel, blur_image's roll arguments)``.
 
-    With probability ``roll_prob`` the shake also rolls (:func:`blur_lib.rolling_kernels`):
-    the axis is drawn over the photo and the span from U(0, max_roll), capped so that the
-    roll moves no pixel of the window by more than half the kernel side (the blur stays
-    within the extents the kernels were sized for, and the window's margin holds it).
+    With probability ``roll_prob`` the shake also rolls (:func:`blur_lib.random_roll`,
+    :func:`blur_lib.rolling_kernels`).
     """
     if not (self._roll_prob > 0 and rng.uniform() < self._roll_prob):
       return self.kernel(index), {}
     k = self._kw["kernel_size"]
     trajectory = self._trajectory(index)
-    axis = (rng.uniform(0, photo[0]) - origin[0], rng.uniform(0, photo[1]) - origin[1])
-    corners = np.array([[0, 0], [0, size[1]], [size[0], 0], [size[0], size[1]]], np.float64)
-    radius = max(np.hypot(*(corners - axis).T).max(), 1.0)
-    span = min(rng.uniform(0, self._max_roll), (k - 1) / 2 / radius)
-    angles, kernels = blur_lib.rolling_kernels(
-        trajectory, blur_lib.roll_angles(rng, len(trajectory), span), k)
-    return kernels, {"roll": angles, "roll_centre": axis}
+    angles, axis = blur_lib.random_roll(rng, len(trajectory), max_roll=self._max_roll,
+                                        kernel_size=k, size=size, origin=origin, photo=photo)
+    chunk_angles, kernels = blur_lib.rolling_kernels(trajectory, angles, k)
+    return kernels, {"roll": chunk_angles, "roll_centre": axis}
 
   def _degrade(self, sharp: np.ndarray, index: int, rng: np.random.Generator,
                origin: tuple[int, int] = (0, 0),

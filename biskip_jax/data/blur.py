@@ -173,6 +173,7 @@ def roll_angles(rng: np.random.Generator, num: int, span: float) -> np.ndarray:
   Returns:
     ``float64[num]``, mean 0, ``max - min == span`` (all 0 when ``span`` or ``num < 2``).
   """
+  # Plus a constant turn rate, small against the walk over a trajectory's 2000 samples.
   velocity = np.cumsum(rng.standard_normal(num)) + 3.0 * rng.standard_normal()
   angle = np.cumsum(velocity)
   angle -= angle.mean()

@@ -10,7 +10,7 @@ from biskip_jax.data import blur
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
   mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-  return float(10 * np.log10(255.0**2 / mse))
+  return float(10 * np.log10(255.0**2 / mse)) if mse > 0 else float("inf")
 
 
 @pytest.mark.parametrize("size", [1, 8, 15, 31])

@@ -188,13 +188,12 @@ class SyntheticSource:
     return self._cache[j]
 
   def kernel(self, index: int) -> np.ndarray:
-    """The blur kernel of example ``index``, ``float64[k, k]`` summing to 1."""
-    rng = np.random.default_rng([*self._seed, index])
-    kw = dict(self._kw)
-    return blur_lib.random_kernel(rng, kw.pop("kernel_size"), **kw)
+    """The blur kernel of example ``index``, ``float64[k, k]`` summing to 1
+    (:func:`blur_lib.random_kernel` of the record's generator)."""
+    return blur_lib.trajectory_to_kernel(self._trajectory(index), self._kw["kernel_size"])
 
   def _trajectory(self, index: int) -> np.ndarray:
-    """The shake behind :meth:`kernel` (same draws), ``complex128[T]`` in pixels."""
+    """The shake behind :meth:`kernel`, ``complex128[T]`` in pixels."""
     rng = np.random.default_rng([*self._seed, index])
     kw = dict(self._kw)
     return blur_lib.random_shake(rng, kw.pop("kernel_size"), **kw)

@@ -54,11 +54,10 @@ def average(ckpts: list[str], out: str) -> tuple[str, str]:
     if other_config.model != config.model:
       raise UserError(f"{ckpt}: its model section differs from {ckpts[0]}'s; only the same "
                       "network's weights can be averaged")
+    if jax.tree_util.tree_structure(variables) != jax.tree_util.tree_structure(trees[0]):
+      raise UserError(f"{ckpt}: its arrays are not those of {ckpts[0]}")
     trees.append(jax.device_get(variables))
     sources.append({"ckpt": ckpt, "step": other_step})
-  for ckpt, tree in zip(ckpts[1:], trees[1:]):
-    if jax.tree_util.tree_structure(tree) != jax.tree_util.tree_structure(trees[0]):
-      raise UserError(f"{ckpt}: its arrays are not those of {ckpts[0]}")
   mean = jax.tree_util.tree_map(
       lambda *xs: np.mean(np.stack([np.asarray(x, np.float64) for x in xs]), 0).astype(
           np.asarray(xs[0]).dtype), *trees)

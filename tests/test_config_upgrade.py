@@ -47,6 +47,7 @@ OLD_BEHAVIOUR = {
     "data.synthetic.jpeg_quality": (60, 95),
     "data.synthetic.sharp_prob": 0.0,
     "data.frames.odd_windows": False,
+    "data.frames.scale_range": (1.0, 1.0),
     "data.synthetic.scale_range": (1.0, 1.0),
     "data.synthetic.eval_max_size": 0,
     "data.synthetic.highlight_prob": 0.0,

@@ -6,6 +6,7 @@ import os
 import ml_collections
 import numpy as np
 import pytest
+from PIL import Image
 
 from biskip_jax.data import blur, input_pipeline
 from biskip_jax.data.datasets import frames, mixing, save_image, synthetic
@@ -70,6 +71,36 @@ def test_frames_pair_is_the_linear_mean_of_its_window_against_the_middle_frame(t
   again = frames.FramesSource(seqs, split="train", num_examples=50, seed=1, window=(3, 5),
                               eval_range=(0.75, 1.0))
   assert [again.window(i) for i in range(20)] == [src.window(i) for i in range(20)]
+
+
+def test_downscaled_frames_crop_is_a_lanczos_resize_of_a_larger_window(tmp_path):
+  _write_sequence(tmp_path / "seq")
+  seqs = frames.list_sequences(str(tmp_path / "seq"))
+  src = frames.FramesSource(seqs, split="train", num_examples=50, seed=1, window=(3, 5),
+                            eval_range=(0.75, 1.0), scale_range=(0.5, 0.5))
+  stack = [frames.image_io.load_image(p) for p in seqs[0]]
+
+  def lanczos(x):  # Pillow's resize, the reference (an independent library call).
+    return np.asarray(Image.fromarray(np.asarray(x, np.uint8)).resize((8, 8), Image.LANCZOS))
+
+  for i in range(4):
+    w = src.window(i)
+    b, s = src.random_crop(i, 8, np.random.default_rng(i))
+    assert b.shape == s.shape == (8, 8, 3) and b.dtype == s.dtype == np.uint8
+    # A 16x16 window (8 / 0.5) of the middle frame, downscaled, and the same window of the
+    # window's linear mean, downscaled.
+    mid = stack[w.start + w.length // 2]
+    full = _linear_mean(stack[w.start:w.start + w.length])
+    hits = [(y, x) for y in range(40 - 15) for x in range(48 - 15)
+            if np.array_equal(lanczos(mid[y:y + 16, x:x + 16]), s)]
+    assert hits
+    y, x = hits[0]
+    np.testing.assert_allclose(b, lanczos(full[y:y + 16, x:x + 16]), atol=1)
+  # A scale too small for the frames is raised to fit: 40 rows hold a window of 40 at most.
+  small = frames.FramesSource(seqs, split="train", num_examples=50, seed=1, window=(3, 5),
+                              eval_range=(0.75, 1.0), scale_range=(0.1, 0.1))
+  b, s = small.random_crop(0, 20, np.random.default_rng(0))
+  assert b.shape == s.shape == (20, 20, 3)
 
 
 def test_frames_evaluation_windows_lie_in_the_held_out_range(tmp_path):
@@ -210,6 +241,11 @@ def test_mix_and_frames_settings_are_checked(tmp_path):
   config.data.frames.window = (5, 3)
   with pytest.raises(UserError, match="data.frames.window"):
     input_pipeline.get_source(config, "train", training=True)
+  for bad in [(0.0, 1.0), (0.5, 1.5), (0.9, 0.6)]:
+    config = _mix_config(tmp_path)
+    config.data.frames.scale_range = bad
+    with pytest.raises(UserError, match="data.frames.scale_range"):
+      input_pipeline.get_source(config, "train", training=True)
 
 
 def test_highlights_smear_into_saturated_streaks():

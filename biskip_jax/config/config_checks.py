@@ -129,6 +129,7 @@ _FIELDS: dict[str, str] = {
     "data.frames.eval_max_size": ">= 0",
     "data.frames.num_train": ">= 1",
     "data.frames.cache_mb": ">= 0",
+    "data.frames.scale_range": "in (0, 1]",
     "loss.gamma_fft": ">= 0",
     "loss.gamma_adv": ">= 0",
     "eval.tile_size": ">= 0",
@@ -171,7 +172,8 @@ def _bad(value: Any, rule: str, integer: bool) -> bool:
 _ORDERED = ("data.synthetic.length_range", "data.synthetic.exposure_range",
             "data.synthetic.jpeg_quality", "data.synthetic.scale_range",
             "data.synthetic.highlight_gain", "data.synthetic.shot_noise",
-            "data.synthetic.read_noise", "data.frames.window", "data.frames.eval_range")
+            "data.synthetic.read_noise", "data.frames.window", "data.frames.eval_range",
+            "data.frames.scale_range")
 
 # Field -> the names it may take: the constants of the modules that dispatch on them.
 CHOICES: dict[str, Sequence[str]] = {

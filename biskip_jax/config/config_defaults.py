@@ -153,6 +153,9 @@ def get_config(scheme: str = "SA1P-BS") -> ml_collections.ConfigDict:
   fr.eval_max_size = 0  # > 0: evaluation pairs are their centre window of this size.
   fr.num_train = 10_000  # Records (random windows) in one training epoch.
   fr.cache_mb = 1024  # Decoded frames kept per data worker (MiB; 1280x720 frames: 2.6 each).
+  # Training crops downscaled by s ~ U(lo, hi) in (0, 1] (a window of crop_size / s pixels
+  # resized to crop_size): the motion of a few sequences at several magnitudes. (1, 1): off.
+  fr.scale_range = (1.0, 1.0)
   # Synthetic blur (used by data.source = "synthetic").
   d.synthetic = sy = ml_collections.ConfigDict()
   sy.images = "skimage"  # "skimage" (shipped photos) or a folder of sharp images.

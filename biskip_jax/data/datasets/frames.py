@@ -14,6 +14,9 @@ subfolder per sequence, frames in sorted file-name order.
   training window touches them, and evaluation pairs are the consecutive windows of
   ``frames.eval_window`` frames inside them (at most ``frames.num_eval``), each optionally cut
   to its centre ``eval_max_size`` window.
+* Training crops may be downscaled (``frames.scale_range``): a window of ``size / s`` pixels
+  is averaged and both images are resized to ``size`` (Lanczos), so that one sequence's motion
+  is seen at several magnitudes and content scales, as photos of other sizes would show it.
 * Training record ``i`` draws its sequence, N and start from ``default_rng([seed, 0, i])``;
   the crop position comes from the pipeline's per-element generator. Decoded frames are kept
   in each worker (LRU, ``frames.cache_mb``): 299 frames of 1280x720 take 790 MiB.
@@ -26,6 +29,7 @@ import threading
 from typing import Any, Sequence
 
 import numpy as np
+from PIL import Image
 
 from biskip_jax.data import image_io
 from biskip_jax.errors import UserError
@@ -112,6 +116,9 @@ class FramesSource:
     gamma: exponent of the ``"gamma"`` curve.
     eval_max_size: > 0: evaluation pairs are their centre window of at most this size.
     cache_mb: decoded frames kept per process (MiB).
+    scale_range: ``(lo, hi)`` in (0, 1]: training crops are downscaled by ``s ~ U(lo, hi)``
+      (at least ``size / min(height, width)``, so that the window fits); ``(1, 1)`` draws
+      nothing.
   """
 
   def __init__(self, sequences: Sequence[Sequence[str]], *, split: str, num_examples: int,
@@ -119,7 +126,7 @@ class FramesSource:
                eval_window: int = 11,
                eval_range: Sequence[float] = (0.0, 0.0), num_eval: int = 0,
                curve: str = "gamma", gamma: float = 2.2, eval_max_size: int = 0,
-               cache_mb: int = 1024):
+               cache_mb: int = 1024, scale_range: Sequence[float] = (1.0, 1.0)):
     self.sequences = [list(s) for s in sequences]
     self.split = split
     self._seed = seed % 2**32
@@ -132,6 +139,7 @@ class FramesSource:
     self._curve, self._gamma = curve, gamma
     self._eval_max_size = eval_max_size
     self._cache_bytes = cache_mb * 2**20
+    self._scale_range = (float(scale_range[0]), float(scale_range[1]))
     if split == "train":
       # Valid starts per sequence and length: the window must not touch the held-out frames.
       self._starts = [self._train_starts(len(s), eval_range) for s in self.sequences]
@@ -249,6 +257,10 @@ class FramesSource:
                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
     """A random ``size x size`` crop of pair ``index``, averaging only the crop's pixels.
 
+    With ``scale_range`` other than ``(1, 1)``, the crop is a window of ``round(size / s)``
+    pixels, averaged at full size and then downscaled to ``size`` (Lanczos), blurred and sharp
+    alike.
+
     Returns:
       ``(blur, sharp)``, each ``uint8[size, size, 3]``, or None if the frames are smaller than
       the crop (the caller then pads the full pair).
@@ -257,5 +269,13 @@ class FramesSource:
     h, wd = self.frame_size(w.seq)
     if h < size or wd < size:
       return None
-    top, left = int(rng.integers(h - size + 1)), int(rng.integers(wd - size + 1))
-    return self._average(w, slice(top, top + size), slice(left, left + size))
+    side = size
+    if self._scale_range != (1.0, 1.0):
+      scale = max(rng.uniform(*self._scale_range), size / min(h, wd))
+      side = min(round(size / scale), h, wd)
+    top, left = int(rng.integers(h - side + 1)), int(rng.integers(wd - side + 1))
+    pair = self._average(w, slice(top, top + side), slice(left, left + side))
+    if side == size:
+      return pair
+    return tuple(np.asarray(Image.fromarray(x).resize((size, size), Image.Resampling.LANCZOS),
+                            np.uint8) for x in pair)

@@ -18,7 +18,7 @@ from biskip_jax.config import config_checks
 from biskip_jax.data.datasets import load_image, save_image
 from biskip_jax.errors import UserError
 from biskip_jax.evaluation import eval_lib
-from biskip_jax.inference import loading, pretrained
+from biskip_jax.inference import full_resolution, loading, pretrained
 from biskip_jax.nn import vgg_loading
 from biskip_jax.objective import spl
 from biskip_jax.train import train_lib
@@ -31,6 +31,7 @@ from experiments import (
   brightness_gap,
   deep_prior,
   plot_spl,
+  residual_gain,
   side_by_side,
   what_changed,
 )
@@ -741,3 +742,24 @@ def test_average_weights_refuses_other_networks_in_one_line(workdir, tmp_path):
     average_weights.average([a, b], str(tmp_path / "ab.npz"))
   with pytest.raises(UserError, match="at least two"):
     average_weights.average([a], str(tmp_path / "ab.npz"))
+
+
+def test_residual_gain_scales_what_the_model_adds(workdir, tmp_path):
+  """Reference: the formula b + a (G(b) - b) on the model's own output, a = 1.5."""
+  path, config, variables = workdir
+  a = pretrained.export(config, variables, name="a", directory=str(tmp_path))[0]
+  out = str(tmp_path / "gain" / "a15.npz")
+  r = _script("residual_gain", "--gain=1.5", f"--out={out}", a)
+  assert r.returncode == 0, r.stderr
+  image = np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)
+  x = image.astype(np.float32) / 127.5 - 1.0
+  g1 = full_resolution.Deblurrer.load(a).restore_float(image)
+  g15 = full_resolution.Deblurrer.load(out).restore_float(image)
+  assert np.abs(g1 - x).mean() > 0.01  # The residual is not trivially zero.
+  np.testing.assert_allclose(g15, x + 1.5 * (g1 - x), atol=2e-5)
+  meta = json.load(open(out[:-len(".npz")] + ".json"))
+  assert meta["provenance"]["residual_gain"] == 1.5
+  with pytest.raises(UserError, match="--gain=nan"):
+    residual_gain.scale_residual(a, float("nan"), out)
+  r = _script("residual_gain", "--gain=2", f"--out={tmp_path / 'x.npz'}", a, a)
+  assert r.returncode != 0 and "name one model" in r.stderr

@@ -18,7 +18,8 @@ Prints percentiles of two distributions, in pixels at the training scale:
   (scikit-image) on a grid of 128x128 patches of the gray frames: the extent of a blur whose
   path is straight is ``max(|dy|, |dx|) + 1``, the same measure as the kernel's box. Patches
   without texture or without a good match after the shift are skipped; curved paths make this
-  a lower bound.
+  a lower bound. With ``data.frames.scale_range``, each window's motion is multiplied by its
+  downscale factor, drawn as the training crops draw it.
 
 Only the training frames are measured (the held-out range of ``data.frames.eval_range`` is
 left alone).
@@ -83,8 +84,13 @@ def _gray(img: np.ndarray) -> np.ndarray:
 
 
 def real_extents(sequence: Sequence[str], window: tuple[int, int], eval_range: Sequence[float],
-                 n: int, patch: int, seed: int) -> np.ndarray:
-  """Per-patch motion extents between the first and last frames of ``n`` random windows."""
+                 n: int, patch: int, seed: int,
+                 scale_range: Sequence[float] = (1.0, 1.0)) -> np.ndarray:
+  """Per-patch motion extents between the first and last frames of ``n`` random windows.
+
+  Each window's motion is multiplied by a downscale factor ``s ~ U(scale_range)`` (none is
+  drawn for ``(1, 1)``), as ``FramesSource`` downscales training crops.
+  """
   from skimage.registration import phase_cross_correlation  # pylint: disable=g-import-not-at-top
 
   from biskip_jax.data import image_io  # pylint: disable=g-import-not-at-top
@@ -95,6 +101,7 @@ def real_extents(sequence: Sequence[str], window: tuple[int, int], eval_range: S
     length = int(rng.integers(window[0], window[1] + 1))
     starts = [s for s in range(len(sequence) - length + 1) if s + length <= lo or s >= hi]
     start = starts[rng.integers(len(starts))]
+    scale = 1.0 if tuple(scale_range) == (1.0, 1.0) else rng.uniform(*scale_range)
     a = _gray(image_io.load_image(sequence[start]))
     b = _gray(image_io.load_image(sequence[start + length - 1]))
     h, w = a.shape
@@ -105,7 +112,7 @@ def real_extents(sequence: Sequence[str], window: tuple[int, int], eval_range: S
           continue
         shift, error, _ = phase_cross_correlation(pa, pb, upsample_factor=4, normalization=None)
         if error < 0.3:  # Normalised RMS error after the shift: large for a poor match.
-          out.append(max(abs(shift[0]), abs(shift[1])) + 1)
+          out.append(max(abs(shift[0]), abs(shift[1])) * scale + 1)
   return np.asarray(out, np.float64)
 
 
@@ -125,7 +132,7 @@ def main(argv):
   if _FRAMES.value:
     for seq in frames.list_sequences(_FRAMES.value):
       print(_line("real", real_extents(seq, tuple(fr.window), fr.eval_range, _NUM_WINDOWS.value,
-                                       _PATCH.value, _SEED.value)))
+                                       _PATCH.value, _SEED.value, fr.scale_range)))
 
 
 if __name__ == "__main__":

@@ -309,6 +309,9 @@ def test_blur_extents_measure_known_motion(tmp_path):
   seq = frames.list_sequences(str(tmp_path / "seq"))[0]
   ext = blur_extents.real_extents(seq, (5, 5), (0.9, 1.0), n=3, patch=64, seed=0)
   np.testing.assert_allclose(ext, 5.0)  # 4 px between first and last frame, + 1.
+  half = blur_extents.real_extents(seq, (5, 5), (0.9, 1.0), n=3, patch=64, seed=0,
+                                   scale_range=(0.5, 0.5))
+  np.testing.assert_allclose(half, 3.0)  # Downscaled by 2: 2 px, + 1.
   sy = ml_collections.ConfigDict(dict(kernel_size=15, max_shake=0.005, length_range=(1.0, 1.0),
                                       exposure_range=(1.0, 1.0)))
   syn = blur_extents.synthetic_extents(sy, 20, 0)

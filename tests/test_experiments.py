@@ -32,6 +32,7 @@ from experiments import (
   deep_prior,
   plot_spl,
   residual_gain,
+  shipping_rule,
   side_by_side,
   what_changed,
 )
@@ -763,3 +764,53 @@ def test_residual_gain_scales_what_the_model_adds(workdir, tmp_path):
     residual_gain.scale_residual(a, float("nan"), out)
   r = _script("residual_gain", "--gain=2", f"--out={tmp_path / 'x.npz'}", a, a)
   assert r.returncode != 0 and "name one model" in r.stderr
+
+
+def _scores(pairs, frames, photos, sharp):
+  return {"pairs": pairs, "frames": frames, "photos": photos, "sharp": sharp,
+          **{f"blurred:{s}": 20.0 for s in shipping_rule.SETS}}
+
+
+def test_shipping_rule_verdicts_follow_the_written_rule():
+  """The rule of docs/model_runs.md: above the current file on every set (a tie fails) and
+  every sharp input back at 35 dB or more; of those that pass, the largest summed gain."""
+  current = _scores(24.45, 26.744, 20.944, [("a.png", 36.2)])
+  small = _scores(24.46, 26.754, 20.954, [("a.png", 35.0), ("b.png", 60.0)])
+  large = _scores(24.55, 26.844, 21.044, [("a.png", 35.5)])
+  tie = _scores(24.45, 27.0, 21.0, [("a.png", 40.0)])
+  dark = _scores(25.0, 27.0, 21.0, [("a.png", 50.0), ("b.png", 34.99)])
+  assert shipping_rule.failures(current, small) == []
+  assert shipping_rule.failures(current, tie) == ["pairs 24.450 <= 24.450"]
+  assert shipping_rule.failures(current, dark) == ["sharp input b.png at 34.99 dB < 35"]
+  text = shipping_rule.report("cur", current, {"small": small, "large": large, "tie": tie})
+  assert text.splitlines()[-1] == "choice: large (+0.300 dB summed over the sets)"
+  assert "small: ships" in text and "tie: does not ship: pairs" in text
+  text = shipping_rule.report("cur", current, {"tie": tie, "dark": dark})
+  assert text.splitlines()[-1] == "choice: none; cur stays"
+
+
+def test_shipping_rule_scores_as_evaluate_does(workdir, tmp_path):
+  """Reference: evaluate.py's protocol (eval_lib.run) on each set, and a model whose residual
+  is zero, which must give every input back (its PSNR is the blurred input's)."""
+  path, config, variables = workdir
+  mix, pairs = _tiny_mix(tmp_path)
+  mix.data.synthetic.num_eval = 1
+  sets = shipping_rule.validation_sets(mix.data, pairs.partition(":")[2],
+                                       str(tmp_path / "frames"), str(tmp_path / "photos"))
+  model = pretrained.export(config, variables, name="m", directory=str(tmp_path))[0]
+  identity = residual_gain.scale_residual(model, 0.0, str(tmp_path / "identity.npz"))[0]
+  got = shipping_rule.score(model, sets)
+  for name, (data, data_config) in sets.items():
+    ref = eval_lib.run(model, data, None, saliency=False, data_config=data_config)
+    assert got[name] == pytest.approx(ref["psnr"], abs=1e-9), name
+    assert got[f"blurred:{name}"] == pytest.approx(ref["blurred_psnr"], abs=1e-9), name
+  assert len(got["sharp"]) == 1 + 2 + 1  # One pair, two held-out windows, one photo.
+  same = shipping_rule.score(identity, sets)
+  for name in shipping_rule.SETS:
+    assert same[name] == pytest.approx(same[f"blurred:{name}"], abs=1e-9), name
+  assert min(p for _, p in same["sharp"]) > 60
+  lines = shipping_rule.report(model, got, {identity: same}).splitlines()
+  blurred_row, identity_row = lines[1], lines[3]
+  assert identity_row.split()[1:4] == blurred_row.split()[1:4]
+  r = _script("shipping_rule", "--pairs=p", "--frames=f", "--photos=x")
+  assert r.returncode != 0 and "name at least one candidate model" in r.stderr

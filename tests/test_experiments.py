@@ -792,7 +792,7 @@ def test_shipping_rule_verdicts_follow_the_written_rule():
 def test_shipping_rule_scores_as_evaluate_does(workdir, tmp_path):
   """Reference: evaluate.py's protocol (eval_lib.run) on each set, and a model whose residual
   is zero, which must give every input back (its PSNR is the blurred input's)."""
-  path, config, variables = workdir
+  _, config, variables = workdir
   mix, pairs = _tiny_mix(tmp_path)
   mix.data.synthetic.num_eval = 1
   sets = shipping_rule.validation_sets(mix.data, pairs.partition(":")[2],

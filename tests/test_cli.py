@@ -122,7 +122,8 @@ def test_a_user_error_is_one_line_and_exit_status_2(tmp_path):
 
 
 _SHARED_FLAGS = {"ckpt": "define_ckpt_flag", "dtype": "define_dtype_flag",
-                 "ensemble": "define_ensemble_flag"}
+                 "ensemble": "define_ensemble_flag", "tile_size": "define_tile_flags",
+                 "tile_overlap": "define_tile_flags"}
 
 
 def _flag_definitions(path: str) -> list[tuple[str, list[str]]]:
@@ -145,9 +146,11 @@ def test_shared_flags_are_defined_once_in_cli():
   for path in files:
     for name, choices in _flag_definitions(path):
       # --dtype of the shipped-model export is the stored arrays' (float16), not a compute dtype.
-      shared = name in ("ckpt", "ensemble") or (name == "dtype" and "bfloat16" in choices)
+      shared = (name in ("ckpt", "ensemble", "tile_size", "tile_overlap")
+                or (name == "dtype" and "bfloat16" in choices))
       assert not shared or path == cli_file, f"{path}: --{name}: use cli.{_SHARED_FLAGS[name]}"
-  assert sorted(n for n, _ in _flag_definitions(cli_file)) == ["ckpt", "dtype", "ensemble"]
+  assert sorted(n for n, _ in _flag_definitions(cli_file)) == [
+      "ckpt", "dtype", "ensemble", "tile_overlap", "tile_size"]
 
 
 @pytest.mark.slow

@@ -198,6 +198,38 @@ def test_ensemble_flag_reaches_deblur_and_evaluate(workdir, tmp_path):
 
 
 @pytest.mark.slow
+def test_tile_flags_reach_deblur_and_evaluate(workdir, tmp_path):
+  """Tiles of 16 with no overlap on a 32x48 image: a mosaic of six whole-image restorations."""
+  from biskip_jax.evaluation import eval_lib  # pylint: disable=g-import-not-at-top
+  from biskip_jax.inference import deblur_lib
+  path, _, _ = workdir
+  img = _photo(32, 48)
+
+  def mosaic(whole):
+    return np.block([[[whole(img[y:y + 16, x:x + 16])] for x in (0, 16, 32)] for y in (0, 16)])
+
+  save_image(str(tmp_path / "in" / "a.png"), img)
+  assert deblur_lib.run(path, str(tmp_path / "out"), [str(tmp_path / "in")], tile_size=16,
+                        tile_overlap=0) == []
+  # deblur.py pads each tile to its size bucket; evaluate.py restores at the tile's own size.
+  np.testing.assert_array_equal(load_image(str(tmp_path / "out" / "a.png")),
+                                mosaic(full_resolution.Deblurrer.from_checkpoint(path)))
+  whole = full_resolution.Deblurrer.from_checkpoint(path, size_bucket=0)
+  sharp = np.ascontiguousarray(img[::-1])
+  save_image(str(tmp_path / "pairs" / "blur" / "a.png"), img)
+  save_image(str(tmp_path / "pairs" / "sharp" / "a.png"), sharp)
+  result = eval_lib.run(path, f"folder:{tmp_path / 'pairs'}", None, saliency=False,
+                        tile_size=16, tile_overlap=0)
+  tiled = mosaic(whole)
+  assert result["tile_size"] == 16 and result["psnr"] == pytest.approx(metrics.psnr(tiled, sharp))
+  assert not np.array_equal(whole(img), tiled)  # The tiles' borders show: tiling took effect.
+  for flags_ in (dict(tile_size=-1), dict(tile_overlap=-2)):
+    name, value = next(iter(flags_.items()))
+    with pytest.raises(UserError, match=f"^--{name}={value}: expected 0"):
+      eval_lib.run("no/such/run", f"folder:{tmp_path / 'pairs'}", None, **flags_)
+
+
+@pytest.mark.slow
 def test_levin_protocol_scores_restored_and_blurred_up_to_a_shift(workdir, tmp_path):
   from biskip_jax.evaluation import eval_lib  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)

@@ -243,6 +243,17 @@ def define_ensemble_flag() -> flags.FlagHolder:
                            "restorations of the 8 flips/transposes (8x the compute).")
 
 
+def define_tile_flags() -> tuple[flags.FlagHolder, flags.FlagHolder]:
+  """``--tile_size`` and ``--tile_overlap``: tiled inference (None: the model's ``config.eval``)."""
+  size = flags.DEFINE_integer("tile_size", None, "Restore in overlapping tiles of this size "
+                              "(0: only images above eval.max_pixels; default: the model's "
+                              "config.eval.tile_size).")
+  overlap = flags.DEFINE_integer("tile_overlap", None, "Overlap between tiles in pixels, "
+                                 "blended linearly (default: the model's "
+                                 "config.eval.tile_overlap).")
+  return size, overlap
+
+
 def _fail(message: str) -> NoReturn:
   """Ends the program with ``PROG: error: MESSAGE`` on one line of stderr and status 2."""
   print(f"{prog()}: error: {message}", file=sys.stderr)

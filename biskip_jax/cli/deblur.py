@@ -28,7 +28,7 @@ _OUT = flags.DEFINE_string("out", "deblurred", "Output folder.")
 _FORMAT = flags.DEFINE_enum("format", "png", ["png", "jpg", "tif", "bmp", "webp"],
                             "Output image format.")
 _DTYPE = cli.define_dtype_flag()
-_TILE = flags.DEFINE_integer("tile_size", None, "Tile size for large images (0: automatic).")
+_TILE, _OVERLAP = cli.define_tile_flags()
 _VIDEO = flags.DEFINE_bool("video", False, "Each folder INPUT is one clip's frames (its images "
                            "in natural order): restored into one OUT/FOLDER.mp4 at --fps.")
 _FPS = flags.DEFINE_string("fps", "25", "Frame rate of the clips made by --video, e.g. 25, "
@@ -45,7 +45,7 @@ def main(argv):
   failures = deblur_lib.run(_CKPT.value, _OUT.value, inputs, fmt=_FORMAT.value,
                             dtype=_DTYPE.value, tile_size=_TILE.value,
                             video_folders=_VIDEO.value, fps=_FPS.value,
-                            ensemble=_ENSEMBLE.value)
+                            ensemble=_ENSEMBLE.value, tile_overlap=_OVERLAP.value)
   sys.exit(1 if failures else 0)
 
 

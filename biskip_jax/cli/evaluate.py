@@ -28,6 +28,7 @@ _MAX_IMAGES = flags.DEFINE_integer("max_images", 0, "Evaluate only the first N i
 _DTYPE = cli.define_dtype_flag()
 _SALIENCY = flags.DEFINE_bool("saliency", True, "Compute the saliency indicator (§6.2).")
 _ENSEMBLE = cli.define_ensemble_flag()
+_TILE, _OVERLAP = cli.define_tile_flags()
 _SHARP_INPUT = flags.DEFINE_bool(
     "sharp_as_input", False, "Give the model each pair's sharp image as its input (the "
     "identity check: a sharp photo should come back unchanged); prints the lowest PSNR.")
@@ -46,7 +47,8 @@ def main(argv):
   result = eval_lib.run(_CKPT.value, _DATA.value, _OUT.value, data_path=_DATA_PATH.value,
                         max_images=_MAX_IMAGES.value, dtype=_DTYPE.value,
                         saliency=_SALIENCY.value, data_config=data_config,
-                        ensemble=_ENSEMBLE.value, sharp_input=_SHARP_INPUT.value)
+                        ensemble=_ENSEMBLE.value, sharp_input=_SHARP_INPUT.value,
+                        tile_size=_TILE.value, tile_overlap=_OVERLAP.value)
   out = _OUT.value
   print(eval_lib.format_table(result, csv_path=os.path.join(out, "per_image.csv") if out else None))
 

@@ -91,13 +91,17 @@ def _timed(deblurrer: Any, image: np.ndarray, seen: set | None) -> tuple[np.ndar
 
 
 def deblurrer_for(config: Any, variables: dict[str, Any], *, dtype: str | None = None,
-                  ensemble: bool = False) -> Any:
+                  ensemble: bool = False, tile_size: int | None = None,
+                  tile_overlap: int | None = None) -> Any:
   """The :class:`full_resolution.Deblurrer` of evaluation: images at their own size (no buckets).
+
+  ``tile_size`` and ``tile_overlap`` override ``config.eval``'s (None: the config's).
 
   Build one per run and replace its ``variables`` to evaluate new weights: its jitted
   generator compiles once per image shape for the life of the Deblurrer.
   """
-  return full_resolution.Deblurrer(config, variables, dtype=dtype, ensemble=ensemble, size_bucket=0)
+  return full_resolution.Deblurrer(config, variables, dtype=dtype, ensemble=ensemble, size_bucket=0,
+                                   tile_size=tile_size, tile_overlap=tile_overlap)
 
 
 def evaluate(deblurrer: Any, examples: Iterable[dict[str, Any]], out_dir: str | None,
@@ -292,8 +296,8 @@ def sharp_as_input(examples: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any
 
 def run(ckpt: str, data: str, out_dir: str | None, data_path: str | None = None,
         max_images: int = 0, dtype: str = "float32", saliency: bool = True,
-        data_config: Any = None, ensemble: bool = False,
-        sharp_input: bool = False) -> dict[str, Any]:
+        data_config: Any = None, ensemble: bool = False, sharp_input: bool = False,
+        tile_size: int | None = None, tile_overlap: int | None = None) -> dict[str, Any]:
   """The work behind ``evaluate.py``: load the checkpoint, evaluate, write the outputs.
 
   ``ckpt`` is a training run's path, ``"pretrained[:NAME]"`` (the shipped model), a model
@@ -301,8 +305,10 @@ def run(ckpt: str, data: str, out_dir: str | None, data_path: str | None = None,
   ``data_config`` optionally replaces the run's ``config.data`` (see :func:`dataset_config`);
   ``ensemble`` restores with the geometric self-ensemble (8 flips/transposes);
   ``sharp_input`` gives the model each pair's sharp image instead of the blurred one
-  (:func:`sharp_as_input`; no blurred-input columns, ``psnr_min`` names the worst image).
+  (:func:`sharp_as_input`; no blurred-input columns, ``psnr_min`` names the worst image);
+  ``tile_size`` and ``tile_overlap`` override the model's ``config.eval`` tiling.
   """
+  full_resolution.check_tiling(tile_size, tile_overlap)  # Before the model loads.
   if out_dir:
     _summary_files(OutputFolder(out_dir, PROGRAM))  # Before the model loads.
   if ckpt == baselines.UNSHARP:  # A classical baseline under the same protocol.
@@ -310,7 +316,8 @@ def run(ckpt: str, data: str, out_dir: str | None, data_path: str | None = None,
     step, deblurrer = None, baselines.unsharp_mask
   else:
     model_config, variables, step = loading.load_generator(ckpt)
-    deblurrer = deblurrer_for(model_config, variables, dtype=dtype, ensemble=ensemble)
+    deblurrer = deblurrer_for(model_config, variables, dtype=dtype, ensemble=ensemble,
+                              tile_size=tile_size, tile_overlap=tile_overlap)
   config = dataset_config(model_config, data, data_path, data_config)
   examples = examples_of(config, max_images, f"--data={data}")
   if sharp_input:
@@ -319,5 +326,6 @@ def run(ckpt: str, data: str, out_dir: str | None, data_path: str | None = None,
                     saliency=saliency, aligned=data.startswith("levin:"),
                     baseline=not sharp_input,
                     info=dict(checkpoint=ckpt, step=step, data=data, dtype=dtype,
-                              ensemble=ensemble, sharp_as_input=sharp_input))
+                              ensemble=ensemble, sharp_as_input=sharp_input,
+                              tile_size=tile_size, tile_overlap=tile_overlap))
   return result

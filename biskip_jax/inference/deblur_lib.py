@@ -14,7 +14,6 @@ command again restores the same originals, not the previous run's results.
 """
 
 import errno
-import functools
 import glob
 import os
 import sys
@@ -188,21 +187,22 @@ def plan_outputs(files: list[str], out_dir: str, fmt: str,
 
 def run(ckpt: str | None, out_dir: str, inputs: list[str], fmt: str = "png",
         dtype: str = "float32", tile_size: int | None = None, video_folders: bool = False,
-        fps: str = "25", ensemble: bool = False) -> list[str]:
+        fps: str = "25", ensemble: bool = False,
+        tile_overlap: int | None = None) -> list[str]:
   """Deblurs all inputs into ``out_dir``; returns the failure messages (also printed).
 
   ``ckpt`` is a training run's path, or None / ``"pretrained[:NAME]"`` for the shipped model.
   Video files become restored MP4 clips (see :mod:`biskip_jax.inference.video`); with
   ``video_folders`` each folder input is a clip's frames, written as one MP4 at ``fps``.
-  ``ensemble`` averages the restorations of the 8 flips/transposes (8x the compute).
+  ``ensemble`` averages the restorations of the 8 flips/transposes (8x the compute);
+  ``tile_size`` and ``tile_overlap`` override the model's ``config.eval`` (None: its own).
 
   Raises:
     UserError: nothing to deblur, a bad flag or checkpoint, an ``--out`` that cannot be
       created, or a disk that is full or read-only (the run stops there).
   """
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-  if tile_size is not None and tile_size < 0:
-    raise UserError(f"--tile_size={tile_size}: expected 0 (automatic) or a positive size")
+  full_resolution.check_tiling(tile_size, tile_overlap)
   rate = video.parse_rate(fps)
   files, failures = expand_inputs(inputs, out_dir, videos=True, video_folders=video_folders)
   for msg in failures:
@@ -211,8 +211,8 @@ def run(ckpt: str | None, out_dir: str, inputs: list[str], fmt: str = "png",
     raise UserError("nothing to deblur: " + "; ".join(failures))
   if any(_is_clip(p) for p in files):
     video.import_av()  # A missing extra stops the run before the model loads.
-  deblurrer = full_resolution.Deblurrer.load(ckpt, dtype=dtype, ensemble=ensemble)
-  restore = functools.partial(deblurrer, tile_size=tile_size)
+  restore = full_resolution.Deblurrer.load(ckpt, dtype=dtype, ensemble=ensemble,
+                                           tile_size=tile_size, tile_overlap=tile_overlap)
   outputs = output_folder(out_dir)
   outs = plan_outputs(files, out_dir, fmt, outputs)
   rels = [os.path.relpath(o, out_dir) for o in outs]

@@ -75,6 +75,14 @@ def dihedral(x: Any, k: int, inverse: bool = False) -> Any:
   return x
 
 
+def check_tiling(tile_size: int | None, tile_overlap: int | None) -> None:
+  """Refuses a negative ``--tile_size`` or ``--tile_overlap`` (None: the config's)."""
+  if tile_size is not None and tile_size < 0:
+    raise UserError(f"--tile_size={tile_size}: expected 0 (automatic) or a positive size")
+  if tile_overlap is not None and tile_overlap < 0:
+    raise UserError(f"--tile_overlap={tile_overlap}: expected 0 or a positive overlap")
+
+
 class Deblurrer:
   """Restores uint8 RGB images of any size with a trained generator.
 
@@ -84,14 +92,18 @@ class Deblurrer:
     dtype: compute dtype, ``"float32"`` or ``"bfloat16"`` (GPUs; measure the PSNR change).
     ensemble: average the restorations of the 8 flips/transposes (8x the compute).
     size_bucket: overrides ``config.eval.size_bucket`` (0: no size buckets).
+    tile_size: overrides ``config.eval.tile_size`` (0: tile only above ``eval.max_pixels``).
+    tile_overlap: overrides ``config.eval.tile_overlap``.
 
   Raises:
-    UserError: a size bucket that is not 0 or a multiple of the generator's padding (32).
+    UserError: a size bucket that is not 0 or a multiple of the generator's padding (32), or
+      a negative tile size or overlap.
   """
 
   def __init__(self, config: ml_collections.ConfigDict, variables: dict[str, Any],
                dtype: str | None = None, *, ensemble: bool = False,
-               size_bucket: int | None = None):
+               size_bucket: int | None = None, tile_size: int | None = None,
+               tile_overlap: int | None = None):
     self.config = config
     self.model = models.generator_from_config(config.model, dtype)
     self.variables = jax.device_put(variables)
@@ -101,8 +113,9 @@ class Deblurrer:
     self._fn = jax.jit(self._forward, compiler_options=options)
     self._ensemble_fn = jax.jit(self._forward_ensemble, compiler_options=options)
     eval_cfg = config.eval
-    self.tile_size = int(eval_cfg.tile_size)
-    self.tile_overlap = int(eval_cfg.tile_overlap)
+    check_tiling(tile_size, tile_overlap)
+    self.tile_size = int(eval_cfg.tile_size if tile_size is None else tile_size)
+    self.tile_overlap = int(eval_cfg.tile_overlap if tile_overlap is None else tile_overlap)
     self.max_pixels = int(eval_cfg.max_pixels)
     self.size_bucket = int(eval_cfg.size_bucket if size_bucket is None else size_bucket)
     if self.size_bucket < 0 or self.size_bucket % self.model.multiple:

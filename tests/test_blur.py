@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import scipy.ndimage
+import scipy.stats
 from skimage import data
 
 from biskip_jax.data import blur
@@ -126,3 +127,36 @@ def test_a_pure_roll_matches_averaged_rotations():
   assert _psnr(ours[inner], ref[inner]) > 40
   near, far = (slice(90, 111), slice(90, 111)), (slice(30, 51), slice(30, 51))
   assert _psnr(ours[near], sharp[near]) - _psnr(ours[far], sharp[far]) > 6
+
+
+def test_min_anxiety_draws_the_anxiety_log_uniformly(monkeypatch):
+  """With min_anxiety the anxiety is log-uniform on [min, max] (Kolmogorov-Smirnov against
+  scipy's uniform law of its log) and takes the one draw the default U(0.1, 1) x max takes."""
+  seen = []
+  real = blur.random_trajectory
+  monkeypatch.setattr(blur, "random_trajectory",
+                      lambda rng, **kw: seen.append(kw["anxiety"]) or real(rng, **kw))
+  rng = np.random.default_rng(0)
+  for _ in range(400):
+    blur.random_shake(rng, 15, max_anxiety=0.005, min_anxiety=0.0002, num_steps=20)
+  logs = np.log(seen)
+  lo, hi = np.log(0.0002), np.log(0.005)
+  assert lo <= logs.min() and logs.max() <= hi
+  assert scipy.stats.kstest(logs, scipy.stats.uniform(lo, hi - lo).cdf).pvalue > 1e-3
+  # Uniform on the linear scale (the default's law) is rejected for the same draws.
+  assert scipy.stats.kstest(np.exp(logs), scipy.stats.uniform(0.0002, 0.0048).cdf).pvalue < 1e-6
+  a, b = np.random.default_rng(3), np.random.default_rng(3)
+  blur.random_shake(a, 15, min_anxiety=0.001, num_steps=20)
+  blur.random_shake(b, 15, num_steps=20)
+  assert a.uniform() == b.uniform()  # Same draws taken: later records stay aligned.
+  with pytest.raises(ValueError, match="min_anxiety"):
+    blur.random_shake(rng, 15, max_anxiety=0.001, min_anxiety=0.002)
+
+
+def test_low_anxiety_shakes_are_straight():
+  """Without anxiety the path keeps its heading: its middle sample lies on the chord between
+  its ends, halfway (a straight path at constant speed)."""
+  for seed in range(5):
+    x = blur.random_shake(np.random.default_rng(seed), 31, max_anxiety=1e-7, min_anxiety=1e-8)
+    chord = x[-1] - x[0]
+    assert abs(x[len(x) // 2] - (x[0] + x[-1]) / 2) < 1e-3 * abs(chord)

@@ -56,6 +56,7 @@ OLD_BEHAVIOUR = {
     "data.synthetic.read_noise": (0.0, 0.0),
     "data.synthetic.roll_prob": 0.0,
     "data.synthetic.max_roll": 0.0,
+    "data.synthetic.min_shake": 0.0,  # U(0.1, 1) x max_shake.
     "data.mix.gopro": 0.0, "data.mix.folder": 0.0, "data.mix.synthetic": 0.0,
     "data.mix.frames": 0.0,
     "loss.gamma_fft": 0.0,

@@ -428,6 +428,20 @@ def test_synthetic_noise_range_exposure_scale_and_eval_bound():
     input_pipeline.get_source(config, config.data.train_split)
 
 
+def test_synthetic_min_shake_reaches_the_records_kernels():
+  """config.data.synthetic.min_shake draws each record's anxiety from [min_shake, max_shake]:
+  with both tiny, every record's shake is a straight path (middle sample on the chord)."""
+  config = tiny.get_config()
+  config.data.synthetic.update(max_shake=1e-7, min_shake=1e-8, kernel_size=31)
+  src = input_pipeline.get_source(config, config.data.train_split)
+  config.data.synthetic.min_shake = 0.0
+  default = input_pipeline.get_source(config, config.data.train_split)
+  for i in range(4):
+    x = src._trajectory(i)  # pylint: disable=protected-access
+    assert abs(x[len(x) // 2] - (x[0] + x[-1]) / 2) < 1e-3 * abs(x[-1] - x[0])
+    assert not np.array_equal(x, default._trajectory(i))  # pylint: disable=protected-access
+
+
 def test_image_io_lists_images_and_converts_to_the_model_range(tmp_path):
   for name in ("b.png", "a.JPG", ".hidden.png", "notes.txt", "sub/c.tga"):
     (tmp_path / name).parent.mkdir(exist_ok=True)

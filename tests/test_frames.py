@@ -321,6 +321,34 @@ def test_blur_extents_measure_known_motion(tmp_path):
   assert blur.kernel_extent(line / line.sum()) == 11
 
 
+def test_bends_of_straight_and_turning_paths(tmp_path):
+  """The bend (middle sample against the chord's midpoint, over the chord) is 0 for a camera
+  moving straight at constant speed and 1/2 for a right-angle turn halfway (by the formula:
+  first -> middle (2, 0), first -> last (2, 2): |(2, 0) - (1, 1)| / |(2, 2)| = 1/2)."""
+  from experiments import blur_extents
+  _write_sequence(tmp_path / "straight", n=20, h=128, w=128)
+  rng = np.random.default_rng(0)
+  scene = rng.integers(0, 256, (160, 160, 3), dtype=np.uint8)
+  for t in range(20):  # Steps of 1 px: two right, two down, two right, ...
+    dx = sum(1 for k in range(t) if (k // 2) % 2 == 0)
+    save_image(tmp_path / "turn" / f"{t:06d}.png", scene[t - dx:t - dx + 128, dx:dx + 128])
+  straight, turn = (frames.list_sequences(str(tmp_path / name))[0] for name in ("straight", "turn"))
+  np.testing.assert_allclose(
+      blur_extents.real_bends(straight, (9, 9), (0.9, 1.0), n=3, patch=64, seed=0, min_chord=2),
+      0.0, atol=0.05)
+  windows_from_even_starts = []
+  for seed in range(6):  # Windows of 5 frames: a turn halfway only where the start is even.
+    b = blur_extents.real_bends(turn, (5, 5), (0.9, 1.0), n=1, patch=64, seed=seed, min_chord=2)
+    windows_from_even_starts += list(b[np.abs(b - 0.5) < 0.05])
+  assert windows_from_even_starts
+  assert blur_extents.bend(0j, 2 + 0j, 2 + 2j) == 0.5
+  sy = ml_collections.ConfigDict(dict(kernel_size=31, max_shake=1e-7, min_shake=1e-8,
+                                      length_range=(1.0, 1.0), exposure_range=(1.0, 1.0)))
+  np.testing.assert_allclose(blur_extents.synthetic_bends(sy, 5, 0, 6.0), 0.0, atol=1e-3)
+  sy.update(max_shake=0.005, min_shake=0.0)
+  assert np.median(blur_extents.synthetic_bends(sy, 200, 0, 6.0)) > 0.1
+
+
 def test_rolled_extents_vary_over_the_crop_within_the_cap():
   """No roll: the 5 points of a crop share one extent, at most the kernel's side. A roll
   moves no point of the crop by more than half the kernel side (random_roll's cap), so no

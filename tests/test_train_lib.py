@@ -188,7 +188,9 @@ def test_bad_settings_name_the_flag(field, value, match):
     ("data.synthetic.jpeg_quality", (90, 60),
      "--config.data.synthetic.jpeg_quality=(90, 60): must be (lo, hi) with lo <= hi"),
     ("data.small_images", "crop",
-     "--config.data.small_images='crop': expected one of error, pad")])
+     "--config.data.small_images='crop': expected one of error, pad"),
+    ("data.synthetic.min_shake", 0.01,
+     "--config.data.synthetic.min_shake=0.01: must be 0 (off) or at most max_shake=0.005")])
 def test_numbers_out_of_range_name_the_flag_and_the_range(field, value, message):
   config = _config()
   *sections, key = field.split(".")

@@ -97,6 +97,7 @@ _FIELDS: dict[str, str] = {
     "data.crops_per_image": ">= 1",
     "data.synthetic.kernel_size": ">= 1",
     "data.synthetic.max_shake": ">= 0",
+    "data.synthetic.min_shake": ">= 0",
     "data.synthetic.noise_std": ">= 0",
     "data.synthetic.gamma": "> 0",
     "data.synthetic.gamma_max": ">= 0",
@@ -175,6 +176,9 @@ _ORDERED = ("data.synthetic.length_range", "data.synthetic.exposure_range",
             "data.synthetic.read_noise", "data.frames.window", "data.frames.eval_range",
             "data.frames.scale_range")
 
+# (lo, hi) pairs of fields: a low field > 0 must not exceed the high one (0: the low one is off).
+_ORDERED_PAIRS = (("data.synthetic.min_shake", "data.synthetic.max_shake"),)
+
 # Field -> the names it may take: the constants of the modules that dispatch on them.
 CHOICES: dict[str, Sequence[str]] = {
     "model.variant": schemes.VARIANTS, "model.norm": layers.NORMS, "model.pool": layers.POOLS,
@@ -221,6 +225,11 @@ def check_ranges(config: ml_collections.ConfigDict, sections: Sequence[str] | No
     value = _get(config, field) if _in_sections(field, sections) else None
     if value is not None and (len(value) != 2 or value[0] > value[1]):
       raise UserError(f"{_flag(field, where)}={tuple(value)!r}: must be (lo, hi) with lo <= hi")
+  for lo_field, hi_field in _ORDERED_PAIRS:
+    lo, hi = (_get(config, f) if _in_sections(f, sections) else None for f in (lo_field, hi_field))
+    if lo is not None and hi is not None and 0 < lo and lo > hi:
+      raise UserError(f"{_flag(lo_field, where)}={lo!r}: must be 0 (off) or at most "
+                      f"{hi_field.rsplit('.', 1)[1]}={hi!r}")
 
 
 def check_choices(config: ml_collections.ConfigDict, sections: Sequence[str] | None = None,

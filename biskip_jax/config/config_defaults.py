@@ -161,7 +161,11 @@ def get_config(scheme: str = "SA1P-BS") -> ml_collections.ConfigDict:
   sy.images = "skimage"  # "skimage" (shipped photos) or a folder of sharp images.
   sy.holdout = ("coffee", "rocket")  # skimage photos kept for evaluation only.
   sy.kernel_size = 31  # Blur kernel support (pixels).
-  sy.max_shake = 0.005  # Trajectory anxiety (Boracchi & Foi 2012).
+  sy.max_shake = 0.005  # Trajectory anxiety (Boracchi & Foi 2012), drawn as U(0.1, 1) x this.
+  # > 0: the anxiety drawn log-uniformly from [min_shake, max_shake] instead, for more nearly
+  # straight paths: a video camera's motion over one frame time bends less than most shakes
+  # drawn up to 0.005 (python -m experiments.blur_extents prints both paths' bends).
+  sy.min_shake = 0.0
   # Trajectory path length, as a fraction of kernel_size - 1, drawn per kernel from this range.
   sy.length_range = (0.15, 1.0)
   # Shutter-open fraction of the trajectory, drawn per kernel (DeblurGAN's exposure); the blur

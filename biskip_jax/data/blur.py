@@ -118,7 +118,7 @@ def _splat(p: np.ndarray, size: int) -> np.ndarray:
 def random_kernel(rng: np.random.Generator, size: int = 31, *, max_anxiety: float = 0.005,
                   length_range: tuple[float, float] = (0.15, 1.0),
                   exposure_range: tuple[float, float] = (1.0, 1.0),
-                  num_steps: int = 2000) -> np.ndarray:
+                  num_steps: int = 2000, min_anxiety: float = 0.0) -> np.ndarray:
   """Samples a camera-shake blur kernel.
 
   Args:
@@ -131,6 +131,10 @@ def random_kernel(rng: np.random.Generator, size: int = 31, *, max_anxiety: floa
       trajectory (DeblurGAN's exposure; its length shrinks with it). ``(1, 1)`` integrates all
       of it and draws no random number (kernels stay those of earlier versions).
     num_steps: trajectory samples.
+    min_anxiety: > 0: the anxiety is drawn log-uniformly from ``[min_anxiety, max_anxiety]``
+      instead: more nearly straight paths, as the motion of a video camera over one frame
+      time is (``experiments.blur_extents`` compares the paths' bends); the same number of
+      random draws.
 
   Returns:
     ``float64[size, size]``, non-negative, summing to 1.
@@ -138,16 +142,21 @@ def random_kernel(rng: np.random.Generator, size: int = 31, *, max_anxiety: floa
   return trajectory_to_kernel(random_shake(rng, size, max_anxiety=max_anxiety,
                                            length_range=length_range,
                                            exposure_range=exposure_range,
-                                           num_steps=num_steps), size)
+                                           num_steps=num_steps, min_anxiety=min_anxiety), size)
 
 
 def random_shake(rng: np.random.Generator, size: int = 31, *, max_anxiety: float = 0.005,
                  length_range: tuple[float, float] = (0.15, 1.0),
                  exposure_range: tuple[float, float] = (1.0, 1.0),
-                 num_steps: int = 2000) -> np.ndarray:
+                 num_steps: int = 2000, min_anxiety: float = 0.0) -> np.ndarray:
   """The trajectory behind :func:`random_kernel` (same arguments, same random draws):
   ``complex128[T]`` positions in pixels, cut to the exposure, before fitting the kernel."""
-  anxiety = rng.uniform(0.1, 1.0) * max_anxiety
+  if min_anxiety > 0:
+    if min_anxiety > max_anxiety:
+      raise ValueError(f"min_anxiety {min_anxiety} must not exceed max_anxiety {max_anxiety}.")
+    anxiety = float(np.exp(rng.uniform(np.log(min_anxiety), np.log(max_anxiety))))
+  else:
+    anxiety = rng.uniform(0.1, 1.0) * max_anxiety
   length = rng.uniform(*length_range) * max(size - 1, 1)
   traj = random_trajectory(rng, num_steps=num_steps, length=length, anxiety=anxiety)
   if tuple(exposure_range) != (1.0, 1.0):

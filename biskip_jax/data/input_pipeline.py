@@ -125,7 +125,7 @@ def get_source(config: ml_collections.ConfigDict, split: str, *, training: bool 
         synthetic.image_specs(images, holdout, which, every),
         num_examples=num_train if which == "train" else num_eval,
         seed=data_seed(config) if which == "train" else eval_seed % 2**32,
-        split=which, max_anxiety=sy.pop("max_shake"), **sy)
+        split=which, max_anxiety=sy.pop("max_shake"), min_anxiety=sy.pop("min_shake"), **sy)
   if d.source == "gopro":
     # Imported here: tensorflow_datasets takes seconds to import, and only GoPro needs it.
     from biskip_jax.data.datasets import gopro  # pylint: disable=g-import-not-at-top

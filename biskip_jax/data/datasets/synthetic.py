@@ -138,7 +138,7 @@ class SyntheticSource:
                highlight_gain: Sequence[float] = (1.0, 1.0),
                shot_noise: Sequence[float] = (0.0, 0.0),
                read_noise: Sequence[float] = (0.0, 0.0), roll_prob: float = 0.0,
-               max_roll: float = 0.0):
+               max_roll: float = 0.0, min_anxiety: float = 0.0):
     # An empty evaluation split is allowed: a mix then evaluates on its other sources only.
     if num_examples < (1 if split == "train" else 0):
       raise UserError(f"Synthetic {split} split needs >= 1 examples, got {num_examples} "
@@ -147,7 +147,7 @@ class SyntheticSource:
     self.num_examples = num_examples
     self.split = split
     self._seed = (seed % 2**32, _SALT[split])
-    self._kw = dict(kernel_size=kernel_size, max_anxiety=max_anxiety,
+    self._kw = dict(kernel_size=kernel_size, max_anxiety=max_anxiety, min_anxiety=min_anxiety,
                     length_range=tuple(length_range), exposure_range=tuple(exposure_range))
     self._noise_std, self._gamma = noise_std, gamma
     self._noise_std_max = noise_std_max

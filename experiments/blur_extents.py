@@ -55,17 +55,20 @@ config_flags.DEFINE_config_file("config", "configs/pretrain.py", "Training confi
 PERCENTILES = (10, 25, 50, 75, 90, 99)
 
 
-def synthetic_extents(sy, n: int, seed: int) -> np.ndarray:
-  """Kernel extents (pixels of the crop the network sees) of ``n`` draws of ``sy``'s kernels."""
-  rng = np.random.default_rng(seed)
-  out = []
-  for _ in range(n):
-    k = blur.random_kernel(rng, sy.kernel_size, max_anxiety=sy.max_shake,
+def _shake(rng: np.random.Generator, sy) -> np.ndarray:
+  """One shake drawn as training draws it from ``sy`` (``blur.random_shake``), in pixels."""
+  return blur.random_shake(rng, sy.kernel_size, max_anxiety=sy.max_shake,
                            min_anxiety=sy.get("min_shake", 0.0),
                            length_range=tuple(sy.length_range),
                            exposure_range=tuple(sy.exposure_range))
-    out.append(blur.kernel_extent(k))
-  return np.asarray(out, np.float64)
+
+
+def synthetic_extents(sy, n: int, seed: int) -> np.ndarray:
+  """Kernel extents (pixels of the crop the network sees) of ``n`` draws of ``sy``'s kernels."""
+  rng = np.random.default_rng(seed)
+  return np.asarray([blur.kernel_extent(blur.trajectory_to_kernel(_shake(rng, sy),
+                                                                  sy.kernel_size))
+                     for _ in range(n)], np.float64)
 
 
 def bend(start: complex, middle: complex, end: complex) -> float:
@@ -79,11 +82,7 @@ def synthetic_bends(sy, n: int, seed: int, min_chord: float) -> np.ndarray:
   rng = np.random.default_rng(seed)
   out = []
   for _ in range(n):
-    shake = blur.random_shake(rng, sy.kernel_size, max_anxiety=sy.max_shake,
-                              min_anxiety=sy.get("min_shake", 0.0),
-                              length_range=tuple(sy.length_range),
-                              exposure_range=tuple(sy.exposure_range))
-    x = blur.fit_to_kernel(shake, sy.kernel_size)
+    x = blur.fit_to_kernel(_shake(rng, sy), sy.kernel_size)
     if abs(x[-1] - x[0]) >= min_chord:
       out.append(bend(x[0], x[len(x) // 2], x[-1]))
   return np.asarray(out, np.float64)
@@ -97,9 +96,7 @@ def rolled_extents(sy, n: int, seed: int, photo: tuple[int, int] = (720, 1280),
   k = sy.kernel_size
   out = []
   for _ in range(n):
-    traj = blur.random_shake(rng, k, max_anxiety=sy.max_shake,
-                             length_range=tuple(sy.length_range),
-                             exposure_range=tuple(sy.exposure_range))
+    traj = _shake(rng, sy)
     origin = (int(rng.integers(photo[0] - crop + 1)), int(rng.integers(photo[1] - crop + 1)))
     angles, (ay, ax) = blur.random_roll(rng, len(traj), max_roll=np.deg2rad(sy.max_roll),
                                         kernel_size=k, size=(crop, crop), origin=origin,

@@ -3,6 +3,8 @@
 import contextlib
 import os
 import shutil
+import signal
+import sys
 import tempfile
 
 # Keep tests on the CPU and single-threaded XLA compiles predictable.
@@ -40,6 +42,7 @@ import jax.numpy as jnp  # noqa: E402
 import pytest  # noqa: E402
 from jax.experimental.compilation_cache import compilation_cache  # noqa: E402
 
+from biskip_jax import errors  # noqa: E402
 from biskip_jax.inference import full_resolution  # noqa: E402
 from biskip_jax.train import checkpointing, train_lib, train_step  # noqa: E402
 from configs import tiny  # noqa: E402
@@ -98,6 +101,21 @@ def _negative_model(monkeypatch):
   monkeypatch.setattr(full_resolution.Deblurrer, "load",
                       lambda ckpt, dtype=None, **kwargs: negative)
   return negative
+
+
+@pytest.fixture(name="stop_on_signals")
+def _stop_on_signals(monkeypatch):
+  """:func:`errors.stop_on_signals` in this process, as the programs install it; the earlier
+  handlers, unraisable hook and the module's record of signals come back afterwards."""
+  old = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+  monkeypatch.setattr(errors, "_received", None)
+  monkeypatch.setattr(errors, "_held", None)
+  monkeypatch.setattr(errors, "_holding", 0)
+  monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)
+  errors.stop_on_signals()
+  yield
+  for sig, handler in old.items():
+    signal.signal(sig, handler)
 
 
 # Test files from the longest to the shortest to run (summed test times of a full run): pytest

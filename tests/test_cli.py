@@ -4,13 +4,14 @@ import ast
 import glob
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
 import pytest
 
-from biskip_jax import cli
-from biskip_jax.errors import UserError
+from biskip_jax import cli, errors
+from biskip_jax.errors import Stopped, UserError
 from biskip_jax.evaluation import eval_lib
 from biskip_jax.inference import deblur_lib
 
@@ -119,6 +120,61 @@ def test_a_user_error_is_one_line_and_exit_status_2(tmp_path):
   assert r.stderr.splitlines() == [
       "evaluate.py: error: --config=nosuch: no file nosuch, and no shipped config of that name "
       "(shipped: ablation, biskip, pretrain, quickstart, tiny)"], r.stderr[-2000:]
+
+
+def test_a_signal_inside_signals_held_stops_at_the_blocks_end(stop_on_signals):
+  reached = []
+  with pytest.raises(Stopped) as e:
+    with errors.signals_held():
+      with errors.signals_held():
+        signal.raise_signal(signal.SIGTERM)  # Its handler has run when this returns.
+        reached.append("inner")
+      reached.append("outer")  # The inner block's end does not stop: the outer one's does.
+  assert reached == ["inner", "outer"] and e.value.signum == signal.SIGTERM
+  with pytest.raises(Stopped) as e:
+    with errors.signals_held():
+      signal.raise_signal(signal.SIGINT)
+      raise ValueError("the block fails too")
+  assert e.value.signum == signal.SIGINT and isinstance(e.value.__context__, ValueError)
+  with pytest.raises(Stopped):  # Outside the block the signal raises at once.
+    signal.raise_signal(signal.SIGTERM)
+    reached.append("not reached")
+  assert reached == ["inner", "outer"]
+
+
+_DROPS_ITS_STOP = """
+import signal, sys
+from biskip_jax import cli
+from biskip_jax.errors import stop_on_signals
+
+
+class Dropper:
+  def __del__(self):  # Python prints what a __del__ raises as ignored, and goes on.
+    signal.raise_signal(signal.SIGTERM)
+
+
+def main(argv):
+  stop_on_signals()
+  Dropper()
+  print("finished")
+  sys.exit(0)
+
+
+cli.run(main)
+"""
+
+
+def test_a_stop_a_library_dropped_still_ends_with_the_signals_status(tmp_path):
+  """A stop raised where Python drops exceptions (a __del__, a gc callback) prints nothing
+  there, and cli.run's last check ends the program as stopped (128 + 15)."""
+  script = tmp_path / "drops.py"
+  script.write_text(_DROPS_ITS_STOP)
+  r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                     cwd=tmp_path, env={**os.environ, "PYTHONPATH": ROOT}, timeout=120)
+  assert r.returncode == 128 + signal.SIGTERM, r.stderr[-2000:]
+  assert r.stdout == "finished\n"
+  assert r.stderr.splitlines() == [
+      "drops.py: stopped by signal 15; the files written so far are complete"], r.stderr
 
 
 _SHARED_FLAGS = {"ckpt": "define_ckpt_flag", "dtype": "define_dtype_flag",

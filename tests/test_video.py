@@ -1,5 +1,6 @@
 """Tests for video in ``deblur.py``: clips made here with PyAV, read back with PyAV."""
 
+import contextlib
 import fractions
 import os
 import signal
@@ -13,7 +14,7 @@ import skimage.data
 import skimage.transform
 
 from biskip_jax.data.datasets import BadImageError, save_image
-from biskip_jax.errors import UserError
+from biskip_jax.errors import Stopped, UserError
 from biskip_jax.inference import deblur_lib, full_resolution, video
 
 av = pytest.importorskip("av", reason="the video extra (PyAV) is not installed")
@@ -200,6 +201,68 @@ def test_a_cut_or_damaged_clip_is_one_line_and_the_rest_is_restored(negative_mod
   assert sorted(os.listdir(tmp_path / "out")) == [".deblur_outputs.jsonl", "b.png"]
   assert "Traceback" not in capsys.readouterr().err
   assert not [n for n in os.listdir(tmp_path) if n.endswith(".partial")]
+
+
+class _SignalsOnWrite:
+  """A file that receives SIGTERM inside its ``n``-th write: from PyAV's write callback."""
+
+  def __init__(self, f, n: int):
+    self._f, self._n = f, n
+
+  def write(self, data):
+    self._n -= 1
+    if self._n == 0:
+      signal.raise_signal(signal.SIGTERM)  # Its handler runs before this returns.
+    return self._f.write(data)
+
+  def __getattr__(self, name):
+    return getattr(self._f, name)
+
+
+@pytest.mark.parametrize("nth_write", [1, 3])
+def test_a_signal_while_pyav_writes_stops_the_clip(stop_on_signals, monkeypatch, tmp_path,
+                                                    nth_write):
+  """PyAV drops a ``Stopped`` raised in its write callback: the stop must not be lost."""
+  _make_clip(tmp_path / "in.mp4", _frames(3, 64, 48) * 50, 25)  # Past x264's lookahead.
+  atomic_write = video.atomic_write
+
+  @contextlib.contextmanager
+  def signalling_write(path):
+    with atomic_write(path) as f:
+      yield _SignalsOnWrite(f, nth_write)
+
+  monkeypatch.setattr(video, "atomic_write", signalling_write)
+  frames = []
+  with pytest.raises(Stopped) as e:
+    video.restore_video(str(tmp_path / "in.mp4"), str(tmp_path / "out.mp4"),
+                        lambda image: frames.append(image) or image)
+  assert e.value.signum == signal.SIGTERM
+  assert len(frames) < 150  # Stopped within the clip, not after it.
+  assert os.listdir(tmp_path) == ["in.mp4"]  # No clip, no hidden partial file.
+
+
+class _SignalsWhenCollected:
+  def __del__(self):  # Python prints what a __del__ raises as ignored, and goes on.
+    signal.raise_signal(signal.SIGTERM)
+
+
+def test_a_stop_dropped_while_restoring_a_frame_stops_the_clip_before_the_next(
+    stop_on_signals, tmp_path, capsys):
+  """As when the signal's handler runs in JAX's garbage-collection callback."""
+  _make_clip(tmp_path / "in.mp4", _frames(3, 64, 48) * 3, 25)
+  frames = []
+
+  def restore(image):
+    frames.append(image)
+    if len(frames) == 5:
+      _SignalsWhenCollected()
+    return image
+
+  with pytest.raises(Stopped):
+    video.restore_video(str(tmp_path / "in.mp4"), str(tmp_path / "out.mp4"), restore)
+  assert len(frames) == 5
+  assert os.listdir(tmp_path) == ["in.mp4"]
+  assert "Stopped" not in capsys.readouterr().err  # Not printed as an ignored exception.
 
 
 @pytest.mark.slow

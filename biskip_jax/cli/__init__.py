@@ -22,7 +22,6 @@ import importlib.util
 import logging as pylogging
 import os
 import re
-import signal
 import sys
 import traceback
 from typing import Callable, NoReturn
@@ -32,7 +31,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 from ml_collections.config_flags.config_flags import ConfigFileFlagParser  # Not re-exported.
 
-from biskip_jax.errors import UserError
+from biskip_jax.errors import Stopped, UserError, raise_if_signalled
 from biskip_jax.output_files import file_kind
 
 # Flags defined through this module's helpers belong to the module that calls them (absl lists
@@ -111,26 +110,6 @@ def log_progress_to_stderr() -> None:
   log.addHandler(handler)
   log.setLevel(pylogging.INFO)
   log.propagate = False
-
-
-class Stopped(BaseException):
-  """SIGTERM or SIGINT during a program that writes files (not ``Exception``: nothing catches
-  it by accident, and every ``finally`` on the way removes its half-written file)."""
-
-  def __init__(self, signum: int):
-    super().__init__(f"stopped by signal {signum}")
-    self.signum = signum
-
-
-def stop_on_signals() -> None:
-  """SIGTERM and SIGINT raise :class:`Stopped`, which :func:`run` turns into one line and
-  the exit status ``128 + signum``: what is written is complete, nothing half-written stays."""
-  def handler(signum, frame):
-    del frame
-    raise Stopped(signum)
-
-  for sig in (signal.SIGTERM, signal.SIGINT):
-    signal.signal(sig, handler)
 
 
 def prog() -> str:
@@ -282,7 +261,10 @@ def run(main: Callable[[list[str]], None]) -> None:
 
   def main_or_stopped(argv: list[str]) -> None:
     try:
-      main(argv)
+      try:
+        main(argv)
+      finally:
+        raise_if_signalled()  # A signal whose Stopped a library dropped still stops here.
     except UserError as e:
       _fail(str(e))
     except Stopped as e:

@@ -20,7 +20,7 @@ import sys
 from absl import flags
 
 from biskip_jax import cli
-from biskip_jax.errors import UserError
+from biskip_jax.errors import UserError, stop_on_signals
 from biskip_jax.inference import deblur_lib
 
 _CKPT = cli.define_ckpt_flag()
@@ -39,7 +39,7 @@ _ENSEMBLE = cli.define_ensemble_flag()
 def main(argv):
   inputs = argv[1:]
   cli.log_progress_to_stderr()  # Our warnings as lines; orbax's restore chatter off.
-  cli.stop_on_signals()  # SIGTERM leaves no half-written file.
+  stop_on_signals()  # SIGTERM leaves no half-written file.
   if not inputs:
     raise UserError("no INPUT given: pass image or video files, folders or glob patterns")
   failures = deblur_lib.run(_CKPT.value, _OUT.value, inputs, fmt=_FORMAT.value,

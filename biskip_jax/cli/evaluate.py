@@ -12,6 +12,7 @@ import os
 from absl import app, flags
 
 from biskip_jax import cli
+from biskip_jax.errors import stop_on_signals
 from biskip_jax.evaluation import eval_lib
 
 _CKPT = cli.define_ckpt_flag(required=True, also="'unsharp': Pillow's unsharp mask (a classical "
@@ -42,7 +43,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   cli.log_progress_to_stderr()  # Our warnings as lines; orbax's restore chatter off.
-  cli.stop_on_signals()  # SIGTERM leaves no half-written file.
+  stop_on_signals()  # SIGTERM leaves no half-written file.
   data_config = cli.config_flag().data if flags.FLAGS.config is not None else None
   result = eval_lib.run(_CKPT.value, _DATA.value, _OUT.value, data_path=_DATA_PATH.value,
                         max_images=_MAX_IMAGES.value, dtype=_DTYPE.value,

@@ -10,7 +10,7 @@ with (``biskip_jax/inference/export_lib.py``). ``--format=onnx`` needs the ``exp
 from absl import flags
 
 from biskip_jax import cli
-from biskip_jax.errors import UserError
+from biskip_jax.errors import UserError, stop_on_signals
 from biskip_jax.inference import export_lib
 
 _CKPT = cli.define_ckpt_flag()
@@ -22,7 +22,7 @@ flags.mark_flags_as_required(["format", "out"])
 
 def main(argv):
   cli.log_progress_to_stderr()  # Our warnings as lines; orbax's restore chatter off.
-  cli.stop_on_signals()  # SIGTERM leaves no half-written file.
+  stop_on_signals()  # SIGTERM leaves no half-written file.
   if len(argv) > 1:
     raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
   meta = export_lib.export(_CKPT.value, _FORMAT.value, _OUT.value)

@@ -41,7 +41,7 @@ import numpy as np
 from biskip_jax.config import config_defaults
 from biskip_jax.data import input_pipeline
 from biskip_jax.data.datasets import SOURCES, load_image, save_image
-from biskip_jax.errors import UserError, os_errors_as_user_errors
+from biskip_jax.errors import UserError, os_errors_as_user_errors, raise_if_signalled
 from biskip_jax.evaluation import baselines, image_signature, metrics, shift_tolerant
 from biskip_jax.inference import full_resolution, loading
 from biskip_jax.output_files import OutputFolder, atomic_write
@@ -137,6 +137,7 @@ def evaluate(deblurrer: Any, examples: Iterable[dict[str, Any]], out_dir: str | 
   rows = []
   seen: set | None = set() if timing else None
   for i, ex in enumerate(tqdm(examples, desc="evaluate", unit="img", disable=not progress)):
+    raise_if_signalled()
     blur, sharp = ex["blur"], ex["sharp"]
     restored, seconds = _timed(deblurrer, blur, seen)
     name = output_stem(ex["name"])

@@ -21,7 +21,7 @@ from typing import Iterable
 
 from biskip_jax import cli
 from biskip_jax.data.image_io import IMAGE_EXTENSIONS, BadImageError, load_image, save_image
-from biskip_jax.errors import UserError
+from biskip_jax.errors import UserError, raise_if_signalled
 from biskip_jax.inference import full_resolution, video
 from biskip_jax.output_files import OutputFolder, file_kind
 
@@ -221,6 +221,7 @@ def run(ckpt: str | None, out_dir: str, inputs: list[str], fmt: str = "png",
   written = 0
   for path, rel in tqdm(list(zip(files, rels)), desc="deblur", unit="file",
                         disable=len(files) < 2):
+    raise_if_signalled()
     try:
       with outputs.writing(rel) as out:
         if os.path.isdir(path):

@@ -21,7 +21,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from biskip_jax.data.image_io import BadImageError, load_image
-from biskip_jax.errors import UserError, os_errors_as_user_errors
+from biskip_jax.errors import UserError, os_errors_as_user_errors, raise_if_signalled, signals_held
 from biskip_jax.output_files import atomic_write
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".wmv",
@@ -84,14 +84,26 @@ def _output(av, out: str) -> Iterator:
     UserError: ``out`` cannot be written (its ``__cause__`` is the ``OSError``).
   """
   with os_errors_as_user_errors(f"cannot write {out}"), atomic_write(out) as f:
-    container = av.open(f, mode="w", format=OUTPUT_FORMAT)
+    with signals_held():  # PyAV writes through f: see _mux.
+      container = av.open(f, mode="w", format=OUTPUT_FORMAT)
     try:
       yield container
     except BaseException:
-      with contextlib.suppress(Exception):
+      with contextlib.suppress(Exception), signals_held():
         container.close()
       raise
-    container.close()
+    with signals_held():
+      container.close()
+
+
+def _mux(container, packets) -> None:
+  """``container.mux(packets)``; a stopping signal meanwhile raises once PyAV has returned.
+
+  PyAV writes the packets through the output's Python file object and drops any exception
+  but ``Exception`` raised there (the stop would be lost and the clip finished).
+  """
+  with signals_held():
+    container.mux(packets)
 
 
 def _video_stream(container, width: int, height: int, rate: fractions.Fraction,
@@ -110,7 +122,7 @@ def _encode(container, stream, image: np.ndarray | None, pts: int | None = None)
   if image is not None:
     frame = import_av().VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
     frame.pts, frame.time_base = pts, stream.codec_context.time_base
-  container.mux(stream.encode(frame))  # An OSError is reported by _output, naming the file.
+  _mux(container, stream.encode(frame))  # An OSError is reported by _output, naming the file.
 
 
 def _check(image: np.ndarray, restored: np.ndarray) -> np.ndarray:
@@ -167,9 +179,10 @@ def restore_video(path: str, out: str, restore: Restore) -> int:
         if packet.stream is audio:
           if packet.dts is not None:
             packet.stream = sink_audio
-            sink.mux(packet)
+            _mux(sink, packet)
           continue
         for frame in _read(_decode(packet), path, av):
+          raise_if_signalled()
           image = frame.to_ndarray(format="rgb24")
           if image.shape[:2] != (stream.height, stream.width):
             raise BadImageError(f"{path}: frame {count} is {image.shape[1]}x{image.shape[0]} "
@@ -231,6 +244,7 @@ def frames_to_video(frames: Sequence[str], out: str, restore: Restore,
   with _output(av, out) as sink, _progress(len(frames), os.path.basename(out)) as bar:
     stream = None
     for i, path in enumerate(frames):
+      raise_if_signalled()
       image = load_image(path)
       if stream is None:
         stream = _video_stream(sink, image.shape[1], image.shape[0], rate, base)

@@ -79,8 +79,9 @@ def signals_held() -> Iterator[None]:
 
   For C code that calls back into Python and would drop the :class:`Stopped` midway through
   its work: PyAV writes its MP4 through the output's Python file object, and a write that
-  failed that way would break the clip. The block ends by raising even when it raises
-  something else: the program was asked to stop.
+  failed that way as the file closes would leave a broken clip, complete to all appearances.
+  The block ends by raising even when it raises something else: the program was asked to
+  stop.
   """
   global _holding, _held  # pylint: disable=global-statement
   _holding += 1

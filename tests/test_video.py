@@ -204,14 +204,15 @@ def test_a_cut_or_damaged_clip_is_one_line_and_the_rest_is_restored(negative_mod
 
 
 class _SignalsOnWrite:
-  """A file that receives SIGTERM inside its ``n``-th write: from PyAV's write callback."""
+  """A file that counts its writes and receives SIGTERM inside the ``n``-th (from PyAV's
+  write callback; ``n`` 0: never)."""
 
   def __init__(self, f, n: int):
-    self._f, self._n = f, n
+    self._f, self._n, self.writes = f, n, 0
 
   def write(self, data):
-    self._n -= 1
-    if self._n == 0:
+    self.writes += 1
+    if self.writes == self._n:
       signal.raise_signal(signal.SIGTERM)  # Its handler runs before this returns.
     return self._f.write(data)
 
@@ -219,26 +220,36 @@ class _SignalsOnWrite:
     return getattr(self._f, name)
 
 
-@pytest.mark.parametrize("nth_write", [1, 3])
+@pytest.mark.parametrize("nth_write", ["first", "third", "last"])
 def test_a_signal_while_pyav_writes_stops_the_clip(stop_on_signals, monkeypatch, tmp_path,
                                                     nth_write):
-  """PyAV drops a ``Stopped`` raised in its write callback: the stop must not be lost."""
-  _make_clip(tmp_path / "in.mp4", _frames(3, 64, 48) * 50, 25)  # Past x264's lookahead.
-  atomic_write = video.atomic_write
+  """PyAV drops a ``Stopped`` raised in its write callback: the stop must not be lost, nor
+  a clip whose last write (the MP4's index, as the file closes) it broke be kept."""
+  clip = tmp_path / "in" / "in.mp4"
+  clip.parent.mkdir()
+  _make_clip(clip, _frames(3, 64, 48) * 50, 25)  # Past x264's lookahead.
+  atomic_write, files = video.atomic_write, []
 
   @contextlib.contextmanager
-  def signalling_write(path):
+  def signalling_write(path, n):
     with atomic_write(path) as f:
-      yield _SignalsOnWrite(f, nth_write)
+      files.append(_SignalsOnWrite(f, n))
+      yield files[-1]
 
-  monkeypatch.setattr(video, "atomic_write", signalling_write)
+  monkeypatch.setattr(video, "atomic_write", lambda path: signalling_write(path, 0))
+  video.restore_video(str(clip), str(tmp_path / "counted.mp4"), lambda image: image)
+  os.remove(tmp_path / "counted.mp4")
+  n = {"first": 1, "third": 3, "last": files[0].writes}[nth_write]
+  assert files[0].writes > 3
+  monkeypatch.setattr(video, "atomic_write", lambda path: signalling_write(path, n))
   frames = []
   with pytest.raises(Stopped) as e:
-    video.restore_video(str(tmp_path / "in.mp4"), str(tmp_path / "out.mp4"),
+    video.restore_video(str(clip), str(tmp_path / "out.mp4"),
                         lambda image: frames.append(image) or image)
   assert e.value.signum == signal.SIGTERM
-  assert len(frames) < 150  # Stopped within the clip, not after it.
-  assert os.listdir(tmp_path) == ["in.mp4"]  # No clip, no hidden partial file.
+  if nth_write != "last":
+    assert len(frames) < 150  # Stopped within the clip, not after it.
+  assert os.listdir(tmp_path) == ["in"]  # No clip, no hidden partial file.
 
 
 class _SignalsWhenCollected:

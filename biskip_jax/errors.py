@@ -37,11 +37,10 @@ class Stopped(BaseException):
     self.signum = signum
 
 
-# The signal stop_on_signals' handler received (None: none yet), how deeply the running code is
-# inside signals_held, and the signal held there.
+# The signal stop_on_signals' handler received (None: none yet), and how deeply the running code
+# is inside signals_held.
 _received: int | None = None
 _holding = 0
-_held: int | None = None
 
 
 def stop_on_signals() -> None:
@@ -55,12 +54,10 @@ def stop_on_signals() -> None:
   """
   def handler(signum, frame):
     del frame
-    global _received, _held  # pylint: disable=global-statement
+    global _received  # pylint: disable=global-statement
     _received = signum
-    if _holding:
-      _held = _held or signum
-      return
-    raise Stopped(signum)
+    if not _holding:
+      raise Stopped(signum)
 
   default_hook = sys.unraisablehook
 
@@ -75,7 +72,8 @@ def stop_on_signals() -> None:
 
 @contextlib.contextmanager
 def signals_held() -> Iterator[None]:
-  """A stopping signal received in the block raises :class:`Stopped` when the block ends.
+  """A stopping signal received in the block (or dropped before it) raises :class:`Stopped`
+  when the block ends.
 
   For C code that calls back into Python and would drop the :class:`Stopped` midway through
   its work: PyAV writes its MP4 through the output's Python file object, and a write that
@@ -83,15 +81,14 @@ def signals_held() -> Iterator[None]:
   The block ends by raising even when it raises something else: the program was asked to
   stop.
   """
-  global _holding, _held  # pylint: disable=global-statement
+  global _holding  # pylint: disable=global-statement
   _holding += 1
   try:
     yield
   finally:
     _holding -= 1
-    if not _holding and _held is not None:
-      signum, _held = _held, None
-      raise Stopped(signum)
+    if not _holding:
+      raise_if_signalled()
 
 
 def raise_if_signalled() -> None:

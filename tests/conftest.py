@@ -109,7 +109,6 @@ def _stop_on_signals(monkeypatch):
   handlers, unraisable hook and the module's record of signals come back afterwards."""
   old = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
   monkeypatch.setattr(errors, "_received", None)
-  monkeypatch.setattr(errors, "_held", None)
   monkeypatch.setattr(errors, "_holding", 0)
   monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)
   errors.stop_on_signals()

@@ -103,6 +103,67 @@ def test_downscaled_frames_crop_is_a_lanczos_resize_of_a_larger_window(tmp_path)
   assert b.shape == s.shape == (20, 20, 3)
 
 
+def _jittered(stack, gains, gamma=2.2):
+  """Reference: each frame's linear light times ``gains``, clipped at 1, then averaged."""
+  lin = np.clip((np.asarray(stack, np.float64) / 255.0) ** gamma * gains, 0, 1)
+  return (lin.mean(axis=0) ** (1 / gamma) * 255).round()
+
+
+def test_exposure_jitter_scales_every_frame_before_the_average_and_clips_at_white(tmp_path):
+  _write_sequence(tmp_path / "seq")
+  seqs = frames.list_sequences(str(tmp_path / "seq"))
+  kw = dict(split="train", num_examples=50, seed=1, window=(3, 5), eval_range=(0.75, 1.0))
+  plain = frames.FramesSource(seqs, **kw)
+  bright = frames.FramesSource(seqs, exposure_range=(1.8, 1.8), **kw)
+  stack = [frames.image_io.load_image(p) for p in seqs[0]]
+  clipped = 0
+  for i in range(6):
+    w = bright.window(i)
+    assert w == plain.window(i)
+    # The gains are drawn after the crop's position: the plain crop finds it.
+    _, s0 = plain.random_crop(i, 16, np.random.default_rng(i))
+    b, s = bright.random_crop(i, 16, np.random.default_rng(i))
+    mid = stack[w.start + w.length // 2]
+    y, x = [(y, x) for y in range(40 - 15) for x in range(48 - 15)
+            if np.array_equal(mid[y:y + 16, x:x + 16], s0)][0]
+    win = [f[y:y + 16, x:x + 16] for f in stack[w.start:w.start + w.length]]
+    np.testing.assert_allclose(s, _jittered(win[w.length // 2:w.length // 2 + 1], 1.8), atol=1)
+    np.testing.assert_allclose(b, _jittered(win, 1.8), atol=1)
+    clipped += int((s == 255).sum())
+  assert clipped  # Gain 1.8 saturates the scene's brightest pixels: the clip was exercised.
+  # Scaling the mean instead (clipping once, after it) gives brighter streaks than a sensor.
+  assert not np.allclose(b, (np.clip(((np.asarray(win, np.float64) / 255) ** 2.2).mean(0)
+                                     * 1.8, 0, 1) ** (1 / 2.2) * 255).round(), atol=1)
+
+
+def test_white_balance_jitter_changes_colour_not_brightness(tmp_path):
+  _write_sequence(tmp_path / "seq")
+  seqs = frames.list_sequences(str(tmp_path / "seq"))
+  kw = dict(split="train", num_examples=50, seed=1, window=(1, 1), eval_range=(0.75, 1.0))
+  plain = frames.FramesSource(seqs, **kw)
+  tinted = frames.FramesSource(seqs, white_balance=0.3, **kw)
+  spread = []
+  for i in range(8):
+    _, s0 = plain.random_crop(i, 24, np.random.default_rng(i))
+    b, s = tinted.random_crop(i, 24, np.random.default_rng(i))
+    np.testing.assert_array_equal(b, s)  # A window of one frame: input and target alike.
+    lin0 = (s0 / 255.0) ** 2.2
+    lin = (s / 255.0) ** 2.2
+    ok = (lin0 > 0.05) & (lin0 < 0.4)  # Not clipped, not lost in rounding.
+    g = np.array([np.median(lin[..., c][ok[..., c]] / lin0[..., c][ok[..., c]])
+                  for c in range(3)])
+    # Per-channel gains exp(u_c - mean u): their product is 1, each within exp(+-2 * 0.3).
+    assert abs(np.log(g).sum()) < 0.03
+    assert np.all(np.abs(np.log(g)) <= 2 * 0.3 + 0.01)
+    spread.append(np.log(g).max() - np.log(g).min())
+  assert max(spread) > 0.1  # The channels were tinted, not all left alone.
+  # Evaluation pairs are never jittered.
+  ev_kw = dict(split="eval", num_examples=0, seed=0, eval_window=3, eval_range=(0.75, 1.0))
+  np.testing.assert_array_equal(
+      frames.FramesSource(seqs, white_balance=0.3, exposure_range=(2, 2), **ev_kw).load(0)["blur"],
+      frames.FramesSource(seqs, **ev_kw).load(0)["blur"])
+
+
 def test_frames_evaluation_windows_lie_in_the_held_out_range(tmp_path):
   _write_sequence(tmp_path / "a" / "s1", n=30)
   _write_sequence(tmp_path / "a" / "s2", n=30, seed=1)
@@ -245,6 +306,12 @@ def test_mix_and_frames_settings_are_checked(tmp_path):
     config = _mix_config(tmp_path)
     config.data.frames.scale_range = bad
     with pytest.raises(UserError, match="data.frames.scale_range"):
+      input_pipeline.get_source(config, "train", training=True)
+  for field, bad in [("exposure_range", (0.0, 1.0)), ("exposure_range", (1.5, 0.5)),
+                     ("white_balance", -0.1)]:
+    config = _mix_config(tmp_path)
+    config.data.frames[field] = bad
+    with pytest.raises(UserError, match=f"data.frames.{field}"):
       input_pipeline.get_source(config, "train", training=True)
 
 

@@ -131,6 +131,8 @@ _FIELDS: dict[str, str] = {
     "data.frames.num_train": ">= 1",
     "data.frames.cache_mb": ">= 0",
     "data.frames.scale_range": "in (0, 1]",
+    "data.frames.exposure_range": "> 0",
+    "data.frames.white_balance": ">= 0",
     "loss.gamma_fft": ">= 0",
     "loss.gamma_adv": ">= 0",
     "eval.tile_size": ">= 0",
@@ -174,7 +176,7 @@ _ORDERED = ("data.synthetic.length_range", "data.synthetic.exposure_range",
             "data.synthetic.jpeg_quality", "data.synthetic.scale_range",
             "data.synthetic.highlight_gain", "data.synthetic.shot_noise",
             "data.synthetic.read_noise", "data.frames.window", "data.frames.eval_range",
-            "data.frames.scale_range")
+            "data.frames.scale_range", "data.frames.exposure_range")
 
 # (lo, hi) pairs of fields: a low field > 0 must not exceed the high one (0: the low one is off).
 _ORDERED_PAIRS = (("data.synthetic.min_shake", "data.synthetic.max_shake"),)

@@ -156,6 +156,13 @@ def get_config(scheme: str = "SA1P-BS") -> ml_collections.ConfigDict:
   # Training crops downscaled by s ~ U(lo, hi) in (0, 1] (a window of crop_size / s pixels
   # resized to crop_size): the motion of a few sequences at several magnitudes. (1, 1): off.
   fr.scale_range = (1.0, 1.0)
+  # Light and colour of training crops (never of evaluation pairs), in linear light before the
+  # window is averaged, blurred and sharp alike, each frame clipped at white as a sensor
+  # saturates: an exposure gain drawn per crop from U(lo, hi) ((1, 1): off), and per-channel
+  # white-balance gains exp(u_c), u_c ~ U(-w, w) less their mean (0: off). A few sequences'
+  # light and colour then vary as other scenes' would.
+  fr.exposure_range = (1.0, 1.0)
+  fr.white_balance = 0.0
   # Synthetic blur (used by data.source = "synthetic").
   d.synthetic = sy = ml_collections.ConfigDict()
   sy.images = "skimage"  # "skimage" (shipped photos) or a folder of sharp images.

@@ -17,6 +17,11 @@ subfolder per sequence, frames in sorted file-name order.
 * Training crops may be downscaled (``frames.scale_range``): a window of ``size / s`` pixels
   is averaged and both images are resized to ``size`` (Lanczos), so that one sequence's motion
   is seen at several magnitudes and content scales, as photos of other sizes would show it.
+* Training crops may be jittered in light and colour (``frames.exposure_range``,
+  ``frames.white_balance``): each frame's linear light is multiplied by an exposure gain and
+  per-channel white-balance gains before the window is averaged and clipped at white (a sensor
+  saturates per exposure), the sharp frame alike, so one sequence's light and colour vary as
+  other scenes' would. Evaluation pairs are never jittered.
 * Training record ``i`` draws its sequence, N and start from ``default_rng([seed, 0, i])``;
   the crop position comes from the pipeline's per-element generator. Decoded frames are kept
   in each worker (LRU, ``frames.cache_mb``): 299 frames of 1280x720 take 790 MiB.
@@ -119,6 +124,11 @@ class FramesSource:
     scale_range: ``(lo, hi)`` in (0, 1]: training crops are downscaled by ``s ~ U(lo, hi)``
       (at least ``size / min(height, width)``, so that the window fits); ``(1, 1)`` draws
       nothing.
+    exposure_range: ``(lo, hi)``: training crops' linear light is multiplied by
+      ``g ~ U(lo, hi)``; ``(1, 1)`` draws nothing.
+    white_balance: ``w >= 0``: training crops' linear channels are multiplied by
+      ``exp(u_c)``, ``u_c ~ U(-w, w)`` less their mean (colour changes, brightness does not);
+      0 draws nothing.
   """
 
   def __init__(self, sequences: Sequence[Sequence[str]], *, split: str, num_examples: int,
@@ -126,7 +136,8 @@ class FramesSource:
                eval_window: int = 11,
                eval_range: Sequence[float] = (0.0, 0.0), num_eval: int = 0,
                curve: str = "gamma", gamma: float = 2.2, eval_max_size: int = 0,
-               cache_mb: int = 1024, scale_range: Sequence[float] = (1.0, 1.0)):
+               cache_mb: int = 1024, scale_range: Sequence[float] = (1.0, 1.0),
+               exposure_range: Sequence[float] = (1.0, 1.0), white_balance: float = 0.0):
     self.sequences = [list(s) for s in sequences]
     self.split = split
     self._seed = seed % 2**32
@@ -140,6 +151,8 @@ class FramesSource:
     self._eval_max_size = eval_max_size
     self._cache_bytes = cache_mb * 2**20
     self._scale_range = (float(scale_range[0]), float(scale_range[1]))
+    self._exposure_range = (float(exposure_range[0]), float(exposure_range[1]))
+    self._white_balance = float(white_balance)
     if split == "train":
       # Valid starts per sequence and length: the window must not touch the held-out frames.
       self._starts = [self._train_starts(len(s), eval_range) for s in self.sequences]
@@ -226,7 +239,10 @@ class FramesSource:
       return self._frame(seq, 0).shape[:2]
     return size
 
-  def _average(self, w: Window, rows: slice, cols: slice) -> tuple[np.ndarray, np.ndarray]:
+  def _average(self, w: Window, rows: slice, cols: slice,
+               gains: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The window's blurred and sharp images in ``rows, cols``; ``gains``: float32[3] on the
+    linear light of every frame (clipped at white per frame), or None."""
     acc = None
     for t in range(w.start, w.start + w.length):
       frame = self._frame(w.seq, t)
@@ -237,11 +253,26 @@ class FramesSource:
                         f"{frame.shape[0]}, not {shape[1]}x{shape[0]} like the frames before "
                         "it: every frame of a sequence must have the same size.")
       lin = to_linear(frame[rows, cols] / np.float32(255.0), self._curve, self._gamma)
+      if gains is not None:
+        lin = np.minimum(lin * gains, np.float32(1.0))
       acc = lin if acc is None else acc + lin
     blur = to_display(acc / np.float32(w.length), self._curve, self._gamma)
     blur = (blur * 255.0).round().astype(np.uint8)
     sharp = self._frame(w.seq, w.start + w.length // 2)[rows, cols]
+    if gains is not None:
+      lin = to_linear(sharp / np.float32(255.0), self._curve, self._gamma) * gains
+      sharp = (to_display(lin, self._curve, self._gamma) * 255.0).round().astype(np.uint8)
     return blur, np.ascontiguousarray(sharp)
+
+  def _gains(self, rng: np.random.Generator) -> np.ndarray | None:
+    """A training crop's linear-light gains per channel, float32[3], or None (no jitter)."""
+    if self._exposure_range == (1.0, 1.0) and not self._white_balance:
+      return None
+    gains = np.full(3, rng.uniform(*self._exposure_range))
+    if self._white_balance:
+      u = rng.uniform(-self._white_balance, self._white_balance, 3)
+      gains *= np.exp(u - u.mean())
+    return gains.astype(np.float32)
 
   def load(self, index: int) -> dict[str, Any]:
     """Pair ``index`` at full size (or its centre ``eval_max_size`` window), uint8 HxWx3."""
@@ -259,7 +290,8 @@ class FramesSource:
 
     With ``scale_range`` other than ``(1, 1)``, the crop is a window of ``round(size / s)``
     pixels, averaged at full size and then downscaled to ``size`` (Lanczos), blurred and sharp
-    alike.
+    alike. With ``exposure_range`` or ``white_balance`` set, its light is jittered
+    (:meth:`_gains`, drawn after the crop's position).
 
     Returns:
       ``(blur, sharp)``, each ``uint8[size, size, 3]``, or None if the frames are smaller than
@@ -274,7 +306,8 @@ class FramesSource:
       scale = max(rng.uniform(*self._scale_range), size / min(h, wd))
       side = min(round(size / scale), h, wd)
     top, left = int(rng.integers(h - side + 1)), int(rng.integers(wd - side + 1))
-    pair = self._average(w, slice(top, top + side), slice(left, left + side))
+    pair = self._average(w, slice(top, top + side), slice(left, left + side),
+                         self._gains(rng))
     if side == size:
       return pair
     return tuple(np.asarray(Image.fromarray(x).resize((size, size), Image.Resampling.LANCZOS),

@@ -243,7 +243,7 @@ class FramesSource:
                gains: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The window's blurred and sharp images in ``rows, cols``; ``gains``: float32[3] on the
     linear light of every frame (clipped at white per frame), or None."""
-    acc = None
+    acc = mid = None
     for t in range(w.start, w.start + w.length):
       frame = self._frame(w.seq, t)
       if acc is None:
@@ -255,14 +255,16 @@ class FramesSource:
       lin = to_linear(frame[rows, cols] / np.float32(255.0), self._curve, self._gamma)
       if gains is not None:
         lin = np.minimum(lin * gains, np.float32(1.0))
+      if t == w.start + w.length // 2:
+        sharp, mid = frame[rows, cols], lin
       acc = lin if acc is None else acc + lin
-    blur = to_display(acc / np.float32(w.length), self._curve, self._gamma)
-    blur = (blur * 255.0).round().astype(np.uint8)
-    sharp = self._frame(w.seq, w.start + w.length // 2)[rows, cols]
-    if gains is not None:
-      lin = to_linear(sharp / np.float32(255.0), self._curve, self._gamma) * gains
-      sharp = (to_display(lin, self._curve, self._gamma) * 255.0).round().astype(np.uint8)
-    return blur, np.ascontiguousarray(sharp)
+
+    def to_uint8(lin):
+      return (to_display(lin, self._curve, self._gamma) * 255.0).round().astype(np.uint8)
+
+    if gains is not None:  # The middle frame's light as averaged; else the frame itself.
+      sharp = to_uint8(mid)
+    return to_uint8(acc / np.float32(w.length)), np.ascontiguousarray(sharp)
 
   def _gains(self, rng: np.random.Generator) -> np.ndarray | None:
     """A training crop's linear-light gains per channel, float32[3], or None (no jitter)."""

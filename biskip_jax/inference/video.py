@@ -100,7 +100,7 @@ def _mux(container, packets) -> None:
   """``container.mux(packets)``; a stopping signal meanwhile raises once PyAV has returned.
 
   PyAV writes the packets through the output's Python file object and drops any exception
-  but ``Exception`` raised there, the write failed (see :func:`signals_held`).
+  but ``Exception`` raised there, failing the write (see :func:`signals_held`).
   """
   with signals_held():
     container.mux(packets)
